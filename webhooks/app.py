@@ -1,0 +1,68 @@
+"""The ASGI application: ``uvicorn webhooks.app:app``. Stateless, so run as many as you like."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from webhooks import api, health, receiver
+from webhooks.ingest import Enqueuer, InboxWriter
+from worker.db import make_engine, make_sessionmaker
+from worker.logging import configure_logging
+from worker.settings import Settings, get_settings
+from worker.tasks import enqueue_drain
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        configure_logging(settings)
+        engine = make_engine(settings.database_url)
+        enqueuer = Enqueuer(enqueue_drain)
+        writer = InboxWriter(
+            engine,
+            writers=1 if settings.is_sqlite else settings.ingest_writers,
+            batch_max=settings.ingest_batch_max,
+            timeout=settings.ingest_timeout_seconds,
+            on_stored=enqueuer.mark,
+        )
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.writer = writer
+        app.state.callback_secrets = _callback_secrets(settings)
+        enqueuer.start()
+        writer.start()
+        try:
+            yield
+        finally:
+            writer.stop()
+            enqueuer.stop()
+            engine.dispose()
+
+    return Starlette(
+        routes=[
+            Route("/callbacks/zego", receiver.zego_callback, methods=["POST"]),
+            Route("/healthz", health.healthz),
+            Route("/readyz", health.readyz),
+            Route("/v1/sessions", api.list_sessions),
+            Route("/v1/sessions/{session_id}", api.get_session),
+            Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _callback_secrets(settings: Settings) -> dict[int, str]:
+    secrets = {app_id: app.callback_secret.get_secret_value() for app_id, app in settings.zego_apps.items()}
+    if settings.zego_app_id is not None and settings.zego_callback_secret is not None:
+        secrets.setdefault(settings.zego_app_id, settings.zego_callback_secret.get_secret_value())
+    return secrets
+
+
+app = create_app()

@@ -1,0 +1,95 @@
+"""``POST /callbacks/zego``: verify, store durably, answer. Never a vendor call on this path.
+
+Status codes are what ZEGO's retry logic needs: 200 once the callback is stored (or was
+already), 503 when the database cannot store it (ZEGO retries 5 times over about a minute),
+and 4xx for requests that no retry will fix.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import structlog
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from webhooks.ingest import StorageUnavailable
+from worker.callbacks import Callback, MalformedCallback, body_hash, parse_body
+from worker.inbox import NewCallback
+from worker.signatures import InvalidSignature, verify_callback
+
+log = structlog.get_logger(__name__)
+
+_STORED = Response(b'{"status":"stored"}', media_type="application/json")
+_DUPLICATE = Response(b'{"status":"duplicate"}', media_type="application/json")
+
+
+def error(status: int, code: str, detail: str) -> Response:
+    return Response(
+        orjson.dumps({"error": code, "detail": detail}),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def zego_callback(request: Request) -> Response:
+    state = request.app.state
+    settings = state.settings
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        return error(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
+    except ClientDisconnect:
+        return error(400, "client_disconnected", "request body was not received in full")
+    try:
+        payload, form = parse_body(body)
+    except MalformedCallback as exc:
+        return error(400, "malformed", str(exc))
+    try:
+        verify_callback(
+            payload,
+            secret_for=state.callback_secrets.get,
+            now=time.time(),
+            window_seconds=settings.timestamp_window_seconds,
+        )
+    except InvalidSignature as exc:
+        log.warning("callback_rejected", reason=exc.reason, app_id=payload.get("AppId"))
+        return error(401, exc.reason, exc.detail)
+    try:
+        callback = Callback.from_payload(payload)
+    except MalformedCallback as exc:
+        return error(400, "malformed", str(exc))
+    text = body.decode() if form == "json" else orjson.dumps(payload).decode()
+    item = NewCallback(callback, text, form, body_hash(body))
+    try:
+        outcome = await state.writer.submit(item)
+    except StorageUnavailable as exc:
+        return error(503, "storage_unavailable", str(exc))
+    if outcome == "replay":
+        log.warning(
+            "callback_replay_rejected",
+            app_id=callback.app_id,
+            callback_event=callback.event,
+            agent_instance_id=callback.agent_instance_id,
+        )
+        return error(401, "replayed_signature", "this signature was already used with another body")
+    return _STORED if outcome == "stored" else _DUPLICATE

@@ -1,0 +1,1 @@
+"""roomwarden's domain: callbacks, sessions, transcripts, and the Celery adapter around them."""

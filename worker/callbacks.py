@@ -1,0 +1,165 @@
+"""What a ZEGO AI Agent callback is once its bytes are parsed: the few fields we route on, and its keys.
+
+ZEGO posts JSON but tells receivers to URL-decode it first, so a body may be plain JSON,
+percent-encoded JSON, or a form whose ``Data`` field holds JSON; all three parse to the same
+payload. ZEGO adds fields and events over time, so nothing here rejects what it does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+import orjson
+
+KNOWN_EVENTS = frozenset(
+    {
+        "ASRResult",
+        "LLMResult",
+        "Exception",
+        "Interrupted",
+        "UserSpeakAction",
+        "AgentSpeakAction",
+        "AgentInstanceStatus",
+        "UserAudioData",
+        "AgentInstanceCreated",
+        "AgentInstanceDeleted",
+        "AgentInstanceMetaInfo",
+    }
+)
+_INTEGER_FIELDS = ("AppId", "Timestamp", "Sequence")
+_UNSIGNED_FIELDS = frozenset({"Nonce", "Timestamp", "Signature"})
+
+
+class MalformedCallback(ValueError):
+    """The body is not a callback we can store: a 400, and ZEGO should not retry it unchanged."""
+
+
+def parse_body(body: bytes) -> tuple[dict[str, Any], str]:
+    """The payload and the form it came in: ``"json"`` or ``"form"``."""
+    stripped = body.strip()
+    if not stripped:
+        raise MalformedCallback("empty body")
+    try:
+        if stripped[:1] == b"{":
+            return _as_object(orjson.loads(stripped)), "json"
+        text = stripped.decode("utf-8")
+    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedCallback(f"body is not valid JSON: {exc}") from None
+    if text[:3].upper() == "%7B":
+        try:
+            return _as_object(orjson.loads(unquote_plus(text))), "form"
+        except orjson.JSONDecodeError as exc:
+            raise MalformedCallback(f"URL-decoded body is not valid JSON: {exc}") from None
+    return _parse_form(text), "form"
+
+
+def _as_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedCallback("body must be a JSON object")
+    return value
+
+
+def _parse_form(text: str) -> dict[str, Any]:
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise MalformedCallback("body is neither JSON nor URL-encoded fields") from None
+    payload: dict[str, Any] = {}
+    for key, value in pairs:
+        if value[:1] in ("{", "["):
+            try:
+                payload[key] = orjson.loads(value)
+                continue
+            except orjson.JSONDecodeError:
+                raise MalformedCallback(f"field {key} is not valid JSON") from None
+        payload[key] = value
+    for key in _INTEGER_FIELDS:
+        number = payload.get(key)
+        if isinstance(number, str) and number.lstrip("-").isdigit():
+            payload[key] = int(number)
+    return payload
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    app_id: int
+    event: str
+    agent_instance_id: str
+    sequence: int | None
+    timestamp_ms: int
+    signature: str
+    payload: dict[str, Any]
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Callback:
+        """Validate the routing fields of an already verified payload."""
+        event = payload.get("Event")
+        if not isinstance(event, str) or not event or len(event) > 64:
+            raise MalformedCallback("Event must be a non-empty string of at most 64 characters")
+        instance = payload.get("AgentInstanceId")
+        if isinstance(instance, int):
+            instance = str(instance)
+        if not isinstance(instance, str) or not instance or len(instance) > 128:
+            raise MalformedCallback("AgentInstanceId must be a non-empty string (≤128 characters)")
+        sequence = payload.get("Sequence")
+        if sequence in (None, ""):
+            sequence = None
+        else:
+            try:
+                sequence = int(sequence)
+            except (TypeError, ValueError):
+                raise MalformedCallback("Sequence must be an integer") from None
+        data = payload.get("Data")
+        if data is not None and not isinstance(data, dict):
+            raise MalformedCallback("Data must be an object")
+        timestamp = int(payload["Timestamp"])
+        return cls(
+            app_id=int(payload["AppId"]),
+            event=event,
+            agent_instance_id=instance,
+            sequence=sequence,
+            timestamp_ms=timestamp if timestamp > 100_000_000_000 else timestamp * 1000,
+            signature=str(payload["Signature"]).lower(),
+            payload=payload,
+        )
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self.payload.get("Data")
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def dedup_key(self) -> str:
+        prefix = f"{self.app_id}:{self.agent_instance_id}:{self.event}"
+        if self.sequence is not None:
+            return f"{prefix}:{self.sequence}"
+        return f"{prefix}:h:{content_hash(self.payload)}"
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    """A hash of what a callback says, blind to how it was signed: a re-signed retry hashes the same."""
+    unsigned = {k: v for k, v in payload.items() if k not in _UNSIGNED_FIELDS}
+    return hashlib.sha256(orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def body_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def int_field(value: Any) -> int | None:
+    """A numeric field as ZEGO may send it (number or string), or None when absent or garbled."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def text_field(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)

@@ -1,0 +1,66 @@
+"""The Celery application. Celery is confined to this module, tasks.py and schedule.py.
+
+Tasks are idempotent by construction (see drain.py), which is what makes ``acks_late`` with
+``reject_on_worker_lost`` safe: a worker killed mid-task leaves its message to be redelivered,
+and the redelivery finds the work either committed or not, never half done.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging
+
+from worker.logging import configure_logging
+from worker.schedule import beat_schedule
+from worker.settings import get_settings
+
+QUEUE = "roomwarden"
+
+
+def broker_options(broker_url: str) -> dict[str, Any]:
+    if broker_url.startswith(("sqla+", "sqlalchemy+")):
+        # kombu passes these to create_engine for its SQLite file, shared by receiver and worker.
+        return {"connect_args": {"timeout": 30}}
+    if broker_url.startswith(("redis", "rediss")):
+        # Fail fast when Redis is away: the receiver answers anyway and the sweeper re-enqueues.
+        return {"socket_connect_timeout": 2, "socket_timeout": 5, "visibility_timeout": 3600}
+    return {}
+
+
+def create_celery() -> Celery:
+    settings = get_settings()
+    app = Celery("roomwarden", broker=settings.broker_url, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE,
+        broker_transport_options=broker_options(settings.broker_url),
+        broker_connection_timeout=2,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule=beat_schedule(settings),
+        beat_schedule_filename="var/celerybeat-schedule",
+        timezone="UTC",
+    )
+    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
+        from kombu.transport import sqlalchemy as kombu_sqla
+
+        # The virtual transport polls its table; a second is too slow for a demo to feel live.
+        kombu_sqla.Transport.polling_interval = 0.2
+    return app
+
+
+app = create_celery()
+
+
+@setup_logging.connect
+def _configure_logging(**_kwargs: Any) -> None:
+    configure_logging(get_settings())

@@ -1,0 +1,203 @@
+"""Session lifecycles: which session a callback belongs to, and what it does to session and instance.
+
+Every transition here is written so that the end state depends only on the *set* of callbacks
+applied, never on their order: times merge with min/max, the last status is the one with the
+highest Sequence, and a session's state is recomputed from its instances (ended only when every
+instance it has is deleted). That is what lets late, duplicated and reordered callbacks, and a
+full ``rebuild``, all land on the same answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from worker.callbacks import Callback, int_field, text_field
+from worker.db import from_ms, insert_ignoring_conflicts, utcnow
+from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent
+
+SESSION_NAMESPACE = uuid.UUID("5b0f3c52-1d7e-4c59-9a55-7f1f0f7e2a11")
+
+# AgentInstanceDeleted codes (vendor facts 2.1) and the end reason a reader sees.
+END_REASONS = {
+    0: "deleted",
+    1201: "rtc_error",
+    1202: "user_absent",
+    1203: "kicked_out",
+    1204: "login_failed",
+    1205: "disconnected",
+    1206: "push_failed",
+    1207: "pull_failed",
+}
+
+TIMELINE_EVENTS = frozenset({"UserSpeakAction", "AgentSpeakAction", "AgentInstanceStatus"})
+
+
+def session_id_for(app_id: int, agent_instance_id: str) -> str:
+    """Sessions first heard of through a callback get an id derived from it, so a rebuild keeps it."""
+    return str(uuid.uuid5(SESSION_NAMESPACE, f"zego:{app_id}:{agent_instance_id}"))
+
+
+def exception_family(code: int) -> str:
+    if 1000 <= code < 2000:
+        return "agent_rtc"
+    return {21: "asr", 22: "llm", 23: "tts"}.get(code // 100, "other")
+
+
+def end_reason(code: int) -> str:
+    return END_REASONS.get(code, f"deleted_{code}")
+
+
+@dataclass
+class Stream:
+    """The locked session and the instance whose callbacks are being applied."""
+
+    session: Session
+    instance: AgentInstance
+    dirty_rounds: set[int] = field(default_factory=set)
+
+
+def lock_stream(db: DbSession, *, app_id: int, agent_instance_id: str) -> Stream:
+    """Find or create the instance and its session, and hold the session's row lock until commit."""
+    session_id = db.scalar(
+        select(AgentInstance.session_id).where(
+            AgentInstance.app_id == app_id, AgentInstance.agent_instance_id == agent_instance_id
+        )
+    )
+    dialect = db.get_bind().dialect.name
+    if session_id is None:
+        session_id = session_id_for(app_id, agent_instance_id)
+        db.execute(
+            insert_ignoring_conflicts(Session, dialect).values(
+                id=session_id,
+                app_id=app_id,
+                origin="callback",
+                state=SessionState.STARTING.value,
+                created_at=utcnow(),
+            )
+        )
+        db.execute(
+            insert_ignoring_conflicts(AgentInstance, dialect).values(
+                app_id=app_id,
+                agent_instance_id=agent_instance_id,
+                session_id=session_id,
+                state="starting",
+            )
+        )
+    session = db.scalars(select(Session).where(Session.id == session_id).with_for_update()).one()
+    instance = db.scalars(
+        select(AgentInstance).where(
+            AgentInstance.app_id == app_id, AgentInstance.agent_instance_id == agent_instance_id
+        )
+    ).one()
+    return Stream(session=session, instance=instance)
+
+
+def earliest(current: dt.datetime | None, new: dt.datetime) -> dt.datetime:
+    return new if current is None or new < current else current
+
+
+def latest(current: dt.datetime | None, new: dt.datetime) -> dt.datetime:
+    return new if current is None or new > current else current
+
+
+def observe(stream: Stream, cb: Callback) -> None:
+    """What every callback tells us: who the agent is, where, and that the instance was alive then."""
+    instance, session, payload = stream.instance, stream.session, cb.payload
+    at = from_ms(cb.timestamp_ms)
+    instance.first_seen_at = earliest(instance.first_seen_at, at)
+    instance.last_event_at = latest(instance.last_event_at, at)
+    if cb.sequence is not None and (instance.last_sequence or -1) < cb.sequence:
+        instance.last_sequence = cb.sequence
+    instance.agent_user_id = instance.agent_user_id or text_field(payload.get("AgentUserId"))
+    instance.agent_id = instance.agent_id or text_field(payload.get("AgentId"))
+    instance.room_id = instance.room_id or text_field(payload.get("RoomId"))
+    session.room_id = session.room_id or instance.room_id
+    session.agent_id = session.agent_id or instance.agent_id
+    session.agent_name = session.agent_name or text_field(payload.get("Name"))
+    user_id = text_field(cb.data.get("UserId"))
+    if user_id and cb.event in ("ASRResult", "UserSpeakAction", "UserAudioData"):
+        session.user_id = session.user_id or user_id
+    if cb.event not in ("AgentInstanceCreated", "AgentInstanceDeleted", "Exception"):
+        session.last_activity_at = latest(session.last_activity_at, at)
+    if cb.event in ("ASRResult", "UserSpeakAction"):
+        session.last_user_speech_at = latest(session.last_user_speech_at, at)
+
+
+def instance_created(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    created = int_field(cb.data.get("CreatedTimestamp"))
+    at = from_ms(created) if created else from_ms(cb.timestamp_ms)
+    stream.instance.created_at = earliest(stream.instance.created_at, at)
+    if stream.instance.state != "deleted":
+        stream.instance.state = "active"
+    stream.session.started_at = earliest(stream.session.started_at, at)
+
+
+def instance_deleted(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    data, instance = cb.data, stream.instance
+    deleted = int_field(data.get("DeletedTimestamp"))
+    at = from_ms(deleted) if deleted else from_ms(cb.timestamp_ms)
+    instance.state = "deleted"
+    instance.deleted_at = at
+    instance.delete_code = int_field(data.get("Code"))
+    latency = data.get("LatencyData")
+    instance.latency = latency if isinstance(latency, dict) else None
+
+
+def exception(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    code = int_field(cb.data.get("Code")) or 0
+    db.add(
+        AgentException(
+            session_id=stream.session.id,
+            instance_id=stream.instance.id,
+            inbox_id=inbox_id,
+            code=code,
+            family=exception_family(code),
+            message=text_field(cb.data.get("Message")) or "",
+            round=int_field(cb.data.get("Round")),
+            sequence=cb.sequence,
+            at=from_ms(cb.timestamp_ms),
+        )
+    )
+
+
+def timeline(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    data = cb.data
+    if cb.event == "AgentInstanceStatus" and isinstance(data.get("Status"), str):
+        seq = cb.sequence if cb.sequence is not None else -1
+        if stream.instance.status_sequence is None or seq > stream.instance.status_sequence:
+            stream.instance.status = data["Status"]
+            stream.instance.status_sequence = seq
+    db.add(
+        TimelineEvent(
+            session_id=stream.session.id,
+            instance_id=stream.instance.id,
+            inbox_id=inbox_id,
+            event=cb.event,
+            round=int_field(data.get("Round")),
+            sequence=cb.sequence,
+            at=from_ms(cb.timestamp_ms),
+            detail={k: v for k, v in data.items() if k != "Round"},
+        )
+    )
+
+
+def refresh_session_state(db: DbSession, stream: Stream) -> None:
+    """A session's state is a function of its instances: ended only once every one is deleted."""
+    session = stream.session
+    instances = list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session.id)))
+    if instances and all(i.state == "deleted" for i in instances):
+        last = max(instances, key=lambda i: i.deleted_at or dt.datetime.min.replace(tzinfo=dt.UTC))
+        session.state = SessionState.ENDED
+        session.ended_at = last.deleted_at
+        session.end_code = last.delete_code
+        session.end_reason = end_reason(last.delete_code) if last.delete_code is not None else None
+    elif any(i.state == "active" for i in instances):
+        session.state = SessionState.ACTIVE
+        session.ended_at = session.end_code = session.end_reason = None
+    else:
+        session.state = SessionState.STARTING

@@ -1,0 +1,19 @@
+"""All models, imported here so that Alembic and the rest see one complete metadata."""
+
+from worker.models.events import AgentException, TimelineEvent, UserAudio
+from worker.models.inbox import InboxCallback, InboxState
+from worker.models.sessions import AgentInstance, Session, SessionState
+from worker.models.transcripts import AgentSentence, Turn
+
+__all__ = [
+    "AgentException",
+    "AgentInstance",
+    "AgentSentence",
+    "InboxCallback",
+    "InboxState",
+    "Session",
+    "SessionState",
+    "TimelineEvent",
+    "Turn",
+    "UserAudio",
+]

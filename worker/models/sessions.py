@@ -1,0 +1,75 @@
+"""A session is one end user's conversation with one agent in one room; agent instances come and go in it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from worker.db import Base, JSONType, UTCDateTime
+from worker.models.inbox import ID
+
+
+class SessionState(enum.StrEnum):
+    STARTING = "starting"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[int] = mapped_column(BigInteger)
+    # "callback": first heard of through a callback; "api": started through roomwarden.
+    origin: Mapped[str] = mapped_column(String(16), default="callback")
+    state: Mapped[str] = mapped_column(String(16), default=SessionState.STARTING)
+    end_reason: Mapped[str | None] = mapped_column(String(64))
+    end_code: Mapped[int | None] = mapped_column(Integer)
+    room_id: Mapped[str | None] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    agent_name: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_activity_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_user_speech_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    instances: Mapped[list[AgentInstance]] = relationship(
+        back_populates="session", order_by="AgentInstance.first_seen_at"
+    )
+
+    __table_args__ = (Index("ix_sessions_state", "state"),)
+
+
+class AgentInstance(Base):
+    __tablename__ = "agent_instances"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    app_id: Mapped[int] = mapped_column(BigInteger)
+    agent_instance_id: Mapped[str] = mapped_column(String(128))
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16), default="starting")
+    agent_user_id: Mapped[str | None] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    room_id: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    delete_code: Mapped[int | None] = mapped_column(Integer)
+    latency: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    status: Mapped[str | None] = mapped_column(String(16))
+    status_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    first_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_event_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_sequence: Mapped[int | None] = mapped_column(BigInteger)
+
+    session: Mapped[Session] = relationship(back_populates="instances")
+
+    __table_args__ = (
+        UniqueConstraint("app_id", "agent_instance_id"),
+        Index("ix_agent_instances_session_id", "session_id"),
+    )

@@ -1,0 +1,61 @@
+"""Turns of a conversation: one user turn and one agent turn per Round at most."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from worker.db import Base, JSONType, UTCDateTime
+from worker.models.inbox import ID
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    instance_id: Mapped[int] = mapped_column(ForeignKey("agent_instances.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(BigInteger)
+    speaker: Mapped[str] = mapped_column(String(8))  # "user" | "agent"
+    text: Mapped[str] = mapped_column(Text, default="")
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    spoken_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The Sequence the user text came from: a later ASRResult of the same Round wins.
+    text_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    interrupt_reason: Mapped[int | None] = mapped_column(Integer)
+    played_text: Mapped[str | None] = mapped_column(Text)
+    meta_info: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    __table_args__ = (
+        UniqueConstraint("instance_id", "round", "speaker"),
+        Index("ix_turns_session_id", "session_id"),
+    )
+
+
+class AgentSentence(Base):
+    """One LLMResult: the agent's turn text is its sentences joined in Sequence order."""
+
+    __tablename__ = "agent_sentences"
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("agent_instances.id", ondelete="CASCADE"))
+    inbox_id: Mapped[int] = mapped_column(ForeignKey("inbox.id"), unique=True)
+    round: Mapped[int] = mapped_column(BigInteger)
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    callback_ts: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_agent_sentences_instance_round", "instance_id", "round"),)

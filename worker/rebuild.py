@@ -1,0 +1,81 @@
+"""Re-deriving every session and transcript from the inbox, the source of truth.
+
+Useful after a bug fix in how callbacks are applied, and a standing proof that derived state is
+a pure function of the stored callbacks. Sessions first heard of through callbacks are dropped
+and re-made with the same ids (they are derived from the instance id); sessions started through
+roomwarden keep their row and lose only what callbacks had written on it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from worker import inbox
+from worker.db import session_scope
+from worker.drain import drain_stream
+from worker.models import (
+    AgentException,
+    AgentInstance,
+    AgentSentence,
+    Session,
+    SessionState,
+    TimelineEvent,
+    Turn,
+    UserAudio,
+)
+from worker.settings import Settings
+
+
+def reset_derived(db: DbSession) -> None:
+    for model in (UserAudio, AgentException, TimelineEvent, AgentSentence, Turn):
+        db.execute(delete(model))
+    callback_sessions = select(Session.id).where(Session.origin == "callback")
+    db.execute(delete(AgentInstance).where(AgentInstance.session_id.in_(callback_sessions)))
+    db.execute(delete(Session).where(Session.origin == "callback"))
+    db.execute(
+        update(AgentInstance).values(
+            state="starting",
+            created_at=None,
+            deleted_at=None,
+            delete_code=None,
+            latency=None,
+            status=None,
+            status_sequence=None,
+            first_seen_at=None,
+            last_event_at=None,
+            last_sequence=None,
+        )
+    )
+    db.execute(
+        update(Session).values(
+            state=SessionState.STARTING,
+            end_reason=None,
+            end_code=None,
+            started_at=None,
+            ended_at=None,
+            last_activity_at=None,
+            last_user_speech_at=None,
+        )
+    )
+    inbox.reset_all(db)
+
+
+def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
+    """Wipe derived state and apply every stored callback again; returns how many were applied.
+
+    Run it with the workers stopped: a drain racing the wipe would apply callbacks twice over.
+    """
+    with session_scope(factory) as db:
+        reset_derived(db)
+        streams = inbox.all_streams(db)
+    applied = 0
+    for app_id, instance_id in streams:
+        more = True
+        while more:
+            with session_scope(factory) as db:
+                result = drain_stream(db, app_id=app_id, agent_instance_id=instance_id, settings=settings)
+            applied += result.applied
+            more = result.more
+    return applied

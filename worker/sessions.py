@@ -1,0 +1,93 @@
+"""Reading sessions back, as the API and the CLI show them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from worker.models import AgentException, AgentInstance, Session
+
+
+def find_session(db: DbSession, key: str) -> Session | None:
+    """A session by its id, or by the AgentInstanceId of any of its instances."""
+    session = db.get(Session, key)
+    if session is not None:
+        return session
+    return db.scalars(
+        select(Session)
+        .join(AgentInstance, AgentInstance.session_id == Session.id)
+        .where(AgentInstance.agent_instance_id == key)
+        .limit(1)
+    ).one_or_none()
+
+
+def sessions_by_instance(db: DbSession, agent_instance_id: str) -> list[Session]:
+    return list(
+        db.scalars(
+            select(Session)
+            .join(AgentInstance, AgentInstance.session_id == Session.id)
+            .where(AgentInstance.agent_instance_id == agent_instance_id)
+        )
+    )
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def describe(db: DbSession, session: Session) -> dict[str, Any]:
+    instances = db.scalars(
+        select(AgentInstance)
+        .where(AgentInstance.session_id == session.id)
+        .order_by(AgentInstance.first_seen_at, AgentInstance.agent_instance_id)
+    )
+    exceptions = db.execute(
+        select(AgentException, AgentInstance.agent_instance_id)
+        .join(AgentInstance, AgentInstance.id == AgentException.instance_id)
+        .where(AgentException.session_id == session.id)
+        .order_by(AgentException.at, AgentException.sequence)
+    )
+    return {
+        "id": session.id,
+        "app_id": session.app_id,
+        "state": session.state,
+        "end_reason": session.end_reason,
+        "end_code": session.end_code,
+        "room_id": session.room_id,
+        "user_id": session.user_id,
+        "agent_id": session.agent_id,
+        "agent_name": session.agent_name,
+        "created_at": _iso(session.created_at),
+        "started_at": _iso(session.started_at),
+        "ended_at": _iso(session.ended_at),
+        "last_activity_at": _iso(session.last_activity_at),
+        "last_user_speech_at": _iso(session.last_user_speech_at),
+        "instances": [
+            {
+                "agent_instance_id": i.agent_instance_id,
+                "state": i.state,
+                "agent_user_id": i.agent_user_id,
+                "created_at": _iso(i.created_at),
+                "deleted_at": _iso(i.deleted_at),
+                "delete_code": i.delete_code,
+                "latency": i.latency,
+                "status": i.status,
+                "last_event_at": _iso(i.last_event_at),
+            }
+            for i in instances
+        ],
+        "exceptions": [
+            {
+                "agent_instance_id": instance_id,
+                "code": e.code,
+                "family": e.family,
+                "message": e.message,
+                "round": e.round,
+                "at": _iso(e.at),
+            }
+            for e, instance_id in exceptions
+        ],
+    }

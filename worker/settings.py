@@ -1,0 +1,91 @@
+"""One typed settings object, read from ``ROOMWARDEN_*`` environment variables once.
+
+The defaults are the embedded ones (a SQLite database and a SQLite-backed Celery broker under
+``./var/``) so that a newcomer can run the service with nothing else installed; production points
+``ROOMWARDEN_DATABASE_URL`` at Postgres and ``ROOMWARDEN_BROKER_URL`` at Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class ZegoApp(BaseModel):
+    """The secrets of one ZEGO AppId: callbacks are verified with one, API calls signed with the other."""
+
+    callback_secret: SecretStr
+    server_secret: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMWARDEN_", extra="ignore")
+
+    database_url: str = f"sqlite:///{VAR_DIR}/roomwarden.sqlite3"
+    broker_url: str = f"sqla+sqlite:///{VAR_DIR}/broker.sqlite3"
+
+    # One app through the three flat variables, several through ROOMWARDEN_ZEGO_APPS as JSON:
+    # {"1234567": {"callback_secret": "...", "server_secret": "..."}}. Both may be used together.
+    zego_app_id: int | None = None
+    zego_callback_secret: SecretStr | None = None
+    zego_server_secret: SecretStr | None = None
+    zego_apps: dict[int, ZegoApp] = Field(default_factory=dict)
+
+    api_token: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    # Receiver.
+    timestamp_window_seconds: int = 600
+    max_body_bytes: int = 1024 * 1024
+    ingest_writers: int = 2
+    ingest_batch_max: int = 256
+    ingest_timeout_seconds: float = 10.0
+
+    # Worker.
+    apply_max_attempts: int = 6
+    apply_retry_base_seconds: float = 2.0
+    sweep_interval_seconds: float = 5.0
+    sweep_after_seconds: float = 5.0
+    store_user_audio: bool = False
+    user_audio_retention_days: int = 7
+
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator(
+        "timestamp_window_seconds",
+        "max_body_bytes",
+        "ingest_writers",
+        "ingest_batch_max",
+        "apply_max_attempts",
+    )
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    def zego_app(self, app_id: int) -> ZegoApp | None:
+        """The configured secrets for ``app_id``, or None for an AppId this deployment does not serve."""
+        if app_id in self.zego_apps:
+            return self.zego_apps[app_id]
+        if self.zego_app_id == app_id and self.zego_callback_secret is not None:
+            return ZegoApp(callback_secret=self.zego_callback_secret, server_secret=self.zego_server_secret)
+        return None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
