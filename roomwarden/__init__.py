@@ -1,0 +1,1 @@
+"""The ``roomwarden`` command: run the service, show a demo, read transcripts, operate the inbox."""

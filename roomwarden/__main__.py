@@ -1,0 +1,3 @@
+from roomwarden.cli import main
+
+main()

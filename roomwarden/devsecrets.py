@@ -1,0 +1,43 @@
+"""Credentials for the embedded default, so that ``roomwarden run`` works with nothing configured.
+
+They are random, made once per checkout under ``var/``, and used only for what the environment
+leaves unset: a real deployment sets its own through ``ROOMWARDEN_*`` and never sees these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from worker.settings import VAR_DIR
+
+DEV_FILE = VAR_DIR / "dev-credentials.json"
+DEMO_APP_ID = 1000000001
+
+
+def load_or_create(path: Path = DEV_FILE) -> dict[str, str]:
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = {
+        "ROOMWARDEN_ZEGO_APP_ID": str(DEMO_APP_ID),
+        "ROOMWARDEN_ZEGO_CALLBACK_SECRET": secrets.token_hex(16),
+        "ROOMWARDEN_API_TOKEN": secrets.token_urlsafe(24),
+    }
+    path.write_text(json.dumps(values, indent=2))
+    path.chmod(0o600)
+    return values
+
+
+def apply_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Fill in the dev credentials the environment does not set; returns the resulting environment."""
+    env = dict(os.environ if environ is None else environ)
+    if "ROOMWARDEN_ZEGO_APPS" in env or "ROOMWARDEN_ZEGO_CALLBACK_SECRET" in env:
+        dev = {k: v for k, v in load_or_create().items() if k == "ROOMWARDEN_API_TOKEN"}
+    else:
+        dev = load_or_create()
+    for key, value in dev.items():
+        env.setdefault(key, value)
+    return env
