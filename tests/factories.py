@@ -1,0 +1,117 @@
+"""Building ZEGO callbacks the way ZEGO sends them: every top-level field, signed."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from typing import Any
+
+from worker.signatures import callback_signature
+
+APP_ID = 1234567
+CALLBACK_SECRET = "test-callback-secret-7f3a"
+INSTANCE = "1912122918452641792"
+
+# One realistic Data object per event type the vendor facts list (section 2).
+EVENT_DATA: dict[str, dict[str, Any]] = {
+    "ASRResult": {"UserId": "user_1", "Round": 650459806, "Text": "What's the weather like?"},
+    "LLMResult": {"Round": 650459806, "Text": "It is sunny today."},
+    "Exception": {"Code": 2203, "Message": "LLM authentication failed", "Round": 650459806},
+    "Interrupted": {"Round": 650459806, "Reason": 1, "PlayedText": "It is"},
+    "UserSpeakAction": {"UserId": "user_1", "Action": "SPEAK_BEGIN", "Round": 650459806},
+    "AgentSpeakAction": {"Action": "SPEAK_BEGIN"},
+    "AgentInstanceStatus": {"Status": "SPEAKING", "Round": 650459806},
+    "UserAudioData": {
+        "UserId": "user_1",
+        "Round": 650459806,
+        "SampleRate": 16000,
+        "Format": "pcm",
+        "Audio": "AAECAwQFBgcICQ==",
+    },
+    "AgentInstanceCreated": {"CreatedTimestamp": 1_745_000_000_000},
+    "AgentInstanceDeleted": {
+        "Code": 1202,
+        "DeletedTimestamp": 1_745_000_100_000,
+        "LatencyData": {"LLMTTFT": 300, "LLMTPS": 42.5, "TTSAudioFirstFrameTime": 200, "TotalCost": 800},
+    },
+    "AgentInstanceMetaInfo": {"Round": 650459806, "MetaInfo": {"emotion": "happy"}},
+}
+
+
+class Signer:
+    """Makes signed callbacks with rising Sequence numbers, as one agent instance would send them."""
+
+    def __init__(self, app_id: int = APP_ID, secret: str = CALLBACK_SECRET) -> None:
+        self.app_id = app_id
+        self.secret = secret
+        self._sequence = itertools.count(1)
+
+    def callback(
+        self,
+        event: str,
+        data: dict[str, Any] | None = None,
+        *,
+        instance: str = INSTANCE,
+        sequence: int | None = None,
+        timestamp: int | None = None,
+        with_sequence: bool = True,
+        **top: Any,
+    ) -> dict[str, Any]:
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        nonce = secrets.token_hex(8)
+        payload: dict[str, Any] = {
+            "AppId": self.app_id,
+            "Event": event,
+            "Nonce": nonce,
+            "Timestamp": ts,
+            "Signature": callback_signature(self.secret, ts, nonce),
+            "AgentInstanceId": instance,
+            "AgentUserId": "agent_1",
+            "AgentId": "weather-bot",
+            "Name": "Weather bot",
+            "RoomId": "room_1",
+            "Data": dict(EVENT_DATA.get(event, {}) if data is None else data),
+        }
+        if with_sequence:
+            payload["Sequence"] = sequence if sequence is not None else next(self._sequence)
+        payload.update(top)
+        return payload
+
+    def resign(self, payload: dict[str, Any], *, timestamp: int | None = None) -> dict[str, Any]:
+        """The same callback as a retry would carry it: new nonce and timestamp, new signature."""
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        nonce = secrets.token_hex(8)
+        return {
+            **payload,
+            "Nonce": nonce,
+            "Timestamp": ts,
+            "Signature": callback_signature(self.secret, ts, nonce),
+        }
+
+
+def ingest(db: Any, payloads: list[dict[str, Any]]) -> list[str]:
+    """Store callbacks in the inbox as the receiver would (same function, same transaction rules)."""
+    import orjson
+
+    from worker.callbacks import Callback, body_hash
+    from worker.db import utcnow
+    from worker.inbox import NewCallback, store_batch
+
+    items = []
+    for payload in payloads:
+        body = orjson.dumps(payload)
+        items.append(NewCallback(Callback.from_payload(payload), body.decode(), "json", body_hash(body)))
+    return list(store_batch(db.connection(), items, received_at=utcnow()))
+
+
+def apply_pending(db: Any, settings: Any, *, instance: str = INSTANCE, app_id: int = APP_ID) -> int:
+    """Drain one stream until nothing is left, as the worker's task does."""
+    from worker.drain import drain_stream
+
+    applied = 0
+    while True:
+        result = drain_stream(db, app_id=app_id, agent_instance_id=instance, settings=settings)
+        applied += result.applied
+        if not result.more:
+            return applied
