@@ -1,0 +1,117 @@
+"""Applying stored callbacks: a bad one is retried, then parked and replayable, never blocking the rest."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session as DbSession
+
+from tests.factories import INSTANCE, Signer, apply_pending, ingest
+from worker import audio, inbox
+from worker.db import utcnow
+from worker.drain import drain_stream
+from worker.models import InboxCallback, Turn, UserAudio
+from worker.settings import Settings
+
+BAD_AUDIO = {"UserId": "user_1", "Round": 5, "SampleRate": 16000, "Format": "pcm", "Audio": "%%%not-base64"}
+
+
+def _rows(db: DbSession) -> dict[str, InboxCallback]:
+    db.expire_all()
+    return {row.event: row for row in db.scalars(select(InboxCallback))}
+
+
+def test_a_failing_callback_is_retried_with_backoff_while_the_rest_apply(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """One callback that cannot be applied waits for its retry; the others of the stream are applied now."""
+    keep_audio = settings.model_copy(update={"store_user_audio": True, "apply_retry_base_seconds": 30})
+    ingest(db, [signer.callback("UserAudioData", BAD_AUDIO), signer.callback("ASRResult")])
+    result = drain_stream(db, app_id=signer.app_id, agent_instance_id=INSTANCE, settings=keep_audio)
+    assert (result.applied, result.retrying, result.parked) == (1, 1, 0)
+    assert result.retry_in is not None and 24 <= result.retry_in <= 36
+    rows = _rows(db)
+    assert rows["ASRResult"].state == "done"
+    failing = rows["UserAudioData"]
+    assert (failing.state, failing.attempts) == ("pending", 1)
+    assert failing.last_error is not None and "base64" in failing.last_error
+    assert failing.next_attempt_at is not None and failing.next_attempt_at > utcnow()
+    assert db.scalars(select(Turn)).one().text == "What's the weather like?"
+    # Not due yet: a second drain leaves it alone.
+    again = drain_stream(db, app_id=signer.app_id, agent_instance_id=INSTANCE, settings=keep_audio)
+    assert (again.applied, again.retrying) == (0, 0)
+
+
+def test_after_the_bound_a_callback_is_parked_as_failed_and_can_be_replayed(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """Past apply_max_attempts the callback is parked with its error; replay puts it back and it applies."""
+    keep_audio = settings.model_copy(update={"store_user_audio": True, "apply_max_attempts": 3})
+    ingest(db, [signer.callback("UserAudioData", BAD_AUDIO)])
+    for attempt in range(3):  # noqa: B007 - checked after the loop
+        db.execute(update(InboxCallback).values(next_attempt_at=None))
+        result = drain_stream(db, app_id=signer.app_id, agent_instance_id=INSTANCE, settings=keep_audio)
+    assert (result.parked, attempt) == (1, 2)
+    row = _rows(db)["UserAudioData"]
+    assert (row.state, row.attempts) == ("failed", 3)
+    assert inbox.list_callbacks(db, state=inbox.InboxState.FAILED)[0].id == row.id
+    # The sweeper does not pick up parked callbacks...
+    assert inbox.pending_streams(db, received_before=utcnow() + dt.timedelta(hours=1), now=utcnow()) == []
+    # ...an operator replays them (here, after turning audio storage off, which strips the audio).
+    assert inbox.replay_failed(db) == [(signer.app_id, INSTANCE)]
+    assert apply_pending(db, settings) == 1
+    row = _rows(db)["UserAudioData"]
+    assert (row.state, row.attempts) == ("done", 0)
+    assert '"Audio":null' in row.payload
+
+
+def test_user_audio_is_not_kept_by_default(db: DbSession, signer: Signer, settings: Settings) -> None:
+    """With audio storage off (the default) the base64 audio is stripped from the stored callback once applied."""
+    ingest(db, [signer.callback("UserAudioData")])
+    apply_pending(db, settings)
+    assert db.scalars(select(UserAudio)).all() == []
+    payload = _rows(db)["UserAudioData"].payload
+    assert "AAECAwQFBgcICQ==" not in payload
+    assert '"AudioDropped":true' in payload
+
+
+def test_user_audio_is_kept_when_enabled_and_purged_after_retention(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """With ROOMWARDEN_STORE_USER_AUDIO on, the PCM is kept, then deleted once past its retention."""
+    keep_audio = settings.model_copy(update={"store_user_audio": True})
+    ingest(db, [signer.callback("UserAudioData")])
+    apply_pending(db, keep_audio)
+    stored = db.scalars(select(UserAudio)).one()
+    assert stored.audio == bytes(range(10))
+    assert (stored.sample_rate, stored.format, stored.round, stored.user_id) == (
+        16000,
+        "pcm",
+        650459806,
+        "user_1",
+    )
+    assert audio.purge_expired(db, now=utcnow(), retention_days=7) == 0
+    db.execute(update(InboxCallback).values(received_at=utcnow() - dt.timedelta(days=8)))
+    db.execute(update(UserAudio).values(at=utcnow() - dt.timedelta(days=8)))
+    assert audio.purge_expired(db, now=utcnow(), retention_days=7) == 1
+    db.flush()
+    assert db.scalars(select(UserAudio)).all() == []
+    assert "AAECAwQFBgcICQ==" not in _rows(db)["UserAudioData"].payload
+
+
+def test_the_sweeper_finds_streams_left_pending(db: DbSession, signer: Signer, settings: Settings) -> None:
+    """Callbacks still pending after the sweep delay are found again, stream by stream."""
+    ingest(
+        db,
+        [
+            signer.callback("ASRResult"),
+            signer.callback("LLMResult"),
+            signer.callback("ASRResult", instance="42"),
+        ],
+    )
+    now = utcnow()
+    assert inbox.pending_streams(db, received_before=now - dt.timedelta(seconds=5), now=now) == []
+    later = now + dt.timedelta(seconds=10)
+    found = inbox.pending_streams(db, received_before=later - dt.timedelta(seconds=5), now=later)
+    assert sorted(found) == sorted([(signer.app_id, INSTANCE), (signer.app_id, "42")])
