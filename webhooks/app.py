@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from webhooks import api, health, receiver
-from webhooks.ingest import Enqueuer, InboxWriter
+from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
 from worker.settings import Settings, get_settings
@@ -24,13 +24,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging(settings)
         engine = make_engine(settings.database_url)
         enqueuer = Enqueuer(enqueue_drain)
-        writer = InboxWriter(
-            engine,
-            writers=1 if settings.is_sqlite else settings.ingest_writers,
-            batch_max=settings.ingest_batch_max,
-            timeout=settings.ingest_timeout_seconds,
-            on_stored=enqueuer.mark,
-        )
+        writer: InboxWriter | PostgresInboxWriter
+        if engine.dialect.name == "postgresql":
+            writer = PostgresInboxWriter(
+                postgres_conninfo(settings.database_url),
+                writers=settings.ingest_writers,
+                batch_max=settings.ingest_batch_max,
+                timeout=settings.ingest_timeout_seconds,
+                on_stored=enqueuer.mark,
+            )
+        else:  # SQLite has one writer at a time anyway
+            writer = InboxWriter(
+                engine,
+                writers=1,
+                batch_max=settings.ingest_batch_max,
+                timeout=settings.ingest_timeout_seconds,
+                on_stored=enqueuer.mark,
+            )
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
@@ -41,7 +51,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
-            writer.stop()
+            await writer.stop()
             enqueuer.stop()
             engine.dispose()
 

@@ -21,12 +21,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import structlog
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from worker.db import utcnow
-from worker.inbox import NewCallback, Outcome, StreamKey, store_batch
+from worker.inbox import (
+    POSTGRES_INSERT,
+    POSTGRES_STORED_BODIES,
+    NewCallback,
+    Outcome,
+    PreparedBatch,
+    StreamKey,
+    postgres_insert_params,
+    store_batch,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +49,8 @@ class StorageUnavailable(Exception):
 
 
 class InboxWriter:
+    """The writer for SQLite (and any SQLAlchemy database): threads around a sync connection."""
+
     def __init__(
         self,
         engine: Engine,
@@ -60,25 +73,30 @@ class InboxWriter:
         for thread in self._threads:
             thread.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         for _ in self._threads:
             self._queue.put(_STOP)
         for thread in self._threads:
-            thread.join(timeout=5)
+            await asyncio.to_thread(thread.join, 5)
 
     async def submit(self, item: NewCallback) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._queue.put((item, future, loop))
         try:
-            return await asyncio.wait_for(future, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await future
         except TimeoutError:
             raise StorageUnavailable("timed out waiting for the database") from None
 
     def _run(self) -> None:
+        # One connection per writer for its whole life: no pool checkout or pre-ping per batch.
+        connection: Connection | None = None
         while True:
             first = self._queue.get()
             if first is _STOP:
+                if connection is not None:
+                    connection.close()
                 return
             batch = [first]
             while len(batch) < self._batch_max:
@@ -90,14 +108,28 @@ class InboxWriter:
                     self._queue.put(_STOP)
                     break
                 batch.append(nxt)
-            self._write(batch)
+            connection = self._write(connection, batch)
 
-    def _write(self, batch: list[tuple[NewCallback, asyncio.Future[Outcome], Any]]) -> None:
+    def _write(
+        self, connection: Connection | None, batch: list[tuple[NewCallback, asyncio.Future[Outcome], Any]]
+    ) -> Connection | None:
+        """Store and commit one batch, answer its requests; returns the connection to keep using."""
         items = [item for item, _, _ in batch]
         try:
-            with self._engine.begin() as connection:
+            if connection is None:
+                connection = self._engine.connect()
+            with connection.begin():
                 outcomes: list[Outcome] | Exception = store_batch(connection, items, received_at=utcnow())
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # the writer must outlive any one batch
+            if connection is not None:
+                connection.invalidate()
+                connection.close()
+                connection = None
+            if len(batch) > 1 and not isinstance(exc, OperationalError):
+                # Not the database going away but something in the data: store the rest.
+                for one in batch:
+                    connection = self._write(connection, [one])
+                return connection
             log.error(
                 "inbox_store_failed",
                 callbacks=len(batch),
@@ -119,6 +151,7 @@ class InboxWriter:
             }
             if stored:
                 self._on_stored(stored)
+        return connection
 
 
 def _resolve(results: list[tuple[asyncio.Future[Outcome], Outcome | Exception]]) -> None:
@@ -131,12 +164,132 @@ def _resolve(results: list[tuple[asyncio.Future[Outcome], Outcome | Exception]])
             future.set_result(result)
 
 
+class PostgresInboxWriter:
+    """The writer for Postgres: psycopg's async connections in the event loop itself.
+
+    No threads means no handing each request to another thread and back, and no contention for
+    the GIL between the event loop and the writers: on two cores that handoff, not the database,
+    was what capped the threaded writer.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        writers: int,
+        batch_max: int,
+        timeout: float,
+        on_stored: Callable[[set[StreamKey]], None],
+    ) -> None:
+        self._conninfo = conninfo
+        self._writers = writers
+        self._batch_max = batch_max
+        self._timeout = timeout
+        self._on_stored = on_stored
+        self._queue: asyncio.Queue[tuple[NewCallback, asyncio.Future[Outcome]]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"inbox-writer-{i}") for i in range(self._writers)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def submit(self, item: NewCallback) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((item, future))
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await future
+        except TimeoutError:
+            raise StorageUnavailable("timed out waiting for the database") from None
+
+    async def _run(self) -> None:
+        connection: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self._batch_max and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                connection = await self._write(connection, batch)
+        finally:
+            if connection is not None:
+                await connection.close()
+
+    async def _write(
+        self,
+        connection: psycopg.AsyncConnection[Any] | None,
+        batch: list[tuple[NewCallback, asyncio.Future[Outcome]]],
+    ) -> psycopg.AsyncConnection[Any] | None:
+        items = [item for item, _ in batch]
+        try:
+            if connection is None:
+                connection = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=5
+                )
+            received_at = utcnow()
+            prepared = PreparedBatch.of(items, received_at)
+            # One statement in autocommit: durable when it returns, and one round trip a batch.
+            cursor = await connection.execute(
+                POSTGRES_INSERT, postgres_insert_params(prepared.rows, received_at)
+            )
+            inserted = {key for (key,) in await cursor.fetchall()}
+            conflicts = prepared.conflicts(inserted)
+            hashes: dict[str, str] = {}
+            if conflicts:
+                signatures = [item.callback.signature for item in conflicts]
+                cursor = await connection.execute(POSTGRES_STORED_BODIES, {"signatures": signatures})
+                hashes = {signature: body for signature, body in await cursor.fetchall()}
+            outcomes = prepared.outcomes(inserted, hashes)
+        except Exception as exc:  # the writer must outlive any one batch
+            if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError | OSError):
+                # Not the database going away but something in the data: store the rest.
+                for one in batch:
+                    connection = await self._write(connection, [one])
+                return connection
+            log.error(
+                "inbox_store_failed",
+                callbacks=len(batch),
+                error=type(exc).__name__,
+                detail=str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
+            if connection is not None:
+                await connection.close()
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StorageUnavailable("database unavailable"))
+            return None
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+        stored = {
+            (item.callback.app_id, item.callback.agent_instance_id)
+            for item, outcome in zip(items, outcomes, strict=True)
+            if outcome == "stored"
+        }
+        if stored:
+            self._on_stored(stored)
+        return connection
+
+
+def postgres_conninfo(database_url: str) -> str:
+    """The libpq URI for a SQLAlchemy ``postgresql+psycopg://`` URL."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class Enqueuer:
     """Publishes one drain message for all streams made dirty since the last one."""
 
-    def __init__(self, publish: Callable[[list[StreamKey]], bool], *, chunk: int = 100) -> None:
+    def __init__(
+        self, publish: Callable[[list[StreamKey]], bool], *, chunk: int = 200, interval: float = 0.05
+    ) -> None:
         self._publish = publish
         self._chunk = chunk
+        self._interval = interval
         self._dirty: set[StreamKey] = set()
         self._cond = threading.Condition()
         self._stopping = False
@@ -181,3 +334,7 @@ class Enqueuer:
                 time.sleep(backoff)
             else:
                 backoff = 0.0
+                # A publish costs about a millisecond of CPU in Celery: gather streams for a
+                # moment, so that a busy receiver sends a few messages a second per stream set,
+                # not one per commit.
+                time.sleep(self._interval)

@@ -7,7 +7,9 @@ payload. ZEGO adds fields and events over time, so nothing here rejects what it 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -31,6 +33,7 @@ KNOWN_EVENTS = frozenset(
 )
 _INTEGER_FIELDS = ("AppId", "Timestamp", "Sequence")
 _UNSIGNED_FIELDS = frozenset({"Nonce", "Timestamp", "Signature"})
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 class MalformedCallback(ValueError):
@@ -69,16 +72,15 @@ def _parse_form(text: str) -> dict[str, Any]:
         raise MalformedCallback("body is neither JSON nor URL-encoded fields") from None
     payload: dict[str, Any] = {}
     for key, value in pairs:
-        if value[:1] in ("{", "["):
-            try:
-                payload[key] = orjson.loads(value)
-                continue
-            except orjson.JSONDecodeError:
-                raise MalformedCallback(f"field {key} is not valid JSON") from None
         payload[key] = value
+        if value[:1] in ("{", "["):
+            # Data arrives as JSON text; a Name like "[beta] bot" stays text (and a Data that
+            # is not JSON is refused later, by name, as "Data must be an object").
+            with contextlib.suppress(orjson.JSONDecodeError):
+                payload[key] = orjson.loads(value)
     for key in _INTEGER_FIELDS:
         number = payload.get(key)
-        if isinstance(number, str) and number.lstrip("-").isdigit():
+        if isinstance(number, str) and _INTEGER.fullmatch(number):
             payload[key] = int(number)
     return payload
 
@@ -92,6 +94,7 @@ class Callback:
     timestamp_ms: int
     signature: str
     payload: dict[str, Any]
+    dedup_key: str
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Callback:
@@ -112,31 +115,33 @@ class Callback:
                 sequence = int(sequence)
             except (TypeError, ValueError):
                 raise MalformedCallback("Sequence must be an integer") from None
+            if not 0 <= sequence < 2**63:
+                raise MalformedCallback("Sequence must be between 0 and 2^63 - 1")
         data = payload.get("Data")
         if data is not None and not isinstance(data, dict):
             raise MalformedCallback("Data must be an object")
         timestamp = int(payload["Timestamp"])
+        app_id = int(payload["AppId"])
+        if not 0 < app_id < 2**63:
+            raise MalformedCallback("AppId out of range")
+        # The same callback delivered twice must collide here, however it was re-signed.
+        key = f"{app_id}:{instance}:{event}:"
+        key += str(sequence) if sequence is not None else f"h:{content_hash(payload)}"
         return cls(
-            app_id=int(payload["AppId"]),
+            app_id=app_id,
             event=event,
             agent_instance_id=instance,
             sequence=sequence,
             timestamp_ms=timestamp if timestamp > 100_000_000_000 else timestamp * 1000,
             signature=str(payload["Signature"]).lower(),
             payload=payload,
+            dedup_key=key,
         )
 
     @property
     def data(self) -> dict[str, Any]:
         data = self.payload.get("Data")
         return data if isinstance(data, dict) else {}
-
-    @property
-    def dedup_key(self) -> str:
-        prefix = f"{self.app_id}:{self.agent_instance_id}:{self.event}"
-        if self.sequence is not None:
-            return f"{prefix}:{self.sequence}"
-        return f"{prefix}:h:{content_hash(self.payload)}"
 
 
 def content_hash(payload: dict[str, Any]) -> str:

@@ -25,7 +25,11 @@ def broker_options(broker_url: str) -> dict[str, Any]:
         return {"connect_args": {"timeout": 30}}
     if broker_url.startswith(("redis", "rediss")):
         # Fail fast when Redis is away: the receiver answers anyway and the sweeper re-enqueues.
-        return {"socket_connect_timeout": 2, "socket_timeout": 5, "visibility_timeout": 3600}
+        # No ack emulation: the inbox in the database is the queue of record and a drain message
+        # is only a wake-up call, so a message lost with a dead worker costs one sweep interval.
+        # kombu's unacked bookkeeping would add two writes per message, and its restore path
+        # crashes the worker when the connection drops mid-task (seen with kombu 5.7 here).
+        return {"socket_connect_timeout": 2, "socket_timeout": 5, "ack_emulation": False}
     return {}
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker import audio, lifecycle, transcripts
-from worker.callbacks import Callback
+from worker.callbacks import Callback, int_field
 from worker.db import utcnow
 from worker.lifecycle import Stream
 from worker.models import InboxCallback, InboxState
@@ -43,7 +43,7 @@ HANDLERS: dict[str, Handler] = {
     "AgentInstanceMetaInfo": transcripts.meta_info,
 }
 
-BATCH_LIMIT = 2000
+BATCH_LIMIT = 500
 
 
 @dataclass
@@ -53,6 +53,7 @@ class DrainResult:
     parked: int = 0
     more: bool = False
     retry_in: float | None = None
+    locked: bool = False
     failed_ids: list[int] = field(default_factory=list)
 
 
@@ -64,9 +65,15 @@ def drain_stream(
     settings: Settings,
     now: dt.datetime | None = None,
 ) -> DrainResult:
-    """Apply what is pending for one instance. The caller commits (and so releases the lock)."""
+    """Apply what is pending for one instance. The caller commits (and so releases the lock).
+
+    If another worker holds the session this returns at once with ``locked`` set: that worker
+    checks for pending callbacks again after its commit (see ``inbox.has_due``).
+    """
     now = now or utcnow()
-    stream = lifecycle.lock_stream(db, app_id=app_id, agent_instance_id=agent_instance_id)
+    stream = lifecycle.lock_stream(db, app_id=app_id, agent_instance_id=agent_instance_id, skip_locked=True)
+    if stream is None:
+        return DrainResult(locked=True)
     rows = list(
         db.scalars(
             select(InboxCallback)
@@ -89,25 +96,26 @@ def drain_stream(
     if not rows:
         return result
     try:
-        with db.begin_nested():
-            for row in rows:
-                _apply(db, stream, row, settings)
+        with db.begin_nested(), db.no_autoflush:
+            callbacks = [(row, Callback.from_payload(orjson.loads(row.payload))) for row in rows]
+            rounds = {int_field(cb.data.get("Round")) for _, cb in callbacks}
+            transcripts.preload_turns(db, stream, {r for r in rounds if r is not None})
+            for row, cb in callbacks:
+                _apply(db, stream, row, cb, settings)
             _settle(db, stream)
         done = [row.id for row in rows]
     except Exception:
         log.warning("drain_batch_failed_isolating", rows=len(rows), exc_info=True)
-        db.expire_all()
-        stream = lifecycle.lock_stream(db, app_id=app_id, agent_instance_id=agent_instance_id)
+        stream = _relock(db, app_id, agent_instance_id)
         done = []
         for row in rows:
             try:
                 with db.begin_nested():
-                    _apply(db, stream, row, settings)
+                    _apply(db, stream, row, Callback.from_payload(orjson.loads(row.payload)), settings)
                     _settle(db, stream)
                 done.append(row.id)
             except Exception as exc:
-                db.expire_all()
-                stream = lifecycle.lock_stream(db, app_id=app_id, agent_instance_id=agent_instance_id)
+                stream = _relock(db, app_id, agent_instance_id)
                 _record_failure(db, row, exc, settings=settings, now=now, result=result)
     if done:
         db.execute(
@@ -119,9 +127,16 @@ def drain_stream(
     return result
 
 
-def _apply(db: DbSession, stream: Stream, row: InboxCallback, settings: Settings) -> None:
-    payload = orjson.loads(row.payload)
-    cb = Callback.from_payload(payload)
+def _relock(db: DbSession, app_id: int, agent_instance_id: str) -> Stream:
+    """After a savepoint rollback: forget cached objects, take the stream again (our own lock)."""
+    db.expire_all()
+    stream = lifecycle.lock_stream(db, app_id=app_id, agent_instance_id=agent_instance_id)
+    assert stream is not None  # we hold the lock already; it cannot be skipped
+    return stream
+
+
+def _apply(db: DbSession, stream: Stream, row: InboxCallback, cb: Callback, settings: Settings) -> None:
+    payload = cb.payload
     lifecycle.observe(stream, cb)
     handler = HANDLERS.get(cb.event)
     if handler is not None:

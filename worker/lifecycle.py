@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.callbacks import Callback, int_field, text_field
 from worker.db import from_ms, insert_ignoring_conflicts, utcnow
-from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent
+from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent, Turn
 
 SESSION_NAMESPACE = uuid.UUID("5b0f3c52-1d7e-4c59-9a55-7f1f0f7e2a11")
 
@@ -54,15 +54,22 @@ def end_reason(code: int) -> str:
 
 @dataclass
 class Stream:
-    """The locked session and the instance whose callbacks are being applied."""
+    """The locked session and the instance whose callbacks are being applied, with its turns at hand."""
 
     session: Session
     instance: AgentInstance
     dirty_rounds: set[int] = field(default_factory=set)
+    turns: dict[tuple[int, str], Turn] = field(default_factory=dict)
 
 
-def lock_stream(db: DbSession, *, app_id: int, agent_instance_id: str) -> Stream:
-    """Find or create the instance and its session, and hold the session's row lock until commit."""
+def lock_stream(
+    db: DbSession, *, app_id: int, agent_instance_id: str, skip_locked: bool = False
+) -> Stream | None:
+    """Find or create the instance and its session, and hold the session's row lock until commit.
+
+    With ``skip_locked`` a session another worker holds gives None at once instead of a wait:
+    that worker looks for pending callbacks again after it commits, so nothing is stranded.
+    """
     session_id = db.scalar(
         select(AgentInstance.session_id).where(
             AgentInstance.app_id == app_id, AgentInstance.agent_instance_id == agent_instance_id
@@ -88,7 +95,11 @@ def lock_stream(db: DbSession, *, app_id: int, agent_instance_id: str) -> Stream
                 state="starting",
             )
         )
-    session = db.scalars(select(Session).where(Session.id == session_id).with_for_update()).one()
+    session = db.scalars(
+        select(Session).where(Session.id == session_id).with_for_update(skip_locked=skip_locked)
+    ).one_or_none()
+    if session is None:
+        return None
     instance = db.scalars(
         select(AgentInstance).where(
             AgentInstance.app_id == app_id, AgentInstance.agent_instance_id == agent_instance_id

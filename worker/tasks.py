@@ -33,18 +33,24 @@ def drain(streams: StreamList) -> dict[str, int]:
     totals = {"applied": 0, "retrying": 0, "parked": 0}
     for app_id, instance_id in streams:
         structlog.contextvars.bind_contextvars(agent_instance_id=instance_id)
-        more = True
-        while more:
+        while True:
             with session_scope(factory) as db:
                 result = drain_stream(
                     db, app_id=int(app_id), agent_instance_id=str(instance_id), settings=settings
                 )
-            more = result.more
+            if result.locked:
+                break  # the holder looks again after its commit
             totals["applied"] += result.applied
             totals["retrying"] += result.retrying
             totals["parked"] += result.parked
             if result.retry_in is not None:
                 enqueue_drain([(int(app_id), str(instance_id))], countdown=result.retry_in)
+            # Lock released: anything stored meanwhile, whose drain message found us busy, is ours.
+            with session_scope(factory) as db:
+                if not inbox.has_due(
+                    db, app_id=int(app_id), agent_instance_id=str(instance_id), now=utcnow()
+                ):
+                    break
     structlog.contextvars.unbind_contextvars("agent_instance_id")
     return totals
 
@@ -55,7 +61,12 @@ def enqueue_drain(streams: list[tuple[int, str]], *, countdown: float | None = N
     Losing this message loses nothing: the rows are already stored and the sweeper finds them.
     """
     try:
-        drain.apply_async(args=[[list(stream) for stream in streams]], countdown=countdown, retry=False)
+        drain.apply_async(
+            args=[[list(stream) for stream in streams]],
+            countdown=countdown,
+            retry=False,
+            argsrepr=f"<{len(streams)} streams>",  # Celery would otherwise repr the whole list
+        )
     except Exception as exc:  # kombu raises a zoo of connection errors; all mean "not now"
         log.warning("enqueue_failed", streams=len(streams), error=f"{type(exc).__name__}: {exc}")
         return False

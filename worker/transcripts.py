@@ -21,12 +21,22 @@ from worker.lifecycle import Stream, earliest
 from worker.models import AgentInstance, AgentSentence, Turn
 
 
+def preload_turns(db: DbSession, stream: Stream, rounds: set[int]) -> None:
+    """Fetch the turns of the Rounds a batch touches in one query, instead of one query per callback."""
+    wanted = rounds - {r for r, _ in stream.turns}
+    if not wanted:
+        return
+    for turn in db.scalars(
+        select(Turn).where(Turn.instance_id == stream.instance.id, Turn.round.in_(wanted))
+    ):
+        stream.turns[(turn.round, turn.speaker)] = turn
+
+
 def _turn(db: DbSession, stream: Stream, round_: int, speaker: str) -> Turn:
-    turn = db.scalars(
-        select(Turn).where(
-            Turn.instance_id == stream.instance.id, Turn.round == round_, Turn.speaker == speaker
-        )
-    ).one_or_none()
+    turn = stream.turns.get((round_, speaker))
+    if turn is None:
+        preload_turns(db, stream, {round_})
+        turn = stream.turns.get((round_, speaker))
     if turn is None:
         turn = Turn(
             session_id=stream.session.id,
@@ -37,6 +47,7 @@ def _turn(db: DbSession, stream: Stream, round_: int, speaker: str) -> Turn:
             interrupted=False,
         )
         db.add(turn)
+        stream.turns[(round_, speaker)] = turn
     return turn
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.factories import Signer
@@ -9,8 +10,9 @@ from tests.factories import Signer
 R1, R2, R3 = 158_422_001, 158_422_009, 158_422_014
 
 
-def conversation(signer: Signer) -> list[dict[str, Any]]:
-    base = 1_745_000_000_000
+def conversation(signer: Signer, *, base: int | None = None) -> list[dict[str, Any]]:
+    """Timestamped over the last minute by default, inside the receiver's signature window."""
+    base = base if base is not None else int(time.time() * 1000) - 60_000
     script: list[tuple[str, dict[str, Any]]] = [
         ("AgentInstanceCreated", {"CreatedTimestamp": base}),
         ("UserSpeakAction", {"UserId": "user_1", "Action": "SPEAK_BEGIN", "Round": R1}),
