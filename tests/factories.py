@@ -94,14 +94,16 @@ def ingest(db: Any, payloads: list[dict[str, Any]]) -> list[str]:
     """Store callbacks in the inbox as the receiver would (same function, same transaction rules)."""
     import orjson
 
-    from worker.callbacks import Callback, body_hash
+    from worker.callbacks import Callback, payload_hash
     from worker.db import utcnow
     from worker.inbox import NewCallback, store_batch
 
     items = []
     for payload in payloads:
         body = orjson.dumps(payload)
-        items.append(NewCallback(Callback.from_payload(payload), body.decode(), "json", body_hash(body)))
+        items.append(
+            NewCallback(Callback.from_payload(payload), body.decode(), "json", payload_hash(payload))
+        )
     return list(store_batch(db.connection(), items, received_at=utcnow()))
 
 
@@ -115,3 +117,49 @@ def apply_pending(db: Any, settings: Any, *, instance: str = INSTANCE, app_id: i
         applied += result.applied
         if not result.more:
             return applied
+
+
+# --- Posting callbacks to the receiver, and reading back what it stored. ---
+
+BODY_FORMS = ("json", "percent-encoded", "form")
+
+
+def encode_body(payload: dict[str, Any], form: str = "json") -> bytes:
+    """A payload as ZEGO may post it: plain JSON, percent-encoded JSON, or a form with Data as JSON."""
+    import json
+    import urllib.parse
+
+    if form == "json":
+        return json.dumps(payload).encode()
+    if form == "percent-encoded":
+        return urllib.parse.quote(json.dumps(payload)).encode()
+    if form == "form":
+        fields = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in payload.items()}
+        return urllib.parse.urlencode(fields).encode()
+    raise ValueError(f"unknown body form {form!r}")
+
+
+def content_type(form: str = "json") -> str:
+    return "application/x-www-form-urlencoded" if form == "form" else "application/json"
+
+
+def inbox_rows(engine: Any) -> list[Any]:
+    """Every row of the ``inbox`` table, oldest first, read in a fresh session."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from worker.models import InboxCallback
+
+    with Session(engine) as db:
+        return list(db.scalars(select(InboxCallback).order_by(InboxCallback.id)))
+
+
+def receiver_client(settings: Any, *, raise_server_exceptions: bool = True, **changes: Any) -> Any:
+    """A TestClient (use it as a context manager) on a fresh app built from a copy of ``settings``."""
+    from starlette.testclient import TestClient
+
+    from webhooks.app import create_app
+
+    return TestClient(
+        create_app(settings.model_copy(update=changes)), raise_server_exceptions=raise_server_exceptions
+    )

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from webhooks.ingest import StorageUnavailable
-from worker.callbacks import Callback, MalformedCallback, body_hash, parse_body
+from worker.callbacks import Callback, MalformedCallback, parse_body, payload_hash
 from worker.inbox import NewCallback
 from worker.signatures import InvalidSignature, verify_callback
 
@@ -79,7 +79,7 @@ async def zego_callback(request: Request) -> Response:
     except MalformedCallback as exc:
         return error(400, "malformed", str(exc))
     text = body.decode() if form == "json" else orjson.dumps(payload).decode()
-    item = NewCallback(callback, text, form, body_hash(body))
+    item = NewCallback(callback, text, form, payload_hash(payload))
     try:
         outcome = await state.writer.submit(item)
     except StorageUnavailable as exc:

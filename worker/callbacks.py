@@ -34,6 +34,8 @@ KNOWN_EVENTS = frozenset(
 _INTEGER_FIELDS = ("AppId", "Timestamp", "Sequence")
 _UNSIGNED_FIELDS = frozenset({"Nonce", "Timestamp", "Signature"})
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
+# Postgres text cannot hold U+0000; no routing field has a reason to carry any control character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class MalformedCallback(ValueError):
@@ -100,13 +102,13 @@ class Callback:
     def from_payload(cls, payload: dict[str, Any]) -> Callback:
         """Validate the routing fields of an already verified payload."""
         event = payload.get("Event")
-        if not isinstance(event, str) or not event or len(event) > 64:
-            raise MalformedCallback("Event must be a non-empty string of at most 64 characters")
+        if not isinstance(event, str) or not event or len(event) > 64 or _CONTROL.search(event):
+            raise MalformedCallback("Event must be a non-empty string of at most 64 printable characters")
         instance = payload.get("AgentInstanceId")
         if isinstance(instance, int):
             instance = str(instance)
-        if not isinstance(instance, str) or not instance or len(instance) > 128:
-            raise MalformedCallback("AgentInstanceId must be a non-empty string (≤128 characters)")
+        if not isinstance(instance, str) or not instance or len(instance) > 128 or _CONTROL.search(instance):
+            raise MalformedCallback("AgentInstanceId must be a non-empty string of ≤128 printable characters")
         sequence = payload.get("Sequence")
         if sequence in (None, ""):
             sequence = None
@@ -150,8 +152,10 @@ def content_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def body_hash(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
+def payload_hash(payload: dict[str, Any]) -> str:
+    """A hash of everything a callback says, signature included, blind to how it was encoded:
+    the replay guard compares these, so JSON and form copies of one callback are duplicates."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def int_field(value: Any) -> int | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker.callbacks import Callback
@@ -167,6 +167,23 @@ def pending_streams(
         .limit(limit)
     )
     return [(app_id, instance) for app_id, instance in rows]
+
+
+def due_streams(session: Session, streams: Sequence[StreamKey], *, now: dt.datetime) -> list[StreamKey]:
+    """Which of these streams have callbacks to apply now: one query instead of a drain each."""
+    if not streams:
+        return []
+    rows = session.execute(
+        select(InboxCallback.app_id, InboxCallback.agent_instance_id)
+        .where(
+            tuple_(InboxCallback.app_id, InboxCallback.agent_instance_id).in_(list(streams)),
+            InboxCallback.state == InboxState.PENDING,
+            or_(InboxCallback.next_attempt_at.is_(None), InboxCallback.next_attempt_at <= now),
+        )
+        .distinct()
+    )
+    due = {(app_id, instance) for app_id, instance in rows}
+    return [stream for stream in streams if stream in due]
 
 
 def has_due(session: Session, *, app_id: int, agent_instance_id: str, now: dt.datetime) -> bool:

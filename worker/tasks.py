@@ -31,7 +31,9 @@ def drain(streams: StreamList) -> dict[str, int]:
     settings = get_settings()
     factory = sessions_for(settings.database_url)
     totals = {"applied": 0, "retrying": 0, "parked": 0}
-    for app_id, instance_id in streams:
+    with session_scope(factory) as db:
+        due = inbox.due_streams(db, [(int(a), str(i)) for a, i in streams], now=utcnow())
+    for app_id, instance_id in due:
         structlog.contextvars.bind_contextvars(agent_instance_id=instance_id)
         while True:
             with session_scope(factory) as db:

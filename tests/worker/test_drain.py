@@ -115,3 +115,14 @@ def test_the_sweeper_finds_streams_left_pending(db: DbSession, signer: Signer, s
     later = now + dt.timedelta(seconds=10)
     found = inbox.pending_streams(db, received_before=later - dt.timedelta(seconds=5), now=later)
     assert sorted(found) == sorted([(signer.app_id, INSTANCE), (signer.app_id, "42")])
+
+
+def test_a_drain_message_only_opens_the_streams_with_work_due(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """Of the streams a drain message names, only those with callbacks due now are drained."""
+    ingest(db, [signer.callback("ASRResult"), signer.callback("ASRResult", instance="42")])
+    apply_pending(db, settings, instance="42")
+    named = [(signer.app_id, "42"), (signer.app_id, INSTANCE), (signer.app_id, "never-heard-of")]
+    assert inbox.due_streams(db, named, now=utcnow()) == [(signer.app_id, INSTANCE)]
+    assert inbox.due_streams(db, [], now=utcnow()) == []

@@ -32,7 +32,7 @@ class InboxCallback(Base):
     dedup_key: Mapped[str] = mapped_column(String(320), unique=True)
     # The signature does not cover the body; a second body under one signature is a replay.
     signature: Mapped[str] = mapped_column(String(64), unique=True)
-    body_hash: Mapped[str] = mapped_column(String(64))
+    body_hash: Mapped[str] = mapped_column(String(64))  # callbacks.payload_hash: content, not bytes
     payload: Mapped[str] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(16))
     callback_ts: Mapped[int] = mapped_column(BigInteger)
