@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -48,6 +49,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.callback_secrets = _callback_secrets(settings)
         enqueuer.start()
         writer.start()
+        # Everything imported so far (Celery, SQLAlchemy, kombu...) lives as long as the process;
+        # moving it out of the collector's sight keeps full collections from pausing requests.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
