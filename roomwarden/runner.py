@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def commands(host: str, port: int) -> dict[str, list[str]]:
+    """The Procfile's web, worker and beat, as this interpreter runs them."""
     py = sys.executable
+    celery = [py, "-m", "celery", "-A", "worker.celery_app"]
     return {
         "web": [
             py,
@@ -33,20 +35,16 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
             "--no-access-log",
         ],
         "worker": [
-            py,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
+            *celery,
             "worker",
             "-Q",
             "roomwarden",
             "--concurrency",
             "2",
-            "--loglevel",
-            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
         ],
-        "beat": [py, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "WARNING"],
+        "beat": [*celery, "beat"],
     }
 
 

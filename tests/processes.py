@@ -10,12 +10,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from roomwarden.runner import commands
 
 
 def free_port() -> int:
@@ -87,37 +88,10 @@ class Stack:
         (cwd / "var").mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        py = sys.executable
-        self.receiver = Process(
-            "receiver",
-            [py, "-m", "uvicorn", "webhooks.app:app", "--host", "127.0.0.1", "--port", str(self.port)],
-            env,
-            cwd,
-        )
-        self.worker = Process(
-            "worker",
-            [
-                py,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                "roomwarden",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
-            env,
-            cwd,
-        )
-        self.beat = Process(
-            "beat", [py, "-m", "celery", "-A", "worker.celery_app", "beat", "--loglevel", "INFO"], env, cwd
-        )
+        argv = commands("127.0.0.1", self.port)  # exactly what `roomwarden run` starts
+        self.receiver = Process("receiver", argv["web"], env, cwd)
+        self.worker = Process("worker", argv["worker"], env, cwd)
+        self.beat = Process("beat", argv["beat"], env, cwd)
 
     def start_receiver(self) -> None:
         self.receiver.start()

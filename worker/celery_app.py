@@ -11,11 +11,11 @@ import gc
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import beat_init, setup_logging, worker_process_init
 
 from worker.logging import configure_logging
 from worker.schedule import beat_schedule
-from worker.settings import get_settings
+from worker.settings import VAR_DIR, get_settings
 
 QUEUE = "roomwarden"
 
@@ -52,7 +52,7 @@ def create_celery() -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         beat_schedule=beat_schedule(settings),
-        beat_schedule_filename="var/celerybeat-schedule",
+        beat_schedule_filename=str(VAR_DIR / "celerybeat-schedule"),
         timezone="UTC",
     )
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
@@ -76,3 +76,8 @@ def _freeze_imports(**_kwargs: Any) -> None:
     # Long-lived imported objects out of the collector's sight: no full-collection pauses mid-drain.
     gc.collect()
     gc.freeze()
+
+
+@beat_init.connect
+def _make_var_dir(**_kwargs: Any) -> None:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule state there
