@@ -10,11 +10,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from roomwarden.runner import commands
 
@@ -112,3 +114,89 @@ class Stack:
         return "\n".join(
             f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.receiver, self.worker, self.beat)
         )
+
+
+def postgres_bin() -> Path | None:
+    """PostgreSQL server binaries: ROOMWARDEN_PG_BIN (scripts/services sets it), else the newest installed."""
+    configured = os.environ.get("ROOMWARDEN_PG_BIN")
+    if configured:
+        candidates = [Path(configured)]
+    else:
+
+        def version(bin_dir: Path) -> list[int]:
+            return [int(part) for part in bin_dir.parent.name.split(".") if part.isdigit()]
+
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
+    for bin_dir in candidates:
+        if all(os.access(bin_dir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+            return bin_dir
+    return None
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free port (trust auth), stopped and started with pg_ctl.
+
+    The server refuses to run as root, so under root the cluster belongs to the ``postgres`` OS
+    user, in a directory of its own under the system temporary directory (pytest's tmp_path is
+    not reachable by other users). ``cleanup`` stops it, keeps its log beside the others in
+    ``cwd`` and removes the cluster.
+    """
+
+    INITDB_OPTIONS = ("-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
+
+    def __init__(self, cwd: Path, bin_dir: Path, database: str = "roomwarden") -> None:
+        self.port = free_port()
+        self.name = f"postgres-{self.port}"
+        self.cwd, self.bin_dir, self.database = cwd, bin_dir, database
+        self.base = Path(tempfile.mkdtemp(prefix="roomwarden-pg-"))
+        self.data = self.base / "data"
+        self.log = self.base / "postgres.log"
+        self._as: dict[str, object] = {}
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+            self._as = {"user": "postgres", "group": "postgres", "extra_groups": []}
+        self.running = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(self, tool: str, *args: str) -> None:
+        argv = [str(self.bin_dir / tool), *args]
+        done = subprocess.run(
+            argv, cwd=self.base, capture_output=True, text=True, timeout=120, check=False, **self._as
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited with {done.returncode}:\n{done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        """Start the cluster, made with its database on the first call; same port and data after."""
+        first = not self.data.exists()
+        if first:
+            self._run("initdb", "-D", str(self.data), *self.INITDB_OPTIONS)
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+        self.running = True
+        if first:
+            with psycopg.connect(
+                f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+            ) as conn:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.running:
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+            self.running = False
+
+    def cleanup(self) -> None:
+        try:
+            self.stop()
+        except (RuntimeError, subprocess.TimeoutExpired):
+            self.stop("immediate")
+        finally:
+            if self.log.exists():
+                shutil.copyfile(self.log, self.cwd / f"{self.name}.log")
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""

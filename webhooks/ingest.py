@@ -115,6 +115,7 @@ class InboxWriter:
     ) -> Connection | None:
         """Store and commit one batch, answer its requests; returns the connection to keep using."""
         items = [item for item, _, _ in batch]
+        reused = connection is not None
         try:
             if connection is None:
                 connection = self._engine.connect()
@@ -125,6 +126,8 @@ class InboxWriter:
                 connection.invalidate()
                 connection.close()
                 connection = None
+            if reused and isinstance(exc, OperationalError):
+                return self._write(None, batch)  # died while idle: one more try, fresh
             if len(batch) > 1 and not isinstance(exc, OperationalError):
                 # Not the database going away but something in the data: store the rest.
                 for one in batch:
@@ -226,6 +229,7 @@ class PostgresInboxWriter:
         batch: list[tuple[NewCallback, asyncio.Future[Outcome]]],
     ) -> psycopg.AsyncConnection[Any] | None:
         items = [item for item, _ in batch]
+        reused = connection is not None
         try:
             if connection is None:
                 connection = await psycopg.AsyncConnection.connect(
@@ -246,6 +250,12 @@ class PostgresInboxWriter:
                 hashes = {signature: body for signature, body in await cursor.fetchall()}
             outcomes = prepared.outcomes(inserted, hashes)
         except Exception as exc:  # the writer must outlive any one batch
+            if reused and isinstance(exc, psycopg.OperationalError):
+                # A connection that died while idle (a database restart, a failover): one more
+                # try on a fresh one before telling ZEGO to come back later.
+                assert connection is not None
+                await connection.close()
+                return await self._write(None, batch)
             if len(batch) > 1 and not isinstance(exc, psycopg.OperationalError | OSError):
                 # Not the database going away but something in the data: store the rest.
                 for one in batch:

@@ -30,18 +30,17 @@ def user_audio(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> No
         pcm = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("UserAudioData.Audio is not valid base64") from None
-    db.add(
-        UserAudio(
-            session_id=stream.session.id,
-            instance_id=stream.instance.id,
-            inbox_id=inbox_id,
-            user_id=text_field(cb.data.get("UserId")),
-            round=int_field(cb.data.get("Round")),
-            sample_rate=int_field(cb.data.get("SampleRate")),
-            format=text_field(cb.data.get("Format")),
-            audio=pcm,
-            at=from_ms(cb.timestamp_ms),
-        )
+    stream.insert(
+        UserAudio,
+        session_id=stream.session.id,
+        instance_id=stream.instance.id,
+        inbox_id=inbox_id,
+        user_id=text_field(cb.data.get("UserId")),
+        round=int_field(cb.data.get("Round")),
+        sample_rate=int_field(cb.data.get("SampleRate")),
+        format=text_field(cb.data.get("Format")),
+        audio=pcm,
+        at=from_ms(cb.timestamp_ms),
     )
 
 

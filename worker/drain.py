@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker import audio, lifecycle, transcripts
 from worker.callbacks import Callback, int_field
-from worker.db import utcnow
-from worker.lifecycle import Stream
+from worker.db import Base, utcnow
+from worker.lifecycle import Stream, StreamKey
 from worker.models import InboxCallback, InboxState
 from worker.settings import Settings
 
@@ -53,8 +54,88 @@ class DrainResult:
     parked: int = 0
     more: bool = False
     retry_in: float | None = None
-    locked: bool = False
+    locked: list[StreamKey] = field(default_factory=list)
     failed_ids: list[int] = field(default_factory=list)
+
+
+def drain_streams(
+    db: DbSession,
+    *,
+    streams: Sequence[StreamKey],
+    settings: Settings,
+    now: dt.datetime | None = None,
+) -> DrainResult:
+    """Apply what is pending for these instances. The caller commits (and so releases the locks).
+
+    Many streams share one transaction, so a drain message naming a hundred instances with a few
+    new callbacks each costs a handful of statements, not a hundred transactions. Streams whose
+    session another worker holds are returned in ``locked``: that worker looks for pending
+    callbacks again after its commit (see ``inbox.due_streams``).
+    """
+    now = now or utcnow()
+    held = lifecycle.lock_streams(db, streams, skip_locked=True)
+    result = DrainResult(locked=[key for key in streams if key not in held])
+    if not held:
+        return result
+    rows = list(
+        db.scalars(
+            select(InboxCallback)
+            .where(
+                tuple_(InboxCallback.app_id, InboxCallback.agent_instance_id).in_(list(held)),
+                InboxCallback.state == InboxState.PENDING,
+                or_(InboxCallback.next_attempt_at.is_(None), InboxCallback.next_attempt_at <= now),
+            )
+            .order_by(
+                InboxCallback.app_id,
+                InboxCallback.agent_instance_id,
+                InboxCallback.sequence.asc().nulls_last(),
+                InboxCallback.callback_ts,
+                InboxCallback.id,
+            )
+            .limit(BATCH_LIMIT + 1)
+        )
+    )
+    result.more = len(rows) > BATCH_LIMIT
+    rows = rows[:BATCH_LIMIT]
+    if not rows:
+        return result
+    try:
+        with db.begin_nested(), db.no_autoflush:
+            parsed = [(row, Callback.from_payload(orjson.loads(row.payload))) for row in rows]
+            rounds: dict[StreamKey, set[int]] = {}
+            for row, cb in parsed:
+                round_ = int_field(cb.data.get("Round"))
+                if round_ is not None:
+                    rounds.setdefault(_key(row), set()).add(round_)
+            transcripts.preload_turns(db, {held[key]: wanted for key, wanted in rounds.items()})
+            for row, cb in parsed:
+                _apply(db, held[_key(row)], row, cb, settings)
+            _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)])
+        done = [row.id for row in rows]
+    except Exception:
+        log.warning("drain_batch_failed_isolating", rows=len(rows), exc_info=True)
+        held = _relock(db, list(held))
+        done = []
+        for row in rows:
+            try:
+                with db.begin_nested():
+                    stream = held[_key(row)]
+                    _apply(db, stream, row, Callback.from_payload(orjson.loads(row.payload)), settings)
+                    _settle(db, [stream])
+                done.append(row.id)
+            except Exception as exc:
+                held = _relock(db, list(held))
+                _record_failure(db, row, exc, settings=settings, now=now, result=result)
+    if done:
+        db.execute(
+            update(InboxCallback)
+            .where(InboxCallback.id.in_(done))
+            .values(state=InboxState.DONE, processed_at=now, last_error=None)
+            # The loaded rows are not read again: skip matching them up in the identity map.
+            .execution_options(synchronize_session=False)
+        )
+    result.applied = len(done)
+    return result
 
 
 def drain_stream(
@@ -65,74 +146,20 @@ def drain_stream(
     settings: Settings,
     now: dt.datetime | None = None,
 ) -> DrainResult:
-    """Apply what is pending for one instance. The caller commits (and so releases the lock).
-
-    If another worker holds the session this returns at once with ``locked`` set: that worker
-    checks for pending callbacks again after its commit (see ``inbox.has_due``).
-    """
-    now = now or utcnow()
-    stream = lifecycle.lock_stream(db, app_id=app_id, agent_instance_id=agent_instance_id, skip_locked=True)
-    if stream is None:
-        return DrainResult(locked=True)
-    rows = list(
-        db.scalars(
-            select(InboxCallback)
-            .where(
-                InboxCallback.app_id == app_id,
-                InboxCallback.agent_instance_id == agent_instance_id,
-                InboxCallback.state == InboxState.PENDING,
-                or_(InboxCallback.next_attempt_at.is_(None), InboxCallback.next_attempt_at <= now),
-            )
-            .order_by(
-                InboxCallback.sequence.asc().nulls_last(),
-                InboxCallback.callback_ts,
-                InboxCallback.id,
-            )
-            .limit(BATCH_LIMIT + 1)
-        )
-    )
-    result = DrainResult(more=len(rows) > BATCH_LIMIT)
-    rows = rows[:BATCH_LIMIT]
-    if not rows:
-        return result
-    try:
-        with db.begin_nested(), db.no_autoflush:
-            callbacks = [(row, Callback.from_payload(orjson.loads(row.payload))) for row in rows]
-            rounds = {int_field(cb.data.get("Round")) for _, cb in callbacks}
-            transcripts.preload_turns(db, stream, {r for r in rounds if r is not None})
-            for row, cb in callbacks:
-                _apply(db, stream, row, cb, settings)
-            _settle(db, stream)
-        done = [row.id for row in rows]
-    except Exception:
-        log.warning("drain_batch_failed_isolating", rows=len(rows), exc_info=True)
-        stream = _relock(db, app_id, agent_instance_id)
-        done = []
-        for row in rows:
-            try:
-                with db.begin_nested():
-                    _apply(db, stream, row, Callback.from_payload(orjson.loads(row.payload)), settings)
-                    _settle(db, stream)
-                done.append(row.id)
-            except Exception as exc:
-                stream = _relock(db, app_id, agent_instance_id)
-                _record_failure(db, row, exc, settings=settings, now=now, result=result)
-    if done:
-        db.execute(
-            update(InboxCallback)
-            .where(InboxCallback.id.in_(done))
-            .values(state=InboxState.DONE, processed_at=now, last_error=None)
-        )
-    result.applied = len(done)
-    return result
+    """``drain_streams`` for one instance."""
+    return drain_streams(db, streams=[(app_id, agent_instance_id)], settings=settings, now=now)
 
 
-def _relock(db: DbSession, app_id: int, agent_instance_id: str) -> Stream:
-    """After a savepoint rollback: forget cached objects, take the stream again (our own lock)."""
+def _key(row: InboxCallback) -> StreamKey:
+    return (row.app_id, row.agent_instance_id)
+
+
+def _relock(db: DbSession, keys: list[StreamKey]) -> dict[StreamKey, Stream]:
+    """After a savepoint rollback: forget cached objects, take the streams again (our own locks)."""
     db.expire_all()
-    stream = lifecycle.lock_stream(db, app_id=app_id, agent_instance_id=agent_instance_id)
-    assert stream is not None  # we hold the lock already; it cannot be skipped
-    return stream
+    held = lifecycle.lock_streams(db, keys)
+    assert len(held) == len(keys)  # we hold the locks already; none can be skipped
+    return held
 
 
 def _apply(db: DbSession, stream: Stream, row: InboxCallback, cb: Callback, settings: Settings) -> None:
@@ -148,9 +175,17 @@ def _apply(db: DbSession, stream: Stream, row: InboxCallback, cb: Callback, sett
             row.payload = orjson.dumps(audio.without_audio(payload)).decode()
 
 
-def _settle(db: DbSession, stream: Stream) -> None:
-    transcripts.settle_agent_text(db, stream)
-    lifecycle.refresh_session_state(db, stream)
+def _settle(db: DbSession, streams: list[Stream]) -> None:
+    inserts: dict[type[Base], list[dict[str, Any]]] = {}
+    for stream in streams:
+        for model, rows in stream.inserts.items():
+            inserts.setdefault(model, []).extend(rows)
+        stream.inserts.clear()
+    for model, rows in inserts.items():
+        db.execute(insert(model), rows)
+    transcripts.settle_agent_text(db, streams)
+    for stream in streams:
+        lifecycle.refresh_session_state(stream)
     db.flush()
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session as DbSession
 
 from worker.callbacks import Callback, int_field, text_field
-from worker.db import from_ms, insert_ignoring_conflicts, utcnow
+from worker.db import Base, from_ms, insert_ignoring_conflicts, utcnow
 from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent, Turn
 
 SESSION_NAMESPACE = uuid.UUID("5b0f3c52-1d7e-4c59-9a55-7f1f0f7e2a11")
@@ -52,60 +54,111 @@ def end_reason(code: int) -> str:
     return END_REASONS.get(code, f"deleted_{code}")
 
 
-@dataclass
+StreamKey = tuple[int, str]
+
+
+@dataclass(eq=False)  # identity: streams key dicts while a batch is applied
 class Stream:
     """The locked session and the instance whose callbacks are being applied, with its turns at hand."""
 
     session: Session
     instance: AgentInstance
+    # Every instance of the session, this one included: a session's state is a function of them.
+    siblings: list[AgentInstance]
     dirty_rounds: set[int] = field(default_factory=set)
     turns: dict[tuple[int, str], Turn] = field(default_factory=dict)
+    loaded_rounds: set[int] = field(default_factory=set)
+    # Rows nothing reads back in this transaction (sentences, timeline, exceptions, audio): kept
+    # as plain values and inserted with one executemany per table when the batch settles.
+    inserts: dict[type[Base], list[dict[str, Any]]] = field(default_factory=dict)
+
+    def insert(self, model: type[Base], **values: Any) -> None:
+        self.inserts.setdefault(model, []).append(values)
+
+
+def lock_streams(
+    db: DbSession, keys: Sequence[StreamKey], *, skip_locked: bool = False
+) -> dict[StreamKey, Stream]:
+    """Find or create each instance and its session, and hold the sessions' row locks until commit.
+
+    A handful of statements for any number of streams. With ``skip_locked`` a session another
+    worker holds is left out instead of waited for: that worker looks for pending callbacks
+    again after it commits, so nothing is stranded.
+    """
+    wanted = sorted(set(keys))  # one order for every worker: concurrent inserts cannot deadlock
+    if not wanted:
+        return {}
+    known = _session_ids(db, wanted)
+    missing = [key for key in wanted if key not in known]
+    if missing:
+        dialect = db.get_bind().dialect.name
+        now = utcnow()
+        db.execute(
+            insert_ignoring_conflicts(Session, dialect).values(
+                [
+                    {
+                        "id": session_id_for(*key),
+                        "app_id": key[0],
+                        "origin": "callback",
+                        "state": SessionState.STARTING.value,
+                        "created_at": now,
+                    }
+                    for key in missing
+                ]
+            )
+        )
+        db.execute(
+            insert_ignoring_conflicts(AgentInstance, dialect).values(
+                [
+                    {
+                        "app_id": key[0],
+                        "agent_instance_id": key[1],
+                        "session_id": session_id_for(*key),
+                        "state": "starting",
+                    }
+                    for key in missing
+                ]
+            )
+        )
+        known.update(_session_ids(db, missing))
+    sessions = {
+        session.id: session
+        for session in db.scalars(
+            select(Session)
+            .where(Session.id.in_(set(known.values())))
+            .order_by(Session.id)
+            .with_for_update(skip_locked=skip_locked)
+        )
+    }
+    siblings: dict[str, list[AgentInstance]] = {}
+    for instance in db.scalars(select(AgentInstance).where(AgentInstance.session_id.in_(sessions))):
+        siblings.setdefault(instance.session_id, []).append(instance)
+    streams: dict[StreamKey, Stream] = {}
+    for key in wanted:
+        session = sessions.get(known[key])
+        if session is None:
+            continue
+        family = siblings[session.id]
+        instance = next(i for i in family if (i.app_id, i.agent_instance_id) == key)
+        streams[key] = Stream(session=session, instance=instance, siblings=family)
+    return streams
 
 
 def lock_stream(
     db: DbSession, *, app_id: int, agent_instance_id: str, skip_locked: bool = False
 ) -> Stream | None:
-    """Find or create the instance and its session, and hold the session's row lock until commit.
+    return lock_streams(db, [(app_id, agent_instance_id)], skip_locked=skip_locked).get(
+        (app_id, agent_instance_id)
+    )
 
-    With ``skip_locked`` a session another worker holds gives None at once instead of a wait:
-    that worker looks for pending callbacks again after it commits, so nothing is stranded.
-    """
-    session_id = db.scalar(
-        select(AgentInstance.session_id).where(
-            AgentInstance.app_id == app_id, AgentInstance.agent_instance_id == agent_instance_id
+
+def _session_ids(db: DbSession, keys: Sequence[StreamKey]) -> dict[StreamKey, str]:
+    rows = db.execute(
+        select(AgentInstance.app_id, AgentInstance.agent_instance_id, AgentInstance.session_id).where(
+            tuple_(AgentInstance.app_id, AgentInstance.agent_instance_id).in_(list(keys))
         )
     )
-    dialect = db.get_bind().dialect.name
-    if session_id is None:
-        session_id = session_id_for(app_id, agent_instance_id)
-        db.execute(
-            insert_ignoring_conflicts(Session, dialect).values(
-                id=session_id,
-                app_id=app_id,
-                origin="callback",
-                state=SessionState.STARTING.value,
-                created_at=utcnow(),
-            )
-        )
-        db.execute(
-            insert_ignoring_conflicts(AgentInstance, dialect).values(
-                app_id=app_id,
-                agent_instance_id=agent_instance_id,
-                session_id=session_id,
-                state="starting",
-            )
-        )
-    session = db.scalars(
-        select(Session).where(Session.id == session_id).with_for_update(skip_locked=skip_locked)
-    ).one_or_none()
-    if session is None:
-        return None
-    instance = db.scalars(
-        select(AgentInstance).where(
-            AgentInstance.app_id == app_id, AgentInstance.agent_instance_id == agent_instance_id
-        )
-    ).one()
-    return Stream(session=session, instance=instance)
+    return {(app_id, instance): session_id for app_id, instance, session_id in rows}
 
 
 def earliest(current: dt.datetime | None, new: dt.datetime) -> dt.datetime:
@@ -161,18 +214,17 @@ def instance_deleted(db: DbSession, stream: Stream, cb: Callback, inbox_id: int)
 
 def exception(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
     code = int_field(cb.data.get("Code")) or 0
-    db.add(
-        AgentException(
-            session_id=stream.session.id,
-            instance_id=stream.instance.id,
-            inbox_id=inbox_id,
-            code=code,
-            family=exception_family(code),
-            message=text_field(cb.data.get("Message")) or "",
-            round=int_field(cb.data.get("Round")),
-            sequence=cb.sequence,
-            at=from_ms(cb.timestamp_ms),
-        )
+    stream.insert(
+        AgentException,
+        session_id=stream.session.id,
+        instance_id=stream.instance.id,
+        inbox_id=inbox_id,
+        code=code,
+        family=exception_family(code),
+        message=text_field(cb.data.get("Message")) or "",
+        round=int_field(cb.data.get("Round")),
+        sequence=cb.sequence,
+        at=from_ms(cb.timestamp_ms),
     )
 
 
@@ -183,24 +235,23 @@ def timeline(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None
         if stream.instance.status_sequence is None or seq > stream.instance.status_sequence:
             stream.instance.status = data["Status"]
             stream.instance.status_sequence = seq
-    db.add(
-        TimelineEvent(
-            session_id=stream.session.id,
-            instance_id=stream.instance.id,
-            inbox_id=inbox_id,
-            event=cb.event,
-            round=int_field(data.get("Round")),
-            sequence=cb.sequence,
-            at=from_ms(cb.timestamp_ms),
-            detail={k: v for k, v in data.items() if k != "Round"},
-        )
+    stream.insert(
+        TimelineEvent,
+        session_id=stream.session.id,
+        instance_id=stream.instance.id,
+        inbox_id=inbox_id,
+        event=cb.event,
+        round=int_field(data.get("Round")),
+        sequence=cb.sequence,
+        at=from_ms(cb.timestamp_ms),
+        detail={k: v for k, v in data.items() if k != "Round"},
     )
 
 
-def refresh_session_state(db: DbSession, stream: Stream) -> None:
+def refresh_session_state(stream: Stream) -> None:
     """A session's state is a function of its instances: ended only once every one is deleted."""
     session = stream.session
-    instances = list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session.id)))
+    instances = stream.siblings
     if instances and all(i.state == "deleted" for i in instances):
         last = max(instances, key=lambda i: i.deleted_at or dt.datetime.min.replace(tzinfo=dt.UTC))
         session.state = SessionState.ENDED

@@ -14,7 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from worker import inbox
 from worker.db import session_scope
-from worker.drain import drain_stream
+from worker.drain import drain_streams
 from worker.models import (
     AgentException,
     AgentInstance,
@@ -71,11 +71,12 @@ def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
         reset_derived(db)
         streams = inbox.all_streams(db)
     applied = 0
-    for app_id, instance_id in streams:
+    for start in range(0, len(streams), 100):
+        chunk = streams[start : start + 100]
         more = True
         while more:
             with session_scope(factory) as db:
-                result = drain_stream(db, app_id=app_id, agent_instance_id=instance_id, settings=settings)
+                result = drain_streams(db, streams=chunk, settings=settings)
             applied += result.applied
             more = result.more
     return applied

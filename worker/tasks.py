@@ -10,7 +10,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from worker import audio, inbox
 from worker.celery_app import app
 from worker.db import session_scope, sessions_for, utcnow
-from worker.drain import drain_stream
+from worker.drain import BATCH_LIMIT, drain_streams
+from worker.inbox import StreamKey
 from worker.settings import get_settings
 
 log = structlog.get_logger(__name__)
@@ -31,30 +32,43 @@ def drain(streams: StreamList) -> dict[str, int]:
     settings = get_settings()
     factory = sessions_for(settings.database_url)
     totals = {"applied": 0, "retrying": 0, "parked": 0}
-    with session_scope(factory) as db:
-        due = inbox.due_streams(db, [(int(a), str(i)) for a, i in streams], now=utcnow())
-    for app_id, instance_id in due:
-        structlog.contextvars.bind_contextvars(agent_instance_id=instance_id)
-        while True:
+    keys = list(dict.fromkeys((int(app_id), str(instance_id)) for app_id, instance_id in streams))
+    while keys:
+        # Asked with no lock held: whatever was stored while we worked, and whose message found
+        # us holding its session, is picked up on the next turn of this loop.
+        with session_scope(factory) as db:
+            counts = inbox.due_counts(db, keys, now=utcnow())
+        if not counts:
+            break
+        held_by_others: set[StreamKey] = set()
+        for batch in batches(counts, BATCH_LIMIT):
             with session_scope(factory) as db:
-                result = drain_stream(
-                    db, app_id=int(app_id), agent_instance_id=str(instance_id), settings=settings
-                )
-            if result.locked:
-                break  # the holder looks again after its commit
+                result = drain_streams(db, streams=batch, settings=settings)
             totals["applied"] += result.applied
             totals["retrying"] += result.retrying
             totals["parked"] += result.parked
             if result.retry_in is not None:
-                enqueue_drain([(int(app_id), str(instance_id))], countdown=result.retry_in)
-            # Lock released: anything stored meanwhile, whose drain message found us busy, is ours.
-            with session_scope(factory) as db:
-                if not inbox.has_due(
-                    db, app_id=int(app_id), agent_instance_id=str(instance_id), now=utcnow()
-                ):
-                    break
-    structlog.contextvars.unbind_contextvars("agent_instance_id")
+                enqueue_drain(batch, countdown=result.retry_in)
+            held_by_others.update(result.locked)
+        keys = [key for key in counts if key not in held_by_others]
     return totals
+
+
+def batches(counts: dict[StreamKey, int], budget: int) -> list[list[StreamKey]]:
+    """Streams grouped so that each transaction applies about ``budget`` callbacks.
+
+    A transaction locks only the sessions it will really work on, so a second worker handed the
+    same message takes the next group instead of finding every session held.
+    """
+    groups: list[list[StreamKey]] = [[]]
+    filled = 0
+    for key, count in counts.items():
+        if groups[-1] and filled + count > budget:
+            groups.append([])
+            filled = 0
+        groups[-1].append(key)
+        filled += count
+    return groups
 
 
 def enqueue_drain(streams: list[tuple[int, str]], *, countdown: float | None = None) -> bool:

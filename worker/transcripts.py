@@ -21,21 +21,24 @@ from worker.lifecycle import Stream, earliest
 from worker.models import AgentInstance, AgentSentence, Turn
 
 
-def preload_turns(db: DbSession, stream: Stream, rounds: set[int]) -> None:
-    """Fetch the turns of the Rounds a batch touches in one query, instead of one query per callback."""
-    wanted = rounds - {r for r, _ in stream.turns}
-    if not wanted:
+def preload_turns(db: DbSession, wanted: dict[Stream, set[int]]) -> None:
+    """Fetch the turns of the Rounds a batch touches, for every stream at once, in one query."""
+    missing = {stream: rounds - stream.loaded_rounds for stream, rounds in wanted.items()}
+    missing = {stream: rounds for stream, rounds in missing.items() if rounds}
+    if not missing:
         return
-    for turn in db.scalars(
-        select(Turn).where(Turn.instance_id == stream.instance.id, Turn.round.in_(wanted))
-    ):
-        stream.turns[(turn.round, turn.speaker)] = turn
+    by_instance = {stream.instance.id: stream for stream in missing}
+    all_rounds = set().union(*missing.values())
+    for turn in db.scalars(select(Turn).where(Turn.instance_id.in_(by_instance), Turn.round.in_(all_rounds))):
+        by_instance[turn.instance_id].turns.setdefault((turn.round, turn.speaker), turn)
+    for stream, rounds in missing.items():
+        stream.loaded_rounds |= rounds  # including Rounds that have no turn yet: no second look
 
 
 def _turn(db: DbSession, stream: Stream, round_: int, speaker: str) -> Turn:
     turn = stream.turns.get((round_, speaker))
     if turn is None:
-        preload_turns(db, stream, {round_})
+        preload_turns(db, {stream: {round_}})
         turn = stream.turns.get((round_, speaker))
     if turn is None:
         turn = Turn(
@@ -69,15 +72,14 @@ def agent_said(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> No
     round_ = int_field(cb.data.get("Round"))
     if round_ is None:
         return
-    db.add(
-        AgentSentence(
-            instance_id=stream.instance.id,
-            inbox_id=inbox_id,
-            round=round_,
-            sequence=cb.sequence,
-            callback_ts=cb.timestamp_ms,
-            text=text_field(cb.data.get("Text")) or "",
-        )
+    stream.insert(
+        AgentSentence,
+        instance_id=stream.instance.id,
+        inbox_id=inbox_id,
+        round=round_,
+        sequence=cb.sequence,
+        callback_ts=cb.timestamp_ms,
+        text=text_field(cb.data.get("Text")) or "",
     )
     turn = _turn(db, stream, round_, "agent")
     turn.spoken_at = earliest(turn.spoken_at, from_ms(cb.timestamp_ms))
@@ -106,30 +108,32 @@ def meta_info(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> Non
     turn.meta_info = {**(turn.meta_info or {}), **info}
 
 
-def settle_agent_text(db: DbSession, stream: Stream) -> None:
+def settle_agent_text(db: DbSession, streams: list[Stream]) -> None:
     """Re-join the sentences of every Round that got a new one: order-independent by construction."""
-    if not stream.dirty_rounds:
+    dirty = {stream.instance.id: stream for stream in streams if stream.dirty_rounds}
+    if not dirty:
         return
-    db.flush()
+    all_rounds = set().union(*(stream.dirty_rounds for stream in dirty.values()))
     rows = db.execute(
-        select(AgentSentence.round, AgentSentence.text)
-        .where(
-            AgentSentence.instance_id == stream.instance.id,
-            AgentSentence.round.in_(stream.dirty_rounds),
-        )
+        select(AgentSentence.instance_id, AgentSentence.round, AgentSentence.text)
+        .where(AgentSentence.instance_id.in_(dirty), AgentSentence.round.in_(all_rounds))
         .order_by(
+            AgentSentence.instance_id,
             AgentSentence.round,
             AgentSentence.sequence.asc().nulls_last(),
             AgentSentence.callback_ts,
             AgentSentence.text,
         )
     ).all()
-    by_round: dict[int, list[str]] = {}
-    for round_, text in rows:
-        by_round.setdefault(round_, []).append(text)
-    for round_, sentences in by_round.items():
-        _turn(db, stream, round_, "agent").text = join_sentences(sentences)
-    stream.dirty_rounds.clear()
+    sentences: dict[tuple[int, int], list[str]] = {}
+    for instance_id, round_, text in rows:
+        if round_ in dirty[instance_id].dirty_rounds:
+            sentences.setdefault((instance_id, round_), []).append(text)
+    for (instance_id, round_), texts in sentences.items():
+        stream = dirty[instance_id]
+        _turn(db, stream, round_, "agent").text = join_sentences(texts)
+    for stream in dirty.values():
+        stream.dirty_rounds.clear()
 
 
 def join_sentences(sentences: list[str]) -> str:

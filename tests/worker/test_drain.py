@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from tests.factories import INSTANCE, Signer, apply_pending, ingest
 from worker import audio, inbox
-from worker.db import utcnow
-from worker.drain import drain_stream
-from worker.models import InboxCallback, Turn, UserAudio
+from worker.db import make_sessionmaker, session_scope, utcnow
+from worker.drain import drain_stream, drain_streams
+from worker.lifecycle import session_id_for
+from worker.models import InboxCallback, Session, Turn, UserAudio
 from worker.settings import Settings
 
 BAD_AUDIO = {"UserId": "user_1", "Round": 5, "SampleRate": 16000, "Format": "pcm", "Audio": "%%%not-base64"}
@@ -126,3 +128,35 @@ def test_a_drain_message_only_opens_the_streams_with_work_due(
     named = [(signer.app_id, "42"), (signer.app_id, INSTANCE), (signer.app_id, "never-heard-of")]
     assert inbox.due_streams(db, named, now=utcnow()) == [(signer.app_id, INSTANCE)]
     assert inbox.due_streams(db, [], now=utcnow()) == []
+
+
+def test_a_session_held_by_another_worker_is_skipped_not_waited_for(
+    clean_engine: Engine, signer: Signer, settings: Settings
+) -> None:
+    """Two streams drained together: the one whose session another worker holds is handed back untouched."""
+    if clean_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers with BEGIN IMMEDIATE; there is no row lock to skip")
+    factory = make_sessionmaker(clean_engine)
+    with session_scope(factory) as db:
+        ingest(db, [signer.callback("ASRResult"), signer.callback("ASRResult", instance="42")])
+        apply_pending(db, settings, instance="42")  # makes session "42" exist
+        ingest(db, [signer.callback("LLMResult", instance="42")])
+    other_worker = factory()
+    other_worker.execute(
+        select(Session).where(Session.id == session_id_for(signer.app_id, "42")).with_for_update()
+    )
+    try:
+        with session_scope(factory) as db:
+            result = drain_streams(
+                db, streams=[(signer.app_id, INSTANCE), (signer.app_id, "42")], settings=settings
+            )
+        assert result.locked == [(signer.app_id, "42")]
+        assert result.applied == 1
+    finally:
+        other_worker.rollback()
+        other_worker.close()
+    with session_scope(factory) as db:
+        assert inbox.due_streams(db, [(signer.app_id, INSTANCE), (signer.app_id, "42")], now=utcnow()) == [
+            (signer.app_id, "42")
+        ]
+        assert drain_streams(db, streams=[(signer.app_id, "42")], settings=settings).applied == 1
