@@ -85,10 +85,41 @@ def lock_streams(
     worker holds is left out instead of waited for: that worker looks for pending callbacks
     again after it commits, so nothing is stranded.
     """
-    wanted = sorted(set(keys))  # one order for every worker: concurrent inserts cannot deadlock
+    wanted = sorted(set(keys))
     if not wanted:
         return {}
-    known = _session_ids(db, wanted)
+    known = ensure_streams(db, wanted)
+    sessions = {
+        session.id: session
+        for session in db.scalars(
+            select(Session)
+            .where(Session.id.in_(set(known.values())))
+            .order_by(Session.id)
+            .with_for_update(skip_locked=skip_locked)
+        )
+    }
+    siblings: dict[str, list[AgentInstance]] = {}
+    for instance in db.scalars(select(AgentInstance).where(AgentInstance.session_id.in_(sessions))):
+        siblings.setdefault(instance.session_id, []).append(instance)
+    streams: dict[StreamKey, Stream] = {}
+    for key in wanted:
+        session = sessions.get(known[key])
+        if session is None:
+            continue
+        family = siblings[session.id]
+        instance = next(i for i in family if (i.app_id, i.agent_instance_id) == key)
+        streams[key] = Stream(session=session, instance=instance, siblings=family)
+    return streams
+
+
+def ensure_streams(db: DbSession, keys: Sequence[StreamKey]) -> dict[StreamKey, str]:
+    """The session id of each stream, creating instance and session for streams never seen.
+
+    Worth its own short transaction before a long drain: a concurrent insert of the same new
+    session waits for the inserting transaction to end, and a drain's may take a while.
+    """
+    wanted = sorted(set(keys))  # one order for every worker: concurrent inserts cannot deadlock
+    known = _session_ids(db, wanted) if wanted else {}
     missing = [key for key in wanted if key not in known]
     if missing:
         dialect = db.get_bind().dialect.name
@@ -121,27 +152,7 @@ def lock_streams(
             )
         )
         known.update(_session_ids(db, missing))
-    sessions = {
-        session.id: session
-        for session in db.scalars(
-            select(Session)
-            .where(Session.id.in_(set(known.values())))
-            .order_by(Session.id)
-            .with_for_update(skip_locked=skip_locked)
-        )
-    }
-    siblings: dict[str, list[AgentInstance]] = {}
-    for instance in db.scalars(select(AgentInstance).where(AgentInstance.session_id.in_(sessions))):
-        siblings.setdefault(instance.session_id, []).append(instance)
-    streams: dict[StreamKey, Stream] = {}
-    for key in wanted:
-        session = sessions.get(known[key])
-        if session is None:
-            continue
-        family = siblings[session.id]
-        instance = next(i for i in family if (i.app_id, i.agent_instance_id) == key)
-        streams[key] = Stream(session=session, instance=instance, siblings=family)
-    return streams
+    return known
 
 
 def lock_stream(

@@ -7,7 +7,7 @@ import datetime as dt
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker import audio, inbox
+from worker import audio, inbox, lifecycle
 from worker.celery_app import app
 from worker.db import session_scope, sessions_for, utcnow
 from worker.drain import BATCH_LIMIT, drain_streams
@@ -40,6 +40,8 @@ def drain(streams: StreamList) -> dict[str, int]:
             counts = inbox.due_counts(db, keys, now=utcnow())
         if not counts:
             break
+        with session_scope(factory) as db:
+            lifecycle.ensure_streams(db, list(counts))  # committed now, not at the end of a drain
         held_by_others: set[StreamKey] = set()
         for batch in batches(counts, BATCH_LIMIT):
             with session_scope(factory) as db:
