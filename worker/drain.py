@@ -1,10 +1,11 @@
-"""Applying a stream's stored callbacks: in Sequence order, under the session's lock, each exactly once.
+"""Applying stored callbacks: per stream in Sequence order, under the session's lock, each exactly once.
 
-A drain takes every pending callback of one agent instance, applies them in one transaction,
-and marks them done in that same transaction, so a callback's effects and its ``done`` mark
-commit or vanish together. The common case applies the whole batch under one savepoint; only
-if something raises does it go again one savepoint per callback, so that one bad callback is
-retried with backoff (and finally parked as ``failed``) without holding back the others.
+A stream is one agent instance's callbacks. A drain takes the pending callbacks of a group of
+streams (about ``BATCH_LIMIT`` callbacks in all), applies them in one transaction, and marks them
+done in that same transaction, so a callback's effects and its ``done`` mark commit or vanish
+together. The common case applies the whole batch under one savepoint; only if something raises
+does it go again one savepoint per callback, so that one bad callback is retried with backoff
+(and finally parked as ``failed``) without holding back the others.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ class DrainResult:
     more: bool = False
     retry_in: float | None = None
     locked: list[StreamKey] = field(default_factory=list)
-    failed_ids: list[int] = field(default_factory=list)
 
 
 def drain_streams(
@@ -208,7 +208,6 @@ def _record_failure(
             "next_attempt_at": None,
         }
         result.parked += 1
-        result.failed_ids.append(row.id)
         log.error(
             "callback_parked", inbox_id=row.id, callback_event=row.event, attempts=attempts, error=error
         )

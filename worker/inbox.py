@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker.callbacks import Callback
@@ -191,23 +191,6 @@ def due_streams(session: Session, streams: Sequence[StreamKey], *, now: dt.datet
     return list(due_counts(session, streams, now=now))
 
 
-def has_due(session: Session, *, app_id: int, agent_instance_id: str, now: dt.datetime) -> bool:
-    """Whether a stream has callbacks to apply now: asked after each drain commits, lock released."""
-    return (
-        session.scalar(
-            select(InboxCallback.id)
-            .where(
-                InboxCallback.app_id == app_id,
-                InboxCallback.agent_instance_id == agent_instance_id,
-                InboxCallback.state == InboxState.PENDING,
-                or_(InboxCallback.next_attempt_at.is_(None), InboxCallback.next_attempt_at <= now),
-            )
-            .limit(1)
-        )
-        is not None
-    )
-
-
 def all_streams(session: Session) -> list[StreamKey]:
     rows = session.execute(
         select(InboxCallback.app_id, InboxCallback.agent_instance_id)
@@ -255,7 +238,3 @@ def reset_all(session: Session) -> None:
             processed_at=None,
         )
     )
-
-
-def purge(session: Session, *, ids: Iterable[int]) -> None:
-    session.execute(delete(InboxCallback).where(InboxCallback.id.in_(list(ids))))

@@ -155,14 +155,6 @@ def ensure_streams(db: DbSession, keys: Sequence[StreamKey]) -> dict[StreamKey, 
     return known
 
 
-def lock_stream(
-    db: DbSession, *, app_id: int, agent_instance_id: str, skip_locked: bool = False
-) -> Stream | None:
-    return lock_streams(db, [(app_id, agent_instance_id)], skip_locked=skip_locked).get(
-        (app_id, agent_instance_id)
-    )
-
-
 def _session_ids(db: DbSession, keys: Sequence[StreamKey]) -> dict[StreamKey, str]:
     rows = db.execute(
         select(AgentInstance.app_id, AgentInstance.agent_instance_id, AgentInstance.session_id).where(
