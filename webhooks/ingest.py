@@ -1,10 +1,11 @@
 """Group commit for the receiver: many concurrent requests, one INSERT and one COMMIT.
 
-Each request hands its verified callback to a writer thread and awaits a future. A writer takes
+Each request hands its verified callback to a writer and awaits a future. A writer takes
 whatever has queued up (up to ``ingest_batch_max``), stores it in one statement, commits, and
 resolves every future at once; the request then answers. With N requests in flight the database
-sees about one commit per N callbacks instead of N commits, which is what lets a durable insert
-per request keep pace with a bare endpoint.
+sees about one commit per N callbacks instead of N commits. On Postgres the writers are
+coroutines on the event loop (``PostgresInboxWriter``); on SQLite, threads around SQLAlchemy
+(``InboxWriter``), since SQLite has one writer at a time anyway.
 
 Enqueueing work for the Celery workers happens after the commit and off the request path, in
 one enqueuer thread that coalesces: the streams made dirty since its last publish go out in a
