@@ -20,11 +20,13 @@ import orjson
 import structlog
 from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
 
-from worker import audio, lifecycle, transcripts
+from worker import audio, inbox, lifecycle, transcripts
 from worker.callbacks import Callback, int_field
-from worker.db import Base, utcnow
-from worker.lifecycle import Stream, StreamKey
+from worker.db import Base, session_scope, utcnow
+from worker.inbox import StreamKey
+from worker.lifecycle import Stream
 from worker.models import InboxCallback, InboxState
 from worker.settings import Settings
 
@@ -56,6 +58,9 @@ class DrainResult:
     more: bool = False
     retry_in: float | None = None
     locked: list[StreamKey] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        return {"applied": self.applied, "retrying": self.retrying, "parked": self.parked}
 
 
 def drain_streams(
@@ -136,6 +141,60 @@ def drain_streams(
         )
     result.applied = len(done)
     return result
+
+
+def drain_until_done(
+    factory: sessionmaker[DbSession],
+    streams: Sequence[StreamKey],
+    *,
+    settings: Settings,
+    retry_later: Callable[[list[StreamKey], float], None] | None = None,
+) -> DrainResult:
+    """Drain these streams until none has callbacks due, one transaction per ~BATCH_LIMIT callbacks.
+
+    Owns its transactions (it runs many), unlike ``drain_streams``. Streams another worker holds
+    are left to it. ``retry_later`` is told when callbacks that failed become due again.
+    """
+    total = DrainResult()
+    keys = list(dict.fromkeys(streams))
+    while keys:
+        # Asked with no lock held: whatever was stored while we worked, and whose message found
+        # us holding its session, is picked up on the next turn of this loop.
+        with session_scope(factory) as db:
+            counts = inbox.due_counts(db, keys, now=utcnow())
+        if not counts:
+            break
+        with session_scope(factory) as db:
+            lifecycle.ensure_streams(db, list(counts))  # committed now, not at the end of a drain
+        held_by_others: set[StreamKey] = set()
+        for batch in batches(counts, BATCH_LIMIT):
+            with session_scope(factory) as db:
+                result = drain_streams(db, streams=batch, settings=settings)
+            total.applied += result.applied
+            total.retrying += result.retrying
+            total.parked += result.parked
+            if result.retry_in is not None and retry_later is not None:
+                retry_later(batch, result.retry_in)
+            held_by_others.update(result.locked)
+        keys = [key for key in counts if key not in held_by_others]
+    return total
+
+
+def batches(counts: dict[StreamKey, int], budget: int) -> list[list[StreamKey]]:
+    """Streams grouped so that each transaction applies about ``budget`` callbacks.
+
+    A transaction locks only the sessions it will really work on, so a second worker handed the
+    same message takes the next group instead of finding every session held.
+    """
+    groups: list[list[StreamKey]] = [[]]
+    filled = 0
+    for key, count in counts.items():
+        if groups[-1] and filled + count > budget:
+            groups.append([])
+            filled = 0
+        groups[-1].append(key)
+        filled += count
+    return groups
 
 
 def drain_stream(

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.callbacks import Callback, int_field, text_field
 from worker.db import Base, from_ms, insert_ignoring_conflicts, utcnow
+from worker.inbox import StreamKey
 from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent, Turn
 
 SESSION_NAMESPACE = uuid.UUID("5b0f3c52-1d7e-4c59-9a55-7f1f0f7e2a11")
@@ -52,9 +53,6 @@ def exception_family(code: int) -> str:
 
 def end_reason(code: int) -> str:
     return END_REASONS.get(code, f"deleted_{code}")
-
-
-StreamKey = tuple[int, str]
 
 
 @dataclass(eq=False)  # identity: streams key dicts while a batch is applied

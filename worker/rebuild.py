@@ -14,7 +14,7 @@ from sqlalchemy.orm import sessionmaker
 
 from worker import inbox
 from worker.db import session_scope
-from worker.drain import drain_streams
+from worker.drain import drain_until_done
 from worker.models import (
     AgentException,
     AgentInstance,
@@ -70,13 +70,4 @@ def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
     with session_scope(factory) as db:
         reset_derived(db)
         streams = inbox.all_streams(db)
-    applied = 0
-    for start in range(0, len(streams), 100):
-        chunk = streams[start : start + 100]
-        more = True
-        while more:
-            with session_scope(factory) as db:
-                result = drain_streams(db, streams=chunk, settings=settings)
-            applied += result.applied
-            more = result.more
-    return applied
+    return drain_until_done(factory, streams, settings=settings).applied

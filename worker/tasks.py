@@ -7,10 +7,10 @@ import datetime as dt
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker import audio, inbox, lifecycle
+from worker import audio, inbox
 from worker.celery_app import app
 from worker.db import session_scope, sessions_for, utcnow
-from worker.drain import BATCH_LIMIT, drain_streams
+from worker.drain import drain_until_done
 from worker.inbox import StreamKey
 from worker.settings import get_settings
 
@@ -30,47 +30,14 @@ StreamList = list[list[int | str]]
 def drain(streams: StreamList) -> dict[str, int]:
     """Apply the pending callbacks of each given (AppId, AgentInstanceId) stream."""
     settings = get_settings()
-    factory = sessions_for(settings.database_url)
-    totals = {"applied": 0, "retrying": 0, "parked": 0}
-    keys = list(dict.fromkeys((int(app_id), str(instance_id)) for app_id, instance_id in streams))
-    while keys:
-        # Asked with no lock held: whatever was stored while we worked, and whose message found
-        # us holding its session, is picked up on the next turn of this loop.
-        with session_scope(factory) as db:
-            counts = inbox.due_counts(db, keys, now=utcnow())
-        if not counts:
-            break
-        with session_scope(factory) as db:
-            lifecycle.ensure_streams(db, list(counts))  # committed now, not at the end of a drain
-        held_by_others: set[StreamKey] = set()
-        for batch in batches(counts, BATCH_LIMIT):
-            with session_scope(factory) as db:
-                result = drain_streams(db, streams=batch, settings=settings)
-            totals["applied"] += result.applied
-            totals["retrying"] += result.retrying
-            totals["parked"] += result.parked
-            if result.retry_in is not None:
-                enqueue_drain(batch, countdown=result.retry_in)
-            held_by_others.update(result.locked)
-        keys = [key for key in counts if key not in held_by_others]
-    return totals
+    keys = [(int(app_id), str(instance_id)) for app_id, instance_id in streams]
+    return drain_until_done(
+        sessions_for(settings.database_url), keys, settings=settings, retry_later=_retry_later
+    ).totals()
 
 
-def batches(counts: dict[StreamKey, int], budget: int) -> list[list[StreamKey]]:
-    """Streams grouped so that each transaction applies about ``budget`` callbacks.
-
-    A transaction locks only the sessions it will really work on, so a second worker handed the
-    same message takes the next group instead of finding every session held.
-    """
-    groups: list[list[StreamKey]] = [[]]
-    filled = 0
-    for key, count in counts.items():
-        if groups[-1] and filled + count > budget:
-            groups.append([])
-            filled = 0
-        groups[-1].append(key)
-        filled += count
-    return groups
+def _retry_later(streams: list[StreamKey], delay: float) -> None:
+    enqueue_drain(streams, countdown=delay)
 
 
 def enqueue_drain(streams: list[tuple[int, str]], *, countdown: float | None = None) -> bool:

@@ -1,8 +1,8 @@
-"""The drain task's plan: how a message's streams are split into transactions."""
+"""How a drain message's streams are split into transactions."""
 
 from __future__ import annotations
 
-from worker.tasks import batches
+from worker.drain import batches
 
 
 def test_streams_are_grouped_into_transactions_of_about_the_budget() -> None:
