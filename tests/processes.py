@@ -83,6 +83,24 @@ class RedisServer(Process):
             return False
 
 
+def stack_env(database_url: str, broker_url: str) -> dict[str, str]:
+    """A deployment's environment for tests: the test app and token, and a sweeper in a hurry."""
+    from tests.conftest import API_TOKEN
+    from tests.factories import APP_ID, CALLBACK_SECRET
+
+    return {
+        **os.environ,
+        "ROOMWARDEN_DATABASE_URL": database_url,
+        "ROOMWARDEN_BROKER_URL": broker_url,
+        "ROOMWARDEN_ZEGO_APP_ID": str(APP_ID),
+        "ROOMWARDEN_ZEGO_CALLBACK_SECRET": CALLBACK_SECRET,
+        "ROOMWARDEN_API_TOKEN": API_TOKEN,
+        "ROOMWARDEN_SWEEP_INTERVAL_SECONDS": "0.5",
+        "ROOMWARDEN_SWEEP_AFTER_SECONDS": "1",
+        "ROOMWARDEN_LOG_FORMAT": "json",
+    }
+
+
 class Stack:
     """Receiver, worker and beat of one roomwarden deployment, each startable and stoppable."""
 

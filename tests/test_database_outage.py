@@ -6,7 +6,6 @@ ZEGO retries them, and a drain cut off by the outage is applied once when the da
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.conftest import API_TOKEN, migrate
-from tests.factories import APP_ID, CALLBACK_SECRET, Signer
-from tests.processes import PostgresServer, RedisServer, Stack, postgres_bin, wait_until
+from tests.conftest import migrate
+from tests.factories import Signer
+from tests.processes import PostgresServer, RedisServer, Stack, postgres_bin, stack_env, wait_until
 from tests.test_pipeline import assert_conversation_applied_once, count, post_all
 from tests.worker.conversation import conversation
 from worker.db import make_engine
@@ -66,17 +65,7 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def stack(tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer) -> Iterator[Stack]:
-    env = {
-        **os.environ,
-        "ROOMWARDEN_DATABASE_URL": private_postgres.url,
-        "ROOMWARDEN_BROKER_URL": private_redis.url,
-        "ROOMWARDEN_ZEGO_APP_ID": str(APP_ID),
-        "ROOMWARDEN_ZEGO_CALLBACK_SECRET": CALLBACK_SECRET,
-        "ROOMWARDEN_API_TOKEN": API_TOKEN,
-        "ROOMWARDEN_SWEEP_INTERVAL_SECONDS": "0.5",
-        "ROOMWARDEN_SWEEP_AFTER_SECONDS": "1",
-        "ROOMWARDEN_LOG_FORMAT": "json",
-    }
+    env = stack_env(private_postgres.url, private_redis.url)
     stack = Stack(tmp_path, env)
     try:
         yield stack

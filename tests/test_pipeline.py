@@ -5,7 +5,6 @@ None lost, none doubled: whether the worker or the broker was away when callback
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session as DbSession
 
 from tests.conftest import API_TOKEN
-from tests.factories import APP_ID, CALLBACK_SECRET, INSTANCE, Signer
-from tests.processes import RedisServer, Stack, wait_until
+from tests.factories import APP_ID, INSTANCE, Signer
+from tests.processes import RedisServer, Stack, stack_env, wait_until
 from tests.worker.conversation import conversation
 from worker import transcripts
 from worker.lifecycle import session_id_for
@@ -52,17 +51,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def stack(tmp_path: Path, database_url: str, postgres: Engine, redis_server: RedisServer) -> Iterator[Stack]:
-    env = {
-        **os.environ,
-        "ROOMWARDEN_DATABASE_URL": database_url,
-        "ROOMWARDEN_BROKER_URL": redis_server.url,
-        "ROOMWARDEN_ZEGO_APP_ID": str(APP_ID),
-        "ROOMWARDEN_ZEGO_CALLBACK_SECRET": CALLBACK_SECRET,
-        "ROOMWARDEN_API_TOKEN": API_TOKEN,
-        "ROOMWARDEN_SWEEP_INTERVAL_SECONDS": "0.5",
-        "ROOMWARDEN_SWEEP_AFTER_SECONDS": "1",
-        "ROOMWARDEN_LOG_FORMAT": "json",
-    }
+    env = stack_env(database_url, redis_server.url)
     stack = Stack(tmp_path, env)
     yield stack
     stack.stop()

@@ -148,11 +148,7 @@ class InboxWriter:
         for loop, results in by_loop.items():
             loop.call_soon_threadsafe(_resolve, results)
         if not isinstance(outcomes, Exception):
-            stored = {
-                (item.callback.app_id, item.callback.agent_instance_id)
-                for item, outcome in zip(items, outcomes, strict=True)
-                if outcome == "stored"
-            }
+            stored = stored_streams(items, outcomes)
             if stored:
                 self._on_stored(stored)
         return connection
@@ -277,14 +273,19 @@ class PostgresInboxWriter:
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
-        stored = {
-            (item.callback.app_id, item.callback.agent_instance_id)
-            for item, outcome in zip(items, outcomes, strict=True)
-            if outcome == "stored"
-        }
+        stored = stored_streams(items, outcomes)
         if stored:
             self._on_stored(stored)
         return connection
+
+
+def stored_streams(items: list[NewCallback], outcomes: list[Outcome]) -> set[StreamKey]:
+    """The streams that got a new callback in a batch: what the enqueuer must wake a worker for."""
+    return {
+        (item.callback.app_id, item.callback.agent_instance_id)
+        for item, outcome in zip(items, outcomes, strict=True)
+        if outcome == "stored"
+    }
 
 
 def postgres_conninfo(database_url: str) -> str:
