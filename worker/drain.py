@@ -24,7 +24,7 @@ from sqlalchemy.orm import sessionmaker
 
 from worker import audio, inbox, lifecycle, transcripts
 from worker.callbacks import Callback, int_field
-from worker.db import Base, session_scope, utcnow
+from worker.db import Base, id_in, session_scope, utcnow
 from worker.inbox import StreamKey
 from worker.lifecycle import Stream
 from worker.models import InboxCallback, InboxState
@@ -134,7 +134,7 @@ def drain_streams(
     if done:
         db.execute(
             update(InboxCallback)
-            .where(InboxCallback.id.in_(done))
+            .where(id_in(InboxCallback.id, done, db.get_bind().dialect.name))
             .values(state=InboxState.DONE, processed_at=now, last_error=None)
             # The loaded rows are not read again: skip matching them up in the identity map.
             .execution_options(synchronize_session=False)

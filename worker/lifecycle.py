@@ -171,26 +171,41 @@ def latest(current: dt.datetime | None, new: dt.datetime) -> dt.datetime:
 
 
 def observe(stream: Stream, cb: Callback) -> None:
-    """What every callback tells us: who the agent is, where, and that the instance was alive then."""
+    """What every callback tells us: who the agent is, where, and that the instance was alive then.
+
+    Attributes are written only when they change: an ORM write costs far more than a compare,
+    and this runs for every callback.
+    """
     instance, session, payload = stream.instance, stream.session, cb.payload
     at = from_ms(cb.timestamp_ms)
-    instance.first_seen_at = earliest(instance.first_seen_at, at)
-    instance.last_event_at = latest(instance.last_event_at, at)
-    if cb.sequence is not None and (instance.last_sequence or -1) < cb.sequence:
+    if instance.first_seen_at is None or at < instance.first_seen_at:
+        instance.first_seen_at = at
+    if instance.last_event_at is None or at > instance.last_event_at:
+        instance.last_event_at = at
+    if cb.sequence is not None and (instance.last_sequence is None or cb.sequence > instance.last_sequence):
         instance.last_sequence = cb.sequence
-    instance.agent_user_id = instance.agent_user_id or text_field(payload.get("AgentUserId"))
-    instance.agent_id = instance.agent_id or text_field(payload.get("AgentId"))
-    instance.room_id = instance.room_id or text_field(payload.get("RoomId"))
-    session.room_id = session.room_id or instance.room_id
-    session.agent_id = session.agent_id or instance.agent_id
-    session.agent_name = session.agent_name or text_field(payload.get("Name"))
-    user_id = text_field(cb.data.get("UserId"))
-    if user_id and cb.event in ("ASRResult", "UserSpeakAction", "UserAudioData"):
-        session.user_id = session.user_id or user_id
-    if cb.event not in ("AgentInstanceCreated", "AgentInstanceDeleted", "Exception"):
-        session.last_activity_at = latest(session.last_activity_at, at)
-    if cb.event in ("ASRResult", "UserSpeakAction"):
-        session.last_user_speech_at = latest(session.last_user_speech_at, at)
+    if instance.agent_user_id is None:
+        instance.agent_user_id = text_field(payload.get("AgentUserId"))
+    if instance.agent_id is None:
+        instance.agent_id = text_field(payload.get("AgentId"))
+    if instance.room_id is None:
+        instance.room_id = text_field(payload.get("RoomId"))
+    if session.room_id is None and instance.room_id is not None:
+        session.room_id = instance.room_id
+    if session.agent_id is None and instance.agent_id is not None:
+        session.agent_id = instance.agent_id
+    if session.agent_name is None:
+        session.agent_name = text_field(payload.get("Name"))
+    if session.user_id is None and cb.event in ("ASRResult", "UserSpeakAction", "UserAudioData"):
+        session.user_id = text_field(cb.data.get("UserId"))
+    if cb.event not in ("AgentInstanceCreated", "AgentInstanceDeleted", "Exception") and (
+        session.last_activity_at is None or at > session.last_activity_at
+    ):
+        session.last_activity_at = at
+    if cb.event in ("ASRResult", "UserSpeakAction") and (
+        session.last_user_speech_at is None or at > session.last_user_speech_at
+    ):
+        session.last_user_speech_at = at
 
 
 def instance_created(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
