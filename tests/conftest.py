@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer  # noqa: E402
+from tests.processes import RedisServer  # noqa: E402
 from worker.db import Base, make_engine  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
@@ -115,6 +116,15 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 def signer() -> Signer:
     return Signer()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, on a free port: tests that stop Redis never touch the shared one."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -56,14 +56,6 @@ def private_engine(private_postgres: PostgresServer) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def stack(tmp_path: Path, private_postgres: PostgresServer, private_redis: RedisServer) -> Iterator[Stack]:
     env = stack_env(private_postgres.url, private_redis.url)
     stack = Stack(tmp_path, env)

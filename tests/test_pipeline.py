@@ -42,16 +42,8 @@ def postgres(database_url: str, clean_engine: Engine) -> Engine:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def stack(tmp_path: Path, database_url: str, postgres: Engine, redis_server: RedisServer) -> Iterator[Stack]:
-    env = stack_env(database_url, redis_server.url)
+def stack(tmp_path: Path, database_url: str, postgres: Engine, private_redis: RedisServer) -> Iterator[Stack]:
+    env = stack_env(database_url, private_redis.url)
     stack = Stack(tmp_path, env)
     yield stack
     stack.stop()
@@ -119,7 +111,7 @@ def test_callbacks_posted_while_the_worker_is_stopped_are_all_applied_once_it_st
 
 
 def test_callbacks_posted_while_redis_is_down_are_all_applied_once_it_is_back(
-    stack: Stack, postgres: Engine, redis_server: RedisServer
+    stack: Stack, postgres: Engine, private_redis: RedisServer
 ) -> None:
     """With the broker down the receiver still answers 200; once Redis is back every callback is applied once."""
     callbacks = conversation(Signer())
@@ -132,9 +124,9 @@ def test_callbacks_posted_while_redis_is_down_are_all_applied_once_it_is_back(
         lambda: count(postgres, InboxCallback, InboxCallback.state == "done") == half, 30, "first half"
     )
 
-    redis_server.stop()
+    private_redis.stop()
     assert post_all(stack, callbacks[half:]) == ["stored"] * (len(callbacks) - half)
     assert count(postgres, InboxCallback, InboxCallback.state == "pending") == len(callbacks) - half
 
-    redis_server.start()  # same port, empty: every message published before the outage is gone
+    private_redis.start()  # same port, empty: every message published before the outage is gone
     assert_conversation_applied_once(postgres, stack, len(callbacks))

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session as DbSession
 from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
-from tests.factories import APP_ID, INSTANCE, Signer, apply_pending, encode_body, receiver_client
+from tests.factories import APP_ID, EVENT_DATA, INSTANCE, Signer, apply_pending, encode_body, receiver_client
 from worker.lifecycle import session_id_for
 from worker.settings import Settings
 
@@ -77,12 +77,7 @@ def test_session_shows_state_end_reason_instances_and_exceptions(conversation: T
     assert instance["agent_instance_id"] == INSTANCE
     assert instance["agent_user_id"] == "agent_1"
     assert instance["delete_code"] == 1202
-    assert instance["latency"] == {
-        "LLMTTFT": 300,
-        "LLMTPS": 42.5,
-        "TTSAudioFirstFrameTime": 200,
-        "TotalCost": 800,
-    }
+    assert instance["latency"] == EVENT_DATA["AgentInstanceDeleted"]["LatencyData"]
     assert instance["deleted_at"].startswith("2025-04-18")
     assert [(e["code"], e["family"], e["message"], e["round"]) for e in view["exceptions"]] == [
         (2203, "llm", "LLM authentication failed", 30)

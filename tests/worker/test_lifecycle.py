@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
-from tests.factories import INSTANCE, Signer, apply_pending, ingest
+from tests.factories import EVENT_DATA, INSTANCE, Signer, apply_pending, ingest
 from worker import sessions
 from worker.lifecycle import end_reason, exception_family, session_id_for
 from worker.models import AgentException, AgentInstance, InboxCallback, Session, TimelineEvent
@@ -58,12 +58,7 @@ def test_deleted_ends_the_session_with_code_reason_and_latency(
     assert view["end_reason"] == "user_absent"
     [instance] = view["instances"]
     assert instance["delete_code"] == 1202
-    assert instance["latency"] == {
-        "LLMTTFT": 300,
-        "LLMTPS": 42.5,
-        "TTSAudioFirstFrameTime": 200,
-        "TotalCost": 800,
-    }
+    assert instance["latency"] == EVENT_DATA["AgentInstanceDeleted"]["LatencyData"]
     assert instance["deleted_at"].startswith("2025-04-18")
 
 
