@@ -104,9 +104,9 @@ def stack_env(database_url: str, broker_url: str) -> dict[str, str]:
 class Stack:
     """Receiver, worker and beat of one roomwarden deployment, each startable and stoppable."""
 
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str], port: int | None = None) -> None:
         (cwd / "var").mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = commands("127.0.0.1", self.port)  # exactly what `roomwarden run` starts
         self.receiver = Process("receiver", argv["web"], env, cwd)

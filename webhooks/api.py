@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhooks.receiver import error
-from worker import sessions, transcripts
-from worker.db import session_scope
+from worker import provisioning, sessions, transcripts
+from worker.db import session_scope, utcnow
+from worker.tasks import enqueue_end, enqueue_start
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -83,3 +85,68 @@ async def list_sessions(request: Request) -> Response:
         return json({"sessions": [sessions.describe(db, s) for s in found]})
 
     return await _read(request, fn)
+
+
+def _invalid(exc: provisioning.RequestError) -> Response:
+    return json(
+        {
+            "error": "invalid_request",
+            "detail": exc.message,
+            "field": exc.field,
+            "errors": [{"field": f, "message": m} for f, m in exc.errors],
+        },
+        status=400,
+    )
+
+
+@authorized
+async def create_session(request: Request) -> Response:
+    """Start an agent session: stored at once, the vendor called by a worker; poll GET for the outcome."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return error(400, "invalid_json", "the body must be a JSON object")
+    state = request.app.state
+    try:
+        wanted = provisioning.parse_request(body, settings=state.settings, known_templates=state.templates)
+    except provisioning.RequestError as exc:
+        return _invalid(exc)
+    session_id = str(uuid.uuid4())
+
+    def store() -> Response:
+        with session_scope(state.sessions) as db:
+            session = provisioning.request_session(
+                db, wanted, session_id=session_id, sealer=state.sealer, now=utcnow()
+            )
+            described = sessions.describe(db, session)
+        enqueue_start(session_id)  # after the commit, or a worker may not see the row yet
+        return json(described, status=202)
+
+    try:
+        return await run_in_threadpool(store)
+    except provisioning.RequestError as exc:
+        return _invalid(exc)
+
+
+@authorized
+async def delete_session(request: Request) -> Response:
+    """End a session: DeleteAgentInstance (``?graceful=true`` lets the agent finish speaking)."""
+    key = request.path_params["session_id"]
+    graceful = request.query_params.get("graceful", "false").lower() in ("1", "true", "yes")
+
+    def end() -> Response:
+        with session_scope(request.app.state.sessions) as db:
+            session = sessions.find_session(db, key)
+            if session is None:
+                return error(404, "not_found", "no session with that id or agent instance id")
+            outcome = provisioning.request_end(db, session, now=utcnow())
+            described = sessions.describe(db, session)
+            session_id = session.id
+        if outcome == "deleting":
+            enqueue_end(session_id, graceful=graceful)
+        return json(described, status=202 if outcome == "deleting" else 200)
+
+    try:
+        return await run_in_threadpool(end)
+    except provisioning.RequestError as exc:
+        return error(409, "cannot_end", exc.message)

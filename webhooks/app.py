@@ -11,8 +11,10 @@ from starlette.routing import Route
 
 from webhooks import api, health, receiver
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
+from worker import templates
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
+from worker.sealing import Sealer
 from worker.settings import Settings, get_settings
 from worker.tasks import enqueue_drain
 
@@ -43,6 +45,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 on_stored=enqueuer.mark,
             )
         app.state.settings = settings
+        # Mistakes in templates or the secret key stop the start-up, not a request later.
+        app.state.templates = templates.load(settings.templates_file)
+        key = settings.secret_key
+        app.state.sealer = Sealer(key.get_secret_value()) if key is not None else None
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.writer = writer
@@ -65,8 +71,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/callbacks/zego", receiver.zego_callback, methods=["POST"]),
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
-            Route("/v1/sessions", api.list_sessions),
-            Route("/v1/sessions/{session_id}", api.get_session),
+            Route("/v1/sessions", api.list_sessions, methods=["GET"]),
+            Route("/v1/sessions", api.create_session, methods=["POST"]),
+            Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
+            Route("/v1/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
             Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
         ],
         lifespan=lifespan,

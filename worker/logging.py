@@ -26,6 +26,20 @@ def mask_secrets(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> M
     return event
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of writing, not at the time of configuring.
+
+    Loggers are cached on first use; a stream captured then (a test runner's, a daemon's old
+    one) may be closed by the time they write.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(settings: Settings) -> None:
     json_output = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
@@ -40,7 +54,7 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)

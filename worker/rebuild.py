@@ -16,6 +16,7 @@ from worker import inbox
 from worker.db import session_scope
 from worker.drain import drain_until_done
 from worker.models import (
+    COZE_APP_ID,
     AgentException,
     AgentInstance,
     AgentSentence,
@@ -29,13 +30,17 @@ from worker.settings import Settings
 
 
 def reset_derived(db: DbSession) -> None:
+    # Coze rooms send no callbacks: their rows were read from Coze, not derived from the inbox.
+    zego_instances = select(AgentInstance.id).where(AgentInstance.app_id != COZE_APP_ID)
     for model in (UserAudio, AgentException, TimelineEvent, AgentSentence, Turn):
-        db.execute(delete(model))
+        db.execute(delete(model).where(model.instance_id.in_(zego_instances)))
     callback_sessions = select(Session.id).where(Session.origin == "callback")
     db.execute(delete(AgentInstance).where(AgentInstance.session_id.in_(callback_sessions)))
     db.execute(delete(Session).where(Session.origin == "callback"))
     db.execute(
-        update(AgentInstance).values(
+        update(AgentInstance)
+        .where(AgentInstance.app_id != COZE_APP_ID)
+        .values(
             state="starting",
             created_at=None,
             deleted_at=None,
@@ -48,8 +53,13 @@ def reset_derived(db: DbSession) -> None:
             last_sequence=None,
         )
     )
+    # A session's state derives from its instances; one with none (failed, cancelled before the
+    # vendor answered, still starting) keeps what the API wrote.
+    with_instances = select(AgentInstance.session_id).where(AgentInstance.app_id != COZE_APP_ID)
     db.execute(
-        update(Session).values(
+        update(Session)
+        .where(Session.id.in_(with_instances))
+        .values(
             state=SessionState.STARTING,
             end_reason=None,
             end_code=None,

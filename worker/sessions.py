@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.models import AgentException, AgentInstance, Session
+from worker.sealing import redact
 
 
 def find_session(db: DbSession, key: str) -> Session | None:
@@ -52,10 +53,20 @@ def describe(db: DbSession, session: Session) -> dict[str, Any]:
     )
     return {
         "id": session.id,
+        "origin": session.origin,
+        "provider": session.provider,
+        "template": session.template,
         "app_id": session.app_id,
         "state": session.state,
         "end_reason": session.end_reason,
         "end_code": session.end_code,
+        "failure_message": session.failure_message,
+        "end_requested_at": _iso(session.end_requested_at),
+        # What the end user's app needs to join: ZEGO instance and DigitalHumanConfig, Coze room.
+        "join": session.join_info,
+        # The request that started it, vendor secrets shown as "***".
+        "spec": redact(session.spec) if session.spec is not None else None,
+        "agent_user_id": session.agent_user_id,
         "room_id": session.room_id,
         "user_id": session.user_id,
         "agent_id": session.agent_id,

@@ -39,6 +39,32 @@ class Settings(BaseSettings):
 
     api_token: SecretStr | None = None
 
+    # Vendor secrets inside stored session specs (LLM ApiKey, TTS app credentials) are sealed
+    # with this Fernet key. Several keys, comma-separated, rotate: the first seals, all unseal.
+    secret_key: SecretStr | None = None
+
+    # Vendor endpoints. Production leaves them alone; tests and the demo point them at the emulator.
+    zego_api_url: str = "https://aigc-aiagent-api.zegotech.cn"
+    zego_rtc_url: str = "https://rtc-api.zego.im"
+    coze_api_url: str = "https://api.coze.com"
+    coze_token: SecretStr | None = None
+    vendor_timeout_seconds: float = 10.0
+    # Client-side rate limits are shared by every worker process through Redis when one is at
+    # hand (the broker, unless set); with the embedded SQLite broker they are per process.
+    rate_limit_redis_url: str | None = None
+
+    # Named agent templates (TOML); POST /v1/sessions may name one instead of spelling it out.
+    templates_file: Path | None = None
+
+    # Sessions started through the API.
+    start_max_attempts: int = 5
+    start_retry_base_seconds: float = 2.0
+    start_stale_seconds: float = 60.0
+    # Coze has no room callbacks and no end-room API: a room is taken as closed once nobody has
+    # spoken for this long (Coze's longest_silence_ms default, 180 s; 3 minutes with no user).
+    coze_silence_seconds: float = 180.0
+    coze_poll_interval_seconds: float = 5.0
+
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -80,6 +106,11 @@ class Settings(BaseSettings):
         if self.zego_app_id == app_id and self.zego_callback_secret is not None:
             return ZegoApp(callback_secret=self.zego_callback_secret, server_secret=self.zego_server_secret)
         return None
+
+    def rate_limit_url(self) -> str | None:
+        if self.rate_limit_redis_url is not None:
+            return self.rate_limit_redis_url or None
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
 
     @property
     def is_sqlite(self) -> bool:

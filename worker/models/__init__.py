@@ -2,15 +2,17 @@
 
 from worker.models.events import AgentException, TimelineEvent, UserAudio
 from worker.models.inbox import InboxCallback, InboxState
-from worker.models.sessions import AgentInstance, Session, SessionState
+from worker.models.sessions import COZE_APP_ID, AgentInstance, Provider, Session, SessionState
 from worker.models.transcripts import AgentSentence, Turn
 
 __all__ = [
+    "COZE_APP_ID",
     "AgentException",
     "AgentInstance",
     "AgentSentence",
     "InboxCallback",
     "InboxState",
+    "Provider",
     "Session",
     "SessionState",
     "TimelineEvent",

@@ -17,6 +17,18 @@ class SessionState(enum.StrEnum):
     STARTING = "starting"
     ACTIVE = "active"
     ENDED = "ended"
+    # Started through the API and refused by the vendor: never had a live agent.
+    FAILED = "failed"
+
+
+# Coze sessions have no ZEGO AppId; their room is filed as an instance under this one.
+COZE_APP_ID = 0
+
+
+class Provider(enum.StrEnum):
+    ZEGO = "zego"
+    ZEGO_DIGITAL_HUMAN = "zego_digital_human"
+    COZE = "coze"
 
 
 class Session(Base):
@@ -38,6 +50,24 @@ class Session(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_activity_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_user_speech_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    # Sessions started through the API (origin "api") keep what it takes to start them again.
+    provider: Mapped[str | None] = mapped_column(String(32))
+    template: Mapped[str | None] = mapped_column(String(128))
+    agent_user_id: Mapped[str | None] = mapped_column(String(64))
+    # The vendor request body, vendor secrets sealed (see worker/sealing.py).
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # What a client needs to join: ZEGO instance id and DigitalHumanConfig, Coze room and token.
+    join_info: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    failure_message: Mapped[str | None] = mapped_column(String(1024))
+    start_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A start in flight: a second task finding a fresh claim leaves it alone.
+    start_claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    provisioned_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    end_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Coze: the conversation the room writes to, and the last message already in the transcript.
+    conversation_id: Mapped[str | None] = mapped_column(String(64))
+    message_cursor: Mapped[str | None] = mapped_column(String(64))
 
     instances: Mapped[list[AgentInstance]] = relationship(
         back_populates="session", order_by="AgentInstance.first_seen_at"

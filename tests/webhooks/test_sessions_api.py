@@ -1,0 +1,166 @@
+"""POST and DELETE /v1/sessions: what an app back end sees when it asks for, or ends, an agent session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session as DbSession
+from starlette.testclient import TestClient
+
+from tests.conftest import API_TOKEN
+from tests.factories import APP_ID
+from worker.models import Session
+from worker.settings import Settings
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+API_KEY = "sk-live-never-shown-77"
+
+
+def zego_body(**params: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "AgentId": "concierge",
+        "UserId": "user_1",
+        "RTC": {
+            "RoomId": "room_1",
+            "AgentStreamId": "as_1",
+            "AgentUserId": "agent_1",
+            "UserStreamId": "us_1",
+        },
+        "LLM": {"Url": "https://llm.example/v1/chat/completions", "ApiKey": API_KEY, "Model": "m"},
+    }
+    base.update(params)
+    return {"provider": "zego", "params": base}
+
+
+@pytest.fixture
+def api(
+    settings: Settings, clean_engine: Engine, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[TestClient]:
+    from webhooks.app import create_app
+
+    templates = tmp_path / "templates.toml"
+    templates.write_text(
+        '[templates.concierge]\nprovider = "zego"\n[templates.concierge.params]\nAgentId = "concierge"\n'
+        'LLM = { Url = "https://llm.example/v1/chat/completions", ApiKey = "sk-from-template", Model = "m" }\n'
+    )
+    configured = settings.model_copy(
+        update={
+            "zego_server_secret": SecretStr("server-secret"),
+            "secret_key": SecretStr(Fernet.generate_key().decode()),
+            "templates_file": templates,
+        }
+    )
+    with TestClient(create_app(configured)) as client:
+        yield client
+
+
+def test_a_session_request_is_stored_and_answered_at_once(api: TestClient, clean_engine: Engine) -> None:
+    """202 with the new session in state starting; the ApiKey is stored sealed and shown as ***."""
+    response = api.post("/v1/sessions", json=zego_body(), headers=AUTH)
+    assert response.status_code == 202, response.text
+    session = response.json()
+    assert session["state"] == "starting" and session["provider"] == "zego"
+    assert session["app_id"] == APP_ID and session["room_id"] == "room_1" and session["user_id"] == "user_1"
+    assert session["spec"]["params"]["LLM"]["ApiKey"] == "***"
+    assert API_KEY not in response.text
+    with DbSession(clean_engine) as db:
+        stored = db.get(Session, session["id"])
+        assert stored is not None and API_KEY not in str(stored.spec)
+    assert API_KEY not in api.get(f"/v1/sessions/{session['id']}", headers=AUTH).text
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        (
+            {"LLM": {"Url": "https://x", "ApiKey": "k", "Model": "m", "Temperature": 2.5}},
+            "params.LLM.Temperature",
+        ),
+        ({"UserId": "has space"}, "params.UserId"),
+        (
+            {"RTC": {"RoomId": "r", "AgentStreamId": "a", "AgentUserId": "x" * 33, "UserStreamId": "u"}},
+            "params.RTC.AgentUserId",
+        ),
+        ({"TTS": {"Vendor": "Acme", "Params": {"app": {}}}}, "params.TTS.Vendor"),
+        ({"AdvancedConfig": {"MaxIdleTime": 5}}, "params.AdvancedConfig.MaxIdleTime"),
+    ],
+)
+def test_a_request_zego_would_refuse_is_refused_here_naming_the_field(
+    api: TestClient, params: dict[str, Any], field: str
+) -> None:
+    """400 with the offending field named; no session is stored and nothing reaches ZEGO."""
+    response = api.post("/v1/sessions", json=zego_body(**params), headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"provider": "openai", "params": {}}, "provider"),
+        ({"template": "nope"}, "template"),
+        ({"provider": "zego", "app_id": 42, "params": {}}, "app_id"),
+        (
+            {"provider": "coze", "params": {"bot_id": "1", "config": {"prologue_delay_duration_ms": 9000}}},
+            "params.config.prologue_delay_duration_ms",
+        ),
+        ({"provider": "zego", "params": {}, "colour": "red"}, "colour"),
+    ],
+)
+def test_a_malformed_request_says_which_part_is_wrong(
+    api: TestClient, body: dict[str, Any], field: str
+) -> None:
+    """Unknown provider, template, app or field, or a Coze range broken: 400 naming it."""
+    response = api.post("/v1/sessions", json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
+def test_a_template_fills_in_what_the_request_leaves_out(api: TestClient) -> None:
+    """Naming a template: its params are used, the request's override them, secrets still sealed."""
+    body = {"template": "concierge", "params": zego_body()["params"] | {"LLM": {"Model": "m2"}}}
+    del body["params"]["AgentId"]
+    response = api.post("/v1/sessions", json=body, headers=AUTH)
+    assert response.status_code == 202, response.text
+    session = response.json()
+    assert session["template"] == "concierge" and session["agent_id"] == "concierge"
+    assert session["spec"]["params"]["LLM"] == {
+        "Url": "https://llm.example/v1/chat/completions",
+        "ApiKey": "***",
+        "Model": "m2",
+    }
+
+
+def test_starting_sessions_needs_the_token(api: TestClient) -> None:
+    """No bearer token, no session."""
+    assert api.post("/v1/sessions", json=zego_body()).status_code == 401
+    assert api.delete("/v1/sessions/whatever").status_code == 401
+
+
+def test_ending_a_session_not_yet_started_cancels_it(api: TestClient) -> None:
+    """DELETE before the vendor answered: ended at once as cancelled; a second DELETE is harmless."""
+    session_id = api.post("/v1/sessions", json=zego_body(), headers=AUTH).json()["id"]
+    first = api.delete(f"/v1/sessions/{session_id}", headers=AUTH)
+    assert first.status_code == 200, first.text
+    assert (first.json()["state"], first.json()["end_reason"]) == ("ended", "cancelled")
+    again = api.delete(f"/v1/sessions/{session_id}", headers=AUTH)
+    assert again.status_code == 200 and again.json()["end_reason"] == "cancelled"
+
+
+def test_ending_an_unknown_session_is_404(api: TestClient) -> None:
+    """DELETE of a session that does not exist says so."""
+    assert api.delete("/v1/sessions/no-such-session", headers=AUTH).status_code == 404
+
+
+def test_a_body_that_is_not_json_is_400(api: TestClient) -> None:
+    """Garbage in: a clear 400, not a 500."""
+    response = api.post("/v1/sessions", content=b"{nope", headers=AUTH)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_json"
