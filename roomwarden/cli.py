@@ -54,56 +54,80 @@ def migrate() -> None:
 def run(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default ROOMWARDEN_PORT or 8080).")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Send the demo conversation once ready.")] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also run the vendor emulator and the demo conversation.")
+    ] = False,
+    with_emulator: Annotated[
+        bool, typer.Option("--emulator", help="Point roomwarden at a local vendor emulator.")
+    ] = False,
 ) -> None:
     """Run the receiver, a worker and beat together, on the embedded default unless configured."""
-    from roomwarden import devsecrets, runner
-    from worker.settings import Settings
-
-    env = devsecrets.apply_defaults()
-    os.environ.update(env)
-    settings = Settings()
-    host = host or settings.host
-    port = port or settings.port
-    _migrate(settings.database_url)
-    typer.echo(f"database: {_redact(settings.database_url)}  broker: {_redact(settings.broker_url)}")
-    on_ready = None
-    if demo:
-
-        def on_ready(url: str) -> None:
-            _run_demo(url, env)
-            typer.echo("\nStill running: Ctrl-C stops receiver, worker and beat.")
-
-    log_dir = Path("var/logs") if demo else None
-    raise typer.Exit(runner.supervise(host, port, env, on_ready=on_ready, echo=typer.echo, log_dir=log_dir))
+    raise typer.Exit(_serve(host, port, demo=demo, emulator=demo or with_emulator, stay=True))
 
 
 @app.command("demo")
 def demo_command(
-    url: Annotated[str | None, typer.Option(help="Where roomwarden listens.")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default ROOMWARDEN_PORT or 8080).")] = None,
 ) -> None:
-    """Sign and send a recorded conversation to a running service, then print its transcript."""
-    from roomwarden import devsecrets
+    """Run roomwarden and the vendor emulator, start a session, let a scripted user talk, print it."""
+    raise typer.Exit(_serve(host, port, demo=True, emulator=True, stay=False))
+
+
+def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, stay: bool) -> int:
+    from roomwarden import devsecrets, runner
     from worker.settings import Settings
 
     env = devsecrets.apply_defaults()
+    extra: dict[str, list[str]] = {}
+    control_url = None
     settings = Settings()
-    if url is None:
-        url = f"http://{settings.host}:{env.get('ROOMWARDEN_PORT', settings.port)}"
-    if not _run_demo(url, env):
-        raise typer.Exit(1)
+    host = host or settings.host
+    port = port or settings.port
+    if emulator:
+        env, extra["emulator"], control_url = runner.with_emulator(host, port, env)
+    os.environ.update(env)
+    settings = Settings()
+    _migrate(settings.database_url)
+    typer.echo(f"database: {_redact(settings.database_url)}  broker: {_redact(settings.broker_url)}")
+    if control_url:
+        typer.echo(f"vendor emulator: ZEGO {settings.zego_api_url}, Coze {settings.coze_api_url}")
+    outcome = {"ok": True}
+    on_ready = None
+    if demo:
+        assert control_url is not None
+
+        def on_ready(url: str) -> bool:
+            outcome["ok"] = _run_demo(url, env, control_url)
+            if stay:
+                typer.echo("\nStill running: Ctrl-C stops receiver, worker, beat and the emulator.")
+            return stay
+
+    log_dir = Path("var/logs") if demo else None
+    code = runner.supervise(host, port, env, on_ready=on_ready, echo=typer.echo, log_dir=log_dir, extra=extra)
+    return code if outcome["ok"] else 1
 
 
-def _run_demo(url: str, env: dict[str, str]) -> bool:
+def _run_demo(url: str, env: dict[str, str], control_url: str) -> bool:
+    from emulator.control import EmulatorControl
     from roomwarden.demo import run_demo
 
-    secrets_json = env.get("ROOMWARDEN_ZEGO_APPS")
-    if secrets_json:
-        app_id, app = next(iter(json.loads(secrets_json).items()))
-        secret = app["callback_secret"]
-    else:
-        app_id, secret = env["ROOMWARDEN_ZEGO_APP_ID"], env["ROOMWARDEN_ZEGO_CALLBACK_SECRET"]
-    return run_demo(url, int(app_id), secret, env["ROOMWARDEN_API_TOKEN"], typer.echo)
+    control = EmulatorControl(control_url)
+    try:
+        return run_demo(url, env["ROOMWARDEN_API_TOKEN"], control, typer.echo)
+    finally:
+        control.close()
+
+
+@app.command(
+    "emulator",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def emulator_command(ctx: typer.Context) -> None:
+    """Run the stand-in ZEGO and Coze servers (python -m emulator --help lists the options)."""
+    from emulator.__main__ import main as emulator_main
+
+    raise typer.Exit(emulator_main(ctx.args))
 
 
 @app.command()

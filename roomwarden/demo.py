@@ -1,169 +1,125 @@
-"""``roomwarden demo``: a recorded conversation, signed and sent to a running service as ZEGO would.
+"""``roomwarden demo``: a session started through the API, a scripted user, the transcript that came back.
 
-The delivery is deliberately untidy, the way ZEGO warns real delivery can be: one callback
-arrives twice and two arrive in the wrong order. The transcript printed at the end is the same
-as if they had not.
+Everything runs locally: roomwarden (receiver, worker, beat) and the vendor emulator standing in
+for ZEGO. The demo asks roomwarden for an agent, waits for ZEGO (the emulator) to report it in
+the room, has a scripted user talk to it (the user cuts the agent off once), ends the session,
+and prints the transcript roomwarden built from the callbacks. Delivery is made untidy on
+purpose, as ZEGO warns real delivery can be: one callback arrives twice and two arrive in the
+wrong order; the transcript is the same as if they had not.
 """
 
 from __future__ import annotations
 
-import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from worker.signatures import callback_signature
+from emulator.control import EmulatorControl
 
 USER = "user_7781"
-AGENT_USER = "agent_7781"
 
-# (event, data) in the order the agent produced them; Rounds rise and skip, as ZEGO's do.
-_R1, _R2, _R3, _R4 = 5_830_101, 5_830_107, 5_830_112, 5_830_120
-SCRIPT: list[tuple[str, dict[str, Any]]] = [
-    ("AgentInstanceCreated", {}),
-    ("UserSpeakAction", {"UserId": USER, "Action": "SPEAK_BEGIN", "Round": _R1}),
-    ("UserSpeakAction", {"UserId": USER, "Action": "SPEAK_END", "Round": _R1}),
-    ("ASRResult", {"UserId": USER, "Round": _R1, "Text": "Hi, I'd like a table for two tonight."}),
-    ("AgentInstanceStatus", {"Status": "THINKING", "Round": _R1}),
-    ("LLMResult", {"Round": _R1, "Text": "Of course!"}),
-    ("LLMResult", {"Round": _R1, "Text": "What time would you like to come in?"}),
-    ("AgentInstanceStatus", {"Status": "SPEAKING", "Round": _R1}),
-    ("AgentInstanceStatus", {"Status": "IDLE", "Round": _R1}),
-    ("UserSpeakAction", {"UserId": USER, "Action": "SPEAK_BEGIN", "Round": _R2}),
-    ("ASRResult", {"UserId": USER, "Round": _R2, "Text": "Around half past seven, please."}),
-    ("AgentInstanceStatus", {"Status": "THINKING", "Round": _R2}),
-    ("LLMResult", {"Round": _R2, "Text": "Half past seven works."}),
-    ("LLMResult", {"Round": _R2, "Text": "What name should I put the booking under?"}),
-    ("AgentInstanceStatus", {"Status": "SPEAKING", "Round": _R2}),
-    ("AgentInstanceStatus", {"Status": "IDLE", "Round": _R2}),
-    ("UserSpeakAction", {"UserId": USER, "Action": "SPEAK_BEGIN", "Round": _R3}),
-    ("ASRResult", {"UserId": USER, "Round": _R3, "Text": "Chen. C, H, E, N."}),
-    ("AgentInstanceStatus", {"Status": "THINKING", "Round": _R3}),
-    ("LLMResult", {"Round": _R3, "Text": "Thank you, Ms Chen: a table for two at half past seven."}),
-    ("LLMResult", {"Round": _R3, "Text": "Tonight we also have a six-course tasting menu with"}),
-    ("AgentInstanceStatus", {"Status": "SPEAKING", "Round": _R3}),
-    ("UserSpeakAction", {"UserId": USER, "Action": "SPEAK_BEGIN", "Round": _R4}),
+LLM = {
+    "Url": "https://llm.example.com/v1/chat/completions",
+    "ApiKey": "sk-demo-0000-not-a-real-key",  # sealed at rest, never shown by the API
+    "Model": "bistro-host-1",
+    "SystemPrompt": "You take table bookings for a small bistro.",
+}
+TTS = {
+    "Vendor": "ByteDanceV3",
+    "Params": {"app": {"appid": "demo", "token": "demo-token", "cluster": "volcano_tts"}},
+}
+
+# (what the user says, the agent's reply sentences, sentences spoken before the user cuts in)
+CONVERSATION: list[tuple[str, list[str], int | None]] = [
+    ("Hi, I'd like a table for two tonight.", ["Of course!", "What time would you like to come in?"], None),
+    ("Around half past seven, please.", ["Half past seven works.", "What name should I put it under?"], None),
     (
-        "Interrupted",
-        {
-            "Round": _R3,
-            "Reason": 1,
-            "PlayedText": "Thank you, Ms Chen: a table for two at half past seven. Tonight we also",
-        },
+        "Chen. C, H, E, N.",
+        [
+            "Thank you, Ms Chen: a table for two at half past seven.",
+            "Tonight we also have a six-course tasting menu with paired wines.",
+            "Would you like to hear about it?",
+        ],
+        1,
     ),
-    ("AgentInstanceStatus", {"Status": "IDLE", "Round": _R3}),
-    ("ASRResult", {"UserId": USER, "Round": _R4, "Text": "No thanks, that's all. Bye!"}),
-    ("AgentInstanceStatus", {"Status": "THINKING", "Round": _R4}),
-    ("LLMResult", {"Round": _R4, "Text": "Wonderful, see you tonight."}),
-    ("LLMResult", {"Round": _R4, "Text": "Goodbye!"}),
-    ("AgentInstanceStatus", {"Status": "SPEAKING", "Round": _R4}),
-    ("AgentInstanceStatus", {"Status": "IDLE", "Round": _R4}),
-    ("UserSpeakAction", {"UserId": USER, "Action": "SPEAK_END", "Round": _R4}),
-    (
-        "AgentInstanceDeleted",
-        {
-            "Code": 0,
-            "LatencyData": {
-                "LLMTTFT": 412,
-                "LLMTPS": 38.5,
-                "TTSAudioFirstFrameTime": 236,
-                "TotalCost": 981,
+    ("No thanks, that's all. Bye!", ["Wonderful, see you tonight.", "Goodbye!"], None),
+]
+
+
+def session_request(room: str) -> dict[str, Any]:
+    suffix = room.rsplit("-", 1)[-1]
+    return {
+        "provider": "zego",
+        "agent": {"AgentId": "bistro-host", "Name": "Bistro booking host", "LLM": LLM, "TTS": TTS},
+        "params": {
+            "AgentId": "bistro-host",
+            "UserId": USER,
+            "RTC": {
+                "RoomId": room,
+                "AgentUserId": f"agent_{suffix}",
+                "AgentStreamId": f"agent_stream_{suffix}",
+                "UserStreamId": f"user_stream_{suffix}",
+            },
+            "LLM": LLM,
+            "TTS": TTS,
+            "CallbackConfig": {
+                "ASRResult": 1,
+                "LLMResult": 1,
+                "Interrupted": 1,
+                "UserSpeakAction": 1,
+                "AgentInstanceStatus": 1,
             },
         },
-    ),
-]
-DUPLICATED = 10  # the second ASRResult is delivered twice
-SWAPPED = (5, 6)  # the two sentences of the first reply arrive the other way round
+    }
 
 
-@dataclass(frozen=True)
-class Conversation:
-    app_id: int
-    agent_instance_id: str
-    room_id: str
-    callbacks: list[dict[str, Any]]
-
-
-def record(app_id: int, secret: str, *, now_ms: int | None = None) -> Conversation:
-    """The script as signed callbacks, timestamped over the last minute or so."""
-    instance = str(random.randint(10**18, 10**19 - 1))  # noqa: S311 - an id, not a secret
+def run_demo(url: str, token: str, control: EmulatorControl, echo: Callable[[str], None]) -> bool:
     room = f"demo-room-{secrets.token_hex(3)}"
-    start = (now_ms or int(time.time() * 1000)) - 1200 * len(SCRIPT)
-    callbacks = []
-    for index, (event, data) in enumerate(SCRIPT):
-        ts = start + 1200 * index
-        nonce = secrets.token_hex(8)
-        body = dict(data)
-        if event == "AgentInstanceCreated":
-            body["CreatedTimestamp"] = ts - 18
-        if event == "AgentInstanceDeleted":
-            body["DeletedTimestamp"] = ts - 5
-        callbacks.append(
-            {
-                "AppId": app_id,
-                "AgentId": "bistro-host",
-                "Name": "Bistro booking host",
-                "AgentInstanceId": instance,
-                "AgentUserId": AGENT_USER,
-                "RoomId": room,
-                "Event": event,
-                "Sequence": 1000 + index * 3,
-                "Nonce": nonce,
-                "Timestamp": ts,
-                "Signature": callback_signature(secret, ts, nonce),
-                "Data": body,
-            }
-        )
-    return Conversation(app_id, instance, room, callbacks)
+    with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as api:
+        response = api.post("/v1/sessions", json=session_request(room))
+        if response.status_code != 202:
+            echo(f"POST /v1/sessions -> {response.status_code}: {response.text}")
+            return False
+        session_id = response.json()["id"]
+        echo(f"POST /v1/sessions -> 202, session {session_id} is starting (room {room})")
+        session = _wait(api, session_id, lambda s: s["state"] != "starting", 30)
+        if session is None or session["state"] != "active":
+            echo(f"The session did not become active: {session and session.get('failure_message')}")
+            return False
+        instance = session["join"]["agent_instance_id"]
+        echo(f"ZEGO reports agent instance {instance} in the room: session is active")
 
+        control.join(room, USER)
+        control.callback_fault("duplicate", event="ASRResult")
+        control.callback_fault("reorder", event="LLMResult")
+        echo("The user joins and talks (ZEGO will deliver one callback twice and two out of order):")
+        for text, reply, cut in CONVERSATION:
+            echo(f"  user: {text}")
+            round_ = control.say(instance, text, reply, interrupt_after=cut, user_id=USER)
+            # ZEGO answers at its own pace: the next line waits for the agent to finish (or, for
+            # the cut-off reply, to be mid-sentence) as a person would.
+            control.wait_status(instance, round_, "SPEAKING" if cut is not None else "IDLE")
+            if cut is not None:
+                echo(f"  (the user cuts the agent off after {cut} sentence)")
 
-def delivery_order(conversation: Conversation) -> list[tuple[str, dict[str, Any]]]:
-    """The untidy delivery: (note, callback) pairs."""
-    order: list[tuple[str, dict[str, Any]]] = []
-    callbacks = list(conversation.callbacks)
-    a, b = SWAPPED
-    callbacks[a], callbacks[b] = callbacks[b], callbacks[a]
-    for index, callback in enumerate(callbacks):
-        note = "out of order" if index in SWAPPED else ""
-        order.append((note, callback))
-        if index == DUPLICATED:
-            order.append(("duplicate", callback))
-    return order
-
-
-def run_demo(url: str, app_id: int, secret: str, token: str, echo: Callable[[str], None]) -> bool:
-    conversation = record(app_id, secret)
-    echo(f"Sending a recorded conversation (agent instance {conversation.agent_instance_id}):")
-    with httpx.Client(base_url=url, timeout=10) as client:
-        for note, callback in delivery_order(conversation):
-            response = client.post("/callbacks/zego", json=callback)
-            status = response.json().get("status", response.text)
-            data = callback["Data"]
-            label = data.get("Text") or data.get("Status") or data.get("Action") or ""
-            echo(
-                f"  seq {callback['Sequence']:>5}  {callback['Event']:<21} {str(label)[:38]:<38}"
-                f" -> {response.status_code} {status}{'  (' + note + ')' if note else ''}"
-            )
-        transcript = _wait_for_transcript(client, conversation, token)
-    if transcript is None:
-        echo("The transcript did not complete within 30 s: is a worker running?")
+        response = api.delete(f"/v1/sessions/{session_id}")
+        echo(f"DELETE /v1/sessions/{session_id} -> {response.status_code}")
+        ended = _wait(api, session_id, lambda s: s["state"] == "ended", 30)
+        turns = _transcript(api, session_id, expected=2 * len(CONVERSATION))
+    if ended is None or turns is None:
+        echo("The session did not end with a full transcript within 30 s: is a worker running?")
         return False
-    session, turns = transcript
     echo("")
-    echo(
-        f"Session {session['id']}: {session['state']} ({session['end_reason']}), "
-        f"room {session['room_id']}, user {session['user_id']}"
-    )
+    echo(f"Session {session_id}: {ended['state']} ({ended['end_reason']}), room {room}, user {USER}")
     for turn in turns:
         who = "User " if turn["speaker"] == "user" else "Agent"
         echo(f"  [{turn['round']}] {who}: {turn['text']}")
         if turn["interrupted"]:
             echo(f'          (interrupted; the user heard: "{turn["played_text"]}")')
-    latency = session["instances"][0]["latency"] if session["instances"] else None
+    latency = ended["instances"][0]["latency"] if ended["instances"] else None
     if latency:
         echo(
             f"  Latency: LLM first token {latency['LLMTTFT']} ms, TTS first frame "
@@ -172,18 +128,26 @@ def run_demo(url: str, app_id: int, secret: str, token: str, echo: Callable[[str
     return True
 
 
-def _wait_for_transcript(
-    client: httpx.Client, conversation: Conversation, token: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-    headers = {"Authorization": f"Bearer {token}"}
-    expected_turns = sum(1 for event, _ in SCRIPT if event == "ASRResult") * 2
+def _wait(
+    api: httpx.Client, session_id: str, done: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    session: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        response = api.get(f"/v1/sessions/{session_id}")
+        if response.status_code == 200:
+            session = response.json()
+            if done(session):
+                return session
+        time.sleep(0.2)
+    return session if session is not None and done(session) else None
+
+
+def _transcript(api: httpx.Client, session_id: str, *, expected: int) -> list[dict[str, Any]] | None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        key = conversation.agent_instance_id
-        session = client.get(f"/v1/sessions/{key}", headers=headers)
-        if session.status_code == 200 and session.json()["state"] == "ended":
-            turns = client.get(f"/v1/sessions/{key}/transcript", headers=headers).json()["turns"]
-            if len(turns) >= expected_turns and all(t["text"] for t in turns):
-                return session.json(), turns
-        time.sleep(0.3)
+        turns: list[dict[str, Any]] = api.get(f"/v1/sessions/{session_id}/transcript").json()["turns"]
+        if len(turns) >= expected and all(t["text"] for t in turns):
+            return turns
+        time.sleep(0.2)
     return None

@@ -11,23 +11,35 @@ import os
 import secrets
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from worker.settings import VAR_DIR
 
 DEV_FILE = VAR_DIR / "dev-credentials.json"
 DEMO_APP_ID = 1000000001
+DEMO_COZE_BOT = "7348293334459310001"
+
+
+def _fresh() -> dict[str, str]:
+    return {
+        "ROOMWARDEN_ZEGO_APP_ID": str(DEMO_APP_ID),
+        "ROOMWARDEN_ZEGO_CALLBACK_SECRET": secrets.token_hex(16),
+        "ROOMWARDEN_ZEGO_SERVER_SECRET": secrets.token_hex(16),
+        "ROOMWARDEN_API_TOKEN": secrets.token_urlsafe(24),
+        "ROOMWARDEN_SECRET_KEY": Fernet.generate_key().decode(),
+        "ROOMWARDEN_COZE_TOKEN": f"pat_{secrets.token_urlsafe(24)}",
+    }
 
 
 def load_or_create(path: Path = DEV_FILE) -> dict[str, str]:
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    values = {
-        "ROOMWARDEN_ZEGO_APP_ID": str(DEMO_APP_ID),
-        "ROOMWARDEN_ZEGO_CALLBACK_SECRET": secrets.token_hex(16),
-        "ROOMWARDEN_API_TOKEN": secrets.token_urlsafe(24),
-    }
-    path.write_text(json.dumps(values, indent=2))
-    path.chmod(0o600)
+    """The checkout's dev credentials; a file from an older version gains the keys it lacks."""
+    values = dict(json.loads(path.read_text())) if path.exists() else {}
+    missing = {k: v for k, v in _fresh().items() if k not in values}
+    if missing:
+        values.update(missing)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values, indent=2))
+        path.chmod(0o600)
     return values
 
 
@@ -35,7 +47,8 @@ def apply_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Fill in the dev credentials the environment does not set; returns the resulting environment."""
     env = dict(os.environ if environ is None else environ)
     if "ROOMWARDEN_ZEGO_APPS" in env or "ROOMWARDEN_ZEGO_CALLBACK_SECRET" in env:
-        dev = {k: v for k, v in load_or_create().items() if k == "ROOMWARDEN_API_TOKEN"}
+        keep = ("ROOMWARDEN_API_TOKEN", "ROOMWARDEN_SECRET_KEY")
+        dev = {k: v for k, v in load_or_create().items() if k in keep}
     else:
         dev = load_or_create()
     for key, value in dev.items():

@@ -7,6 +7,7 @@ runs, only on the embedded SQLite database and broker.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,56 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
     }
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def with_emulator(host: str, port: int, env: dict[str, str]) -> tuple[dict[str, str], list[str], str]:
+    """The environment pointing roomwarden at a local vendor emulator, its argv, and its control URL.
+
+    The emulator plays ZEGO (with the dev app's secrets, sending callbacks to this roomwarden)
+    and Coze (accepting the dev Coze token); nothing leaves the machine.
+    """
+    ports = [free_port(host) for _ in range(3)]
+    app_id = env["ROOMWARDEN_ZEGO_APP_ID"]
+    zego_app = f"{app_id}:{env['ROOMWARDEN_ZEGO_SERVER_SECRET']}:{env['ROOMWARDEN_ZEGO_CALLBACK_SECRET']}"
+    coze_perms = (
+        "createRoom,listVoice,chat,listMessage,createConversation,listConversation,retrieveConversation"
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "emulator",
+        "--host",
+        host,
+        "--zego-app",
+        zego_app,
+        "--callback-url",
+        f"http://{host}:{port}/callbacks/zego",
+        "--zego-agent-port",
+        str(ports[0]),
+        "--zego-rtc-port",
+        str(ports[1]),
+        "--coze-port",
+        str(ports[2]),
+        "--coze-token",
+        f"{env['ROOMWARDEN_COZE_TOKEN']}={coze_perms}",
+        "--coze-bot",
+        env.get("ROOMWARDEN_DEMO_COZE_BOT", "7348293334459310001"),
+    ]
+    urls = [f"http://{host}:{p}" for p in ports]
+    env = {
+        **env,
+        "ROOMWARDEN_ZEGO_API_URL": urls[0],
+        "ROOMWARDEN_ZEGO_RTC_URL": urls[1],
+        "ROOMWARDEN_COZE_API_URL": urls[2],
+    }
+    return env, argv, urls[0]
+
+
 def wait_ready(url: str, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,9 +116,10 @@ def supervise(
     port: int,
     env: dict[str, str],
     *,
-    on_ready: Callable[[str], None] | None = None,
+    on_ready: Callable[[str], bool] | None = None,
     echo: Callable[[str], None] = print,
     log_dir: Path | None = None,
+    extra: dict[str, list[str]] | None = None,
 ) -> int:
     """Start the three processes; return when one dies or on SIGINT/SIGTERM, stopping the rest."""
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -82,7 +134,7 @@ def supervise(
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
             echo(f"logs: {log_dir}/web.log, worker.log, beat.log")
-        for name, argv in commands(host, port).items():
+        for name, argv in {**(extra or {}), **commands(host, port)}.items():
             output = None if log_dir is None else (log_dir / f"{name}.log").open("ab")
             # Own process group: Ctrl-C reaches us once, and we stop the children in order.
             children[name] = subprocess.Popen(  # noqa: S603
@@ -91,8 +143,8 @@ def supervise(
         url = f"http://{host}:{port}"
         if wait_ready(url):
             echo(f"roomwarden is listening on {url} (callbacks: POST {url}/callbacks/zego)")
-            if on_ready is not None and not stopping:
-                on_ready(url)
+            if on_ready is not None and not stopping and not on_ready(url):
+                stopping = True  # the caller is done (``roomwarden demo``)
         else:
             echo("roomwarden did not become ready in 30 s; see the logs above")
             stopping = True

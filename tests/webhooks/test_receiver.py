@@ -704,7 +704,7 @@ def test_callbacks_arriving_during_a_commit_share_the_next_one(
     with ThreadPoolExecutor(max_workers=1) as pool:
         with inbox_locked(clean_engine):
             pending = pool.submit(post_concurrently, client, payloads)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 5  # well inside the 10 s ingest timeout
             while writer._queue.qsize() < 8 and time.monotonic() < deadline:
                 time.sleep(0.01)
         responses = pending.result(timeout=30)
