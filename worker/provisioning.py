@@ -78,8 +78,11 @@ class StartOrder:
 
 @dataclass(frozen=True)
 class Started:
+    # Only what the vendor handed back and no column holds; the API adds room and user.
     join_info: dict[str, Any]
     agent_instance_id: str | None = None  # ZEGO; a Coze room is filed under its room id
+    room_id: str | None = None  # Coze: the vendor names the room
+    uid: str | None = None
     conversation_id: str | None = None
 
 
@@ -265,8 +268,8 @@ def record_started(db: DbSession, session_id: str, started: Started, *, now: dt.
 def _record_coze_room(db: DbSession, session: Session, started: Started, *, now: dt.datetime) -> None:
     # A Coze bot is in its room (and billing) from the moment the room exists.
     session.conversation_id = started.conversation_id
-    session.room_id = started.join_info.get("room_id")
-    session.user_id = started.join_info.get("uid") or session.user_id
+    session.room_id = started.room_id
+    session.user_id = started.uid or session.user_id
     session.state = SessionState.ACTIVE
     session.started_at = session.last_activity_at = now
     db.execute(
@@ -386,13 +389,9 @@ def call_vendor(order: StartOrder, vendors: Vendors) -> Started:
         params["conversation_id"] = conversation_id
         room = coze.create_room(params)
         return Started(
-            join_info={
-                "room_id": room.room_id,
-                "app_id": room.app_id,
-                "token": room.token,
-                "uid": room.uid,
-                "conversation_id": conversation_id,
-            },
+            join_info={"app_id": room.app_id, "token": room.token},
+            room_id=room.room_id,
+            uid=room.uid,
             conversation_id=conversation_id,
         )
     from worker.zego.errors import ZegoConflictError
@@ -402,23 +401,18 @@ def call_vendor(order: StartOrder, vendors: Vendors) -> Started:
         # Registered already (by an earlier session or attempt): just what we wanted.
         with contextlib.suppress(ZegoConflictError):
             client.register_agent(order.agent)
-    rtc = order.params.get("RTC") or {}
-    join: dict[str, Any] = {
-        "app_id": order.app_id,
-        "room_id": rtc.get("RoomId"),
-        "agent_user_id": rtc.get("AgentUserId"),
-        "agent_stream_id": rtc.get("AgentStreamId"),
-        "user_id": order.params.get("UserId"),
-        "user_stream_id": rtc.get("UserStreamId"),
-    }
     if order.provider is Provider.ZEGO_DIGITAL_HUMAN:
         human = client.create_digital_human_agent_instance(order.params)
-        join["agent_instance_id"] = human.agent_instance_id
-        join["digital_human_config"] = human.digital_human_config
+        join = {
+            "agent_instance_id": human.agent_instance_id,
+            "digital_human_config": human.digital_human_config,
+        }
         return Started(join_info=join, agent_instance_id=human.agent_instance_id)
     created = client.create_agent_instance(order.params)
-    join["agent_instance_id"] = created.agent_instance_id
-    return Started(join_info=join, agent_instance_id=created.agent_instance_id)
+    return Started(
+        join_info={"agent_instance_id": created.agent_instance_id},
+        agent_instance_id=created.agent_instance_id,
+    )
 
 
 def delete_instances(vendors: Vendors, instances: list[tuple[int, str]], *, graceful: bool) -> int:

@@ -12,7 +12,7 @@ Several comma-separated keys rotate: the first seals, any of them unseals.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -54,35 +54,31 @@ class Sealer:
     def unseal(self, body: dict[str, Any]) -> dict[str, Any]:
         """A copy of ``body`` with every sealed value opened: the request to send to the vendor."""
 
-        def open_(value: Any) -> Any:
-            if isinstance(value, dict):
-                if set(value) == {SEALED}:
-                    try:
-                        return self._fernet.decrypt(str(value[SEALED]).encode()).decode()
-                    except InvalidToken as exc:
-                        raise SealingError("a sealed value does not open with the configured keys") from exc
-                return {k: open_(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [open_(v) for v in value]
-            return value
+        def open_(token: str) -> str:
+            try:
+                return self._fernet.decrypt(token.encode()).decode()
+            except InvalidToken as exc:
+                raise SealingError("a sealed value does not open with the configured keys") from exc
 
-        result: dict[str, Any] = open_(body)
-        return result
+        return _replace_sealed(body, open_)
 
 
 def redact(body: dict[str, Any]) -> dict[str, Any]:
     """A copy fit to show: sealed values (and nothing else) replaced by ``***``."""
+    return _replace_sealed(body, lambda _token: REDACTED)
 
-    def hide(value: Any) -> Any:
+
+def _replace_sealed(body: dict[str, Any], replace: Callable[[str], Any]) -> dict[str, Any]:
+    def walk(value: Any) -> Any:
         if isinstance(value, dict):
             if set(value) == {SEALED}:
-                return REDACTED
-            return {k: hide(v) for k, v in value.items()}
+                return replace(str(value[SEALED]))
+            return {k: walk(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [hide(v) for v in value]
+            return [walk(v) for v in value]
         return value
 
-    result: dict[str, Any] = hide(body)
+    result: dict[str, Any] = walk(body)
     return result
 
 

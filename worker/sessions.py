@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
-from worker.models import AgentException, AgentInstance, Session
+from worker.models import AgentException, AgentInstance, Provider, Session
 from worker.sealing import redact
 
 
@@ -39,6 +39,26 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _join(session: Session) -> dict[str, Any] | None:
+    """What the end user's app needs to join: room and user, plus the vendor's ZEGO instance
+    and DigitalHumanConfig, or Coze RTC app id and token."""
+    if session.join_info is None:
+        return None
+    if session.provider == Provider.COZE:
+        where = {
+            "room_id": session.room_id,
+            "uid": session.user_id,
+            "conversation_id": session.conversation_id,
+        }
+    else:
+        where = {
+            "room_id": session.room_id,
+            "user_id": session.user_id,
+            "agent_user_id": session.agent_user_id,
+        }
+    return {**where, **session.join_info}
+
+
 def describe(db: DbSession, session: Session) -> dict[str, Any]:
     instances = db.scalars(
         select(AgentInstance)
@@ -62,8 +82,7 @@ def describe(db: DbSession, session: Session) -> dict[str, Any]:
         "end_code": session.end_code,
         "failure_message": session.failure_message,
         "end_requested_at": _iso(session.end_requested_at),
-        # What the end user's app needs to join: ZEGO instance and DigitalHumanConfig, Coze room.
-        "join": session.join_info,
+        "join": _join(session),
         # The request that started it, vendor secrets shown as "***".
         "spec": redact(session.spec) if session.spec is not None else None,
         "agent_user_id": session.agent_user_id,

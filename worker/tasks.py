@@ -22,15 +22,16 @@ log = structlog.get_logger(__name__)
 
 StreamList = list[list[int | str]]
 
+# A database that is restarting or failing over: try again, backing off, rather than lose the task.
+DATABASE_RETRIES: dict[str, Any] = {
+    "autoretry_for": (OperationalError, DBAPIError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+}
 
-@app.task(
-    acks_late=True,
-    autoretry_for=(OperationalError, DBAPIError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=20,
-)
+
+@app.task(acks_late=True, max_retries=20, **DATABASE_RETRIES)
 def drain(streams: StreamList) -> dict[str, int]:
     """Apply the pending callbacks of each given (AppId, AgentInstanceId) stream."""
     settings = get_settings()
@@ -101,7 +102,8 @@ def sealer() -> Sealer | None:
     return Sealer(key.get_secret_value()) if key is not None else None
 
 
-@app.task(bind=True, acks_late=True, max_retries=None, autoretry_for=(OperationalError, DBAPIError))
+# max_retries=None: vendor errors are bounded by start_max_attempts, counted on the session.
+@app.task(bind=True, acks_late=True, max_retries=None, **DATABASE_RETRIES)
 def start_session(self: Any, session_id: str) -> str:
     """Ask the vendor for the agent of a session started through the API."""
     settings = get_settings()
@@ -156,14 +158,7 @@ def enqueue_start(session_id: str) -> bool:
     return True
 
 
-@app.task(
-    acks_late=True,
-    autoretry_for=(OperationalError, DBAPIError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=10,
-)
+@app.task(acks_late=True, max_retries=10, **DATABASE_RETRIES)
 def end_session(session_id: str, graceful: bool = False) -> int:
     """DeleteAgentInstance for each live instance; the deletion callbacks then end the session."""
     settings = get_settings()

@@ -10,7 +10,9 @@ again, and what do I tell the user.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from worker.coze.client import CozeClient
 from worker.coze.errors import CozeError, CozeTransientError
@@ -20,6 +22,8 @@ from worker.zego.agent import ZegoAgentClient
 from worker.zego.errors import ZegoError, ZegoTransientError
 from worker.zego.rtc import ZegoRtcClient
 from worker.zego.specs import SpecError
+
+Z = TypeVar("Z", ZegoAgentClient, ZegoRtcClient)
 
 
 class VendorNotConfigured(Exception):
@@ -67,32 +71,20 @@ class Vendors:
         return app.server_secret.get_secret_value()
 
     def zego_agent(self, app_id: int) -> ZegoAgentClient:
-        secret = self._server_secret(app_id)
-        limiter = self.limiter()
-        with self._lock:
-            if app_id not in self._agents:
-                self._agents[app_id] = ZegoAgentClient(
-                    self.settings.zego_api_url,
-                    app_id,
-                    secret,
-                    timeout=self.settings.vendor_timeout_seconds,
-                    limiter=limiter,
-                )
-            return self._agents[app_id]
+        return self._zego(self._agents, ZegoAgentClient, self.settings.zego_api_url, app_id)
 
     def zego_rtc(self, app_id: int) -> ZegoRtcClient:
+        return self._zego(self._rtc, ZegoRtcClient, self.settings.zego_rtc_url, app_id)
+
+    def _zego(self, made: dict[int, Z], kind: Callable[..., Z], url: str, app_id: int) -> Z:
         secret = self._server_secret(app_id)
         limiter = self.limiter()
         with self._lock:
-            if app_id not in self._rtc:
-                self._rtc[app_id] = ZegoRtcClient(
-                    self.settings.zego_rtc_url,
-                    app_id,
-                    secret,
-                    timeout=self.settings.vendor_timeout_seconds,
-                    limiter=limiter,
+            if app_id not in made:
+                made[app_id] = kind(
+                    url, app_id, secret, timeout=self.settings.vendor_timeout_seconds, limiter=limiter
                 )
-            return self._rtc[app_id]
+            return made[app_id]
 
     def coze(self) -> CozeClient:
         token = self.settings.coze_token

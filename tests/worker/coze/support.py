@@ -17,20 +17,11 @@ import httpx
 import pytest
 
 from emulator import Emulator
+from tests.emulator_fixture import COZE_ALL, COZE_BOT
 
-BOT = "7348293334459310001"
+BOT = COZE_BOT
 OTHER_BOT = "7348293334459310002"
-ALL_PERMISSIONS = frozenset(
-    {
-        "createRoom",
-        "listVoice",
-        "chat",
-        "listMessage",
-        "createConversation",
-        "listConversation",
-        "retrieveConversation",
-    }
-)
+ALL_PERMISSIONS = COZE_ALL
 TOKENS = {
     "pat_full": ALL_PERMISSIONS,
     "pat_noroom": ALL_PERMISSIONS - {"createRoom"},

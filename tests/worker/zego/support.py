@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.emulator_fixture import SERVER_SECRET
+from tests.emulator_fixture import SERVER_SECRET, instance_body
 from tests.factories import APP_ID
 from worker.ratelimit import LocalLimiter
 from worker.retries import RetryPolicy
@@ -81,20 +81,8 @@ def register_body(agent_id: str = "agent_1") -> dict[str, Any]:
 
 
 def create_body(n: int = 1, **changes: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "AgentId": "agent_1",
-        "UserId": f"user_{n}",
-        "RTC": {
-            "RoomId": f"room_{n}",
-            "AgentStreamId": f"agent_stream_{n}",
-            "AgentUserId": f"agent_user_{n}",
-            "UserStreamId": f"user_stream_{n}",
-        },
-        "LLM": llm(),
-        "TTS": tts(),
-    }
-    body.update(changes)
-    return body
+    """A valid CreateAgentInstance body (ids unique per ``n``) carrying this module's secrets."""
+    return instance_body(n, LLM=llm(), TTS=tts(), **changes)
 
 
 def digital_human_body(n: int = 1, **changes: Any) -> dict[str, Any]:
