@@ -11,7 +11,7 @@ import gc
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, setup_logging, worker_process_init
+from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
 
 from worker.logging import configure_logging
 from worker.schedule import beat_schedule
@@ -69,6 +69,19 @@ app = create_celery()
 @setup_logging.connect
 def _configure_logging(**_kwargs: Any) -> None:
     configure_logging(get_settings())
+
+
+@worker_init.connect
+@beat_init.connect
+def _check_policies(**_kwargs: Any) -> None:
+    # A mistake in the policy file stops the worker and beat at start-up, naming the key,
+    # instead of surfacing at the first deletion callback.
+    from worker.policies.config import PolicyError, book_for
+
+    try:
+        book_for(get_settings().policies_file)
+    except PolicyError as exc:
+        raise SystemExit(f"roomwarden: {exc}") from None  # Celery logs and swallows an Exception
 
 
 @worker_process_init.connect

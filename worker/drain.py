@@ -27,7 +27,9 @@ from worker.callbacks import Callback, int_field
 from worker.db import Base, id_in, session_scope, utcnow
 from worker.inbox import StreamKey
 from worker.lifecycle import Stream
-from worker.models import InboxCallback, InboxState
+from worker.models import InboxCallback, InboxState, PolicyAction
+from worker.policies import decisions
+from worker.policies.config import PolicyBook, book_for
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -58,6 +60,8 @@ class DrainResult:
     more: bool = False
     retry_in: float | None = None
     locked: list[StreamKey] = field(default_factory=list)
+    # Policy actions decided while applying (pending ones only): enqueue them after the commit.
+    actions: list[tuple[int, float]] = field(default_factory=list)
 
     def totals(self) -> dict[str, int]:
         return {"applied": self.applied, "retrying": self.retrying, "parked": self.parked}
@@ -69,8 +73,12 @@ def drain_streams(
     streams: Sequence[StreamKey],
     settings: Settings,
     now: dt.datetime | None = None,
+    react: bool = True,
 ) -> DrainResult:
     """Apply what is pending for these instances. The caller commits (and so releases the locks).
+
+    With ``react`` (all but a rebuild), deletions and exceptions are put to the policies, and
+    the actions they decide are written in this same transaction (``result.actions``).
 
     Many streams share one transaction, so a drain message naming a hundred instances with a few
     new callbacks each costs a handful of statements, not a hundred transactions. Streams whose
@@ -104,6 +112,8 @@ def drain_streams(
     rows = rows[:BATCH_LIMIT]
     if not rows:
         return result
+    book = book_for(settings.policies_file) if react else None
+    reactions: list[PolicyAction] = []
     try:
         with db.begin_nested(), db.no_autoflush:
             parsed = [(row, Callback.from_payload(orjson.loads(row.payload))) for row in rows]
@@ -114,20 +124,23 @@ def drain_streams(
                     rounds.setdefault(_key(row), set()).add(round_)
             transcripts.preload_turns(db, {held[key]: wanted for key, wanted in rounds.items()})
             for row, cb in parsed:
-                _apply(db, held[_key(row)], row, cb, settings)
+                _apply(db, held[_key(row)], row, cb, settings, book, now, reactions)
             _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)])
         done = [row.id for row in rows]
     except Exception:
         log.warning("drain_batch_failed_isolating", rows=len(rows), exc_info=True)
         held = _relock(db, list(held))
-        done = []
+        done, reactions = [], []
         for row in rows:
+            decided: list[PolicyAction] = []
             try:
                 with db.begin_nested():
                     stream = held[_key(row)]
-                    _apply(db, stream, row, Callback.from_payload(orjson.loads(row.payload)), settings)
+                    cb = Callback.from_payload(orjson.loads(row.payload))
+                    _apply(db, stream, row, cb, settings, book, now, decided)
                     _settle(db, [stream])
                 done.append(row.id)
+                reactions.extend(decided)
             except Exception as exc:
                 held = _relock(db, list(held))
                 _record_failure(db, row, exc, settings=settings, now=now, result=result)
@@ -140,6 +153,11 @@ def drain_streams(
             .execution_options(synchronize_session=False)
         )
     result.applied = len(done)
+    result.actions = [
+        (action.id, max(0.0, (action.not_before - now).total_seconds()))
+        for action in reactions
+        if not action.dry_run
+    ]
     return result
 
 
@@ -149,11 +167,14 @@ def drain_until_done(
     *,
     settings: Settings,
     retry_later: Callable[[list[StreamKey], float], None] | None = None,
+    react: bool = True,
+    on_actions: Callable[[list[tuple[int, float]]], None] | None = None,
 ) -> DrainResult:
     """Drain these streams until none has callbacks due, one transaction per ~BATCH_LIMIT callbacks.
 
     Owns its transactions (it runs many), unlike ``drain_streams``. Streams another worker holds
-    are left to it. ``retry_later`` is told when callbacks that failed become due again.
+    are left to it. ``retry_later`` is told when callbacks that failed become due again, and
+    ``on_actions`` of the policy actions each committed transaction decided (id, delay).
     """
     total = DrainResult()
     keys = list(dict.fromkeys(streams))
@@ -169,7 +190,10 @@ def drain_until_done(
         held_by_others: set[StreamKey] = set()
         for batch in batches(counts, BATCH_LIMIT):
             with session_scope(factory) as db:
-                result = drain_streams(db, streams=batch, settings=settings)
+                result = drain_streams(db, streams=batch, settings=settings, react=react)
+            if result.actions and on_actions is not None:
+                on_actions(result.actions)
+            total.actions.extend(result.actions)
             total.applied += result.applied
             total.retrying += result.retrying
             total.parked += result.parked
@@ -221,12 +245,25 @@ def _relock(db: DbSession, keys: list[StreamKey]) -> dict[StreamKey, Stream]:
     return held
 
 
-def _apply(db: DbSession, stream: Stream, row: InboxCallback, cb: Callback, settings: Settings) -> None:
+def _apply(
+    db: DbSession,
+    stream: Stream,
+    row: InboxCallback,
+    cb: Callback,
+    settings: Settings,
+    book: PolicyBook | None,
+    now: dt.datetime,
+    reactions: list[PolicyAction],
+) -> None:
     payload = cb.payload
     lifecycle.observe(stream, cb)
     handler = HANDLERS.get(cb.event)
     if handler is not None:
         handler(db, stream, cb, row.id)
+        if book is not None and cb.event in ("AgentInstanceDeleted", "Exception"):
+            action = decisions.react(db, stream, cb, book=book, now=now)
+            if action is not None:
+                reactions.append(action)
     elif cb.event == "UserAudioData":
         if settings.store_user_audio:
             audio.user_audio(db, stream, cb, row.id)

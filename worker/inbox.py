@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker.callbacks import Callback
@@ -227,10 +227,11 @@ def replay_failed(session: Session, *, ids: Iterable[int] | None = None) -> list
     return [(app_id, instance) for app_id, instance in streams]
 
 
-def reset_all(session: Session) -> None:
-    """Mark every callback unapplied again: the first step of a rebuild."""
+def reset_all(session: Session, *, unless: ColumnElement[bool] | None = None) -> None:
+    """Mark every callback (but those ``unless`` matches) unapplied again: the first step of a rebuild."""
+    statement = update(InboxCallback) if unless is None else update(InboxCallback).where(~unless)
     session.execute(
-        update(InboxCallback).values(
+        statement.values(
             state=InboxState.PENDING,
             attempts=0,
             next_attempt_at=None,

@@ -265,17 +265,39 @@ def timeline(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None
 
 
 def refresh_session_state(stream: Stream) -> None:
-    """A session's state is a function of its instances: ended only once every one is deleted."""
+    """A session's state is a function of its instances and of what policies have decided.
+
+    Ended only once every instance is deleted and no policy is bringing a new one; the end
+    reason is the policy's when one ended it (gave_up, idle, ...), else the last deletion code's.
+    A session that has been live and has an instance on its way back is recovering.
+    """
     session = stream.session
     instances = stream.siblings
     if instances and all(i.state == "deleted" for i in instances):
+        if session.recovering_since is not None:
+            session.state = SessionState.RECOVERING
+            session.ended_at = session.end_code = session.end_reason = None
+            return
         last = max(instances, key=lambda i: i.deleted_at or dt.datetime.min.replace(tzinfo=dt.UTC))
         session.state = SessionState.ENDED
         session.ended_at = last.deleted_at
         session.end_code = last.delete_code
-        session.end_reason = end_reason(last.delete_code) if last.delete_code is not None else None
+        session.end_reason = session.policy_reason or (
+            end_reason(last.delete_code) if last.delete_code is not None else None
+        )
     elif any(i.state == "active" for i in instances):
         session.state = SessionState.ACTIVE
         session.ended_at = session.end_code = session.end_reason = None
+    elif session.started_at is not None:
+        session.state = SessionState.RECOVERING
+        session.ended_at = session.end_code = session.end_reason = None
     else:
         session.state = SessionState.STARTING
+
+
+def refresh(db: DbSession, session: Session) -> None:
+    """``refresh_session_state`` outside a drain: after a policy attached or gave up an instance."""
+    db.flush()
+    family = list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session.id)))
+    if family:
+        refresh_session_state(Stream(session=session, instance=family[0], siblings=family))

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker import templates
 from worker.db import insert_ignoring_conflicts
-from worker.lifecycle import Stream, earliest, latest, refresh_session_state
+from worker.lifecycle import earliest, latest, refresh
 from worker.models import (
     COZE_APP_ID,
     AgentException,
@@ -324,11 +324,8 @@ def adopt(db: DbSession, session: Session, orphan_id: str) -> None:
             setattr(session, name, latest(getattr(session, name), value))
     session.agent_name = session.agent_name or orphan.agent_name
     db.execute(delete(Session).where(Session.id == orphan_id))
-    db.flush()
     db.expire(session, ["instances"])
-    family = list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session.id)))
-    if family:
-        refresh_session_state(Stream(session=session, instance=family[0], siblings=family))
+    refresh(db, session)
 
 
 def request_end(db: DbSession, session: Session, *, now: dt.datetime) -> str:

@@ -8,9 +8,9 @@ roomwarden keep their row and lose only what callbacks had written on it.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session as DbSession
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import aliased, sessionmaker
 
 from worker import inbox
 from worker.db import session_scope
@@ -20,6 +20,7 @@ from worker.models import (
     AgentException,
     AgentInstance,
     AgentSentence,
+    InboxCallback,
     Session,
     SessionState,
     TimelineEvent,
@@ -29,17 +30,40 @@ from worker.models import (
 from worker.settings import Settings
 
 
+def _purged_sessions() -> Select[str]:
+    """Sessions with a callback whose payload retention emptied: they cannot be derived again,
+    so a rebuild leaves them (all their instances, all their callbacks) exactly as they are."""
+    # Aliases: this subquery sits inside statements on the same tables and must not correlate.
+    instance, callback = aliased(AgentInstance), aliased(InboxCallback)
+    return (
+        select(instance.session_id)
+        .join(
+            callback,
+            (callback.app_id == instance.app_id) & (callback.agent_instance_id == instance.agent_instance_id),
+        )
+        .where(callback.purged_at.is_not(None))
+    )
+
+
 def reset_derived(db: DbSession) -> None:
+    kept = _purged_sessions()
     # Coze rooms send no callbacks: their rows were read from Coze, not derived from the inbox.
-    zego_instances = select(AgentInstance.id).where(AgentInstance.app_id != COZE_APP_ID)
+    zego_instances = select(AgentInstance.id).where(
+        AgentInstance.app_id != COZE_APP_ID, AgentInstance.session_id.not_in(kept)
+    )
     for model in (UserAudio, AgentException, TimelineEvent, AgentSentence, Turn):
         db.execute(delete(model).where(model.instance_id.in_(zego_instances)))
-    callback_sessions = select(Session.id).where(Session.origin == "callback")
+    kept_streams = select(AgentInstance.id).where(
+        AgentInstance.session_id.in_(kept),
+        AgentInstance.app_id == InboxCallback.app_id,
+        AgentInstance.agent_instance_id == InboxCallback.agent_instance_id,
+    )
+    callback_sessions = select(Session.id).where(Session.origin == "callback", Session.id.not_in(kept))
     db.execute(delete(AgentInstance).where(AgentInstance.session_id.in_(callback_sessions)))
-    db.execute(delete(Session).where(Session.origin == "callback"))
+    db.execute(delete(Session).where(Session.origin == "callback", Session.id.not_in(kept)))
     db.execute(
         update(AgentInstance)
-        .where(AgentInstance.app_id != COZE_APP_ID)
+        .where(AgentInstance.app_id != COZE_APP_ID, AgentInstance.session_id.not_in(kept))
         .values(
             state="starting",
             created_at=None,
@@ -55,7 +79,9 @@ def reset_derived(db: DbSession) -> None:
     )
     # A session's state derives from its instances; one with none (failed, cancelled before the
     # vendor answered, still starting) keeps what the API wrote.
-    with_instances = select(AgentInstance.session_id).where(AgentInstance.app_id != COZE_APP_ID)
+    with_instances = select(AgentInstance.session_id).where(
+        AgentInstance.app_id != COZE_APP_ID, AgentInstance.session_id.not_in(kept)
+    )
     db.execute(
         update(Session)
         .where(Session.id.in_(with_instances))
@@ -69,7 +95,7 @@ def reset_derived(db: DbSession) -> None:
             last_user_speech_at=None,
         )
     )
-    inbox.reset_all(db)
+    inbox.reset_all(db, unless=kept_streams.exists())
 
 
 def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
@@ -80,4 +106,5 @@ def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
     with session_scope(factory) as db:
         reset_derived(db)
         streams = inbox.all_streams(db)
-    return drain_until_done(factory, streams, settings=settings).applied
+    # react=False: replaying history decides nothing anew (the decisions made are kept).
+    return drain_until_done(factory, streams, settings=settings, react=False).applied

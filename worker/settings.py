@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     coze_silence_seconds: float = 180.0
     coze_poll_interval_seconds: float = 5.0
 
+    # Policies (worker/policies/config.py documents the file); without a file, cautious defaults.
+    policies_file: Path | None = None
+    # Beat cadence of the policy jobs: idle recycling, maximum length, reconciliation, the
+    # action sweeper and the start queue. A decision lands within one interval of being due.
+    policy_interval_seconds: float = 5.0
+    # An action claimed this long ago by a worker that never finished is taken over.
+    action_stale_seconds: float = 60.0
+    action_max_attempts: int = 5
+    # Retention: raw callback payloads are emptied after this many days (0 keeps them); the
+    # sessions and transcripts derived from them stay.
+    raw_payload_retention_days: int = 30
+
     host: str = "127.0.0.1"
     port: int = 8080
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session as DbSession
 
-from worker import audio, coze_rooms, inbox, provisioning
+from worker import coze_rooms, inbox, locks, provisioning, retention
 from worker.celery_app import app
 from worker.db import session_scope, sessions_for, utcnow
 from worker.drain import drain_until_done
 from worker.inbox import StreamKey
+from worker.models import ActionState, PolicyAction
+from worker.policies import actions, quotas, scans
+from worker.policies.config import PolicyBook, book_for
 from worker.sealing import Sealer
 from worker.settings import get_settings
 from worker.vendors import VendorNotConfigured, Vendors, classify
@@ -37,7 +42,11 @@ def drain(streams: StreamList) -> dict[str, int]:
     settings = get_settings()
     keys = [(int(app_id), str(instance_id)) for app_id, instance_id in streams]
     return drain_until_done(
-        sessions_for(settings.database_url), keys, settings=settings, retry_later=_retry_later
+        sessions_for(settings.database_url),
+        keys,
+        settings=settings,
+        retry_later=_retry_later,
+        on_actions=enqueue_actions,
     ).totals()
 
 
@@ -79,13 +88,6 @@ def sweep_inbox() -> int:
     return len(streams)
 
 
-@app.task(acks_late=True)
-def purge_user_audio() -> int:
-    settings = get_settings()
-    with session_scope(sessions_for(settings.database_url)) as db:
-        return audio.purge_expired(db, now=utcnow(), retention_days=settings.user_audio_retention_days)
-
-
 _vendors: Vendors | None = None
 
 
@@ -109,11 +111,18 @@ def start_session(self: Any, session_id: str) -> str:
     settings = get_settings()
     factory = sessions_for(settings.database_url)
     with session_scope(factory) as db:
-        order = provisioning.claim_start(
-            db, session_id, sealer=sealer(), now=utcnow(), stale_after=settings.start_stale_seconds
-        )
+        # In one transaction: the quota check's per-app lock lasts until the claim is visible.
+        admission = quotas.admit(db, session_id, book_for(settings.policies_file), now=utcnow())
+        order = None
+        if admission.go:
+            order = provisioning.claim_start(
+                db, session_id, sealer=sealer(), now=utcnow(), stale_after=settings.start_stale_seconds
+            )
+    enqueue_actions(admission.actions)
+    if admission.retry_in is not None:
+        raise self.retry(countdown=admission.retry_in)
     if order is None:
-        return "skipped"
+        return "queued" if admission.queued else "skipped"
     structlog.contextvars.bind_contextvars(session_id=session_id, provider=order.provider.value)
     try:
         started = provisioning.call_vendor(order, vendors())
@@ -127,6 +136,11 @@ def start_session(self: Any, session_id: str) -> str:
             with session_scope(factory) as db:
                 provisioning.release_claim(db, session_id)
             raise
+        if failure.code in quotas.VENDOR_QUOTA_CODES:  # full after all: wait in line, do not fail
+            with session_scope(factory) as db:
+                quotas.on_vendor_quota(db, session_id, utcnow())
+            log.warning("session_start_queued", code=failure.code)
+            return "queued"
         if failure.transient and order.attempt < settings.start_max_attempts:
             with session_scope(factory) as db:
                 provisioning.release_claim(db, session_id)
@@ -215,3 +229,164 @@ def watch_coze_rooms() -> int:
             ended += 1
             log.info("coze_room_closed", session_id=watch.session_id, reason=reason)
     return ended
+
+
+# --- Policies (worker/policies/): decided in drains and scans, executed here, once each. ---
+
+
+def enqueue_actions(actions: list[tuple[int, float]]) -> None:
+    """Ask a worker to run each (action id, delay); a lost message waits for sweep_actions."""
+    for action_id, delay in actions:
+        try:
+            run_action.apply_async(args=[action_id], countdown=delay or None, retry=False)
+        except Exception as exc:  # kombu connection errors: the sweeper finds the row
+            log.warning("enqueue_failed", task="run_action", error=f"{type(exc).__name__}: {exc}")
+            return
+
+
+@app.task(acks_late=True, max_retries=None, **DATABASE_RETRIES)
+def run_action(action_id: int) -> str:
+    """Claim a policy action, carry it out at the vendor, record what came of it."""
+    settings = get_settings()
+    factory = sessions_for(settings.database_url)
+    with session_scope(factory) as db:
+        claimed = actions.claim(
+            db,
+            action_id,
+            sealer=sealer(),
+            now=utcnow(),
+            stale_after=settings.action_stale_seconds,
+        )
+    if claimed is None:
+        return "skipped"
+    structlog.contextvars.bind_contextvars(
+        session_id=claimed.session_id, action_id=action_id, action=claimed.kind.value
+    )
+    outcome = actions.execute(claimed, vendors())
+    with session_scope(factory) as db:
+        follow_up = actions.finish(
+            db, claimed, outcome, now=utcnow(), max_attempts=settings.action_max_attempts
+        )
+    enqueue_actions(follow_up)
+    log.info("policy_action_run", outcome=outcome.state, reason=claimed.reason)
+    return str(outcome.state)
+
+
+@app.task(acks_late=True)
+def sweep_actions() -> int:
+    """Actions whose message was lost, whose backoff has passed, or whose worker died mid-way."""
+    settings = get_settings()
+    with session_scope(sessions_for(settings.database_url)) as db:
+        due = actions.due(db, now=utcnow(), stale_after=settings.action_stale_seconds)
+    enqueue_actions([(action_id, 0.0) for action_id in due])
+    return len(due)
+
+
+# --- Scheduled policy jobs and retention: each under a lease, so two runs never overlap. ---
+
+# A lease outlives any sane run and is short enough that a crashed run delays the next by little.
+SCAN_LEASE_SECONDS = 120.0
+RECONCILE_LEASE_SECONDS = 300.0  # a run asks ZEGO about up to RECONCILE_BATCH sessions
+RECONCILE_BATCH = 50
+RETENTION_LEASE_SECONDS = 3600.0
+
+
+def _pending(decided: list[PolicyAction]) -> list[tuple[int, float]]:
+    """The recorded actions to run (dry-run ones are only shown), with their backoff."""
+    now = utcnow()
+    return [
+        (a.id, max(0.0, (a.not_before - now).total_seconds()))
+        for a in decided
+        if a.state == ActionState.PENDING
+    ]
+
+
+def _scan(job: str, scan: Callable[[DbSession, PolicyBook, dt.datetime], list[PolicyAction]]) -> int:
+    settings = get_settings()
+    factory = sessions_for(settings.database_url)
+    with locks.held(factory, job, SCAN_LEASE_SECONDS) as mine:
+        if not mine:
+            return 0
+        with session_scope(factory) as db:
+            decided: list[PolicyAction] = scan(db, book_for(settings.policies_file), utcnow())
+            pending = _pending(decided)
+        enqueue_actions(pending)
+    return len(decided)
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def recycle_idle() -> int:
+    """Active sessions whose user has been silent past the policy's threshold get recycled."""
+    return _scan("recycle-idle", scans.recycle_idle)
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def enforce_max_length() -> int:
+    """Sessions older than their policy's maximum length get recycled."""
+    return _scan("enforce-max-length", scans.enforce_max_length)
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def reconcile() -> int:
+    """Ask ZEGO about agents gone quiet (their deletion callback may be lost); end stale Coze rooms."""
+    settings = get_settings()
+    factory = sessions_for(settings.database_url)
+    book: PolicyBook = book_for(settings.policies_file)
+    with locks.held(factory, "reconcile", RECONCILE_LEASE_SECONDS) as mine:
+        if not mine:
+            return 0
+        with session_scope(factory) as db:
+            found = scans.suspects(db, book, utcnow(), limit=RECONCILE_BATCH)
+            overdue = scans.coze_overdue(db, book, utcnow())
+        for suspect in found:
+            verdict = scans.ask(suspect, vendors())  # no transaction open across the call
+            with session_scope(factory) as db:
+                pending = _pending(scans.settle(db, suspect, verdict, book, utcnow()))
+            enqueue_actions(pending)
+    if found or overdue:
+        log.info("reconciled", asked=len(found), coze_overdue=len(overdue))
+    return len(found) + len(overdue)
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def start_queued() -> int:
+    """Sessions queued for a vendor slot: start those that fit, fail those that waited too long."""
+    settings = get_settings()
+    factory = sessions_for(settings.database_url)
+    with locks.held(factory, "start-queued", SCAN_LEASE_SECONDS) as mine:
+        if not mine:
+            return 0
+        with session_scope(factory) as db:
+            ids = quotas.dequeue(db, book_for(settings.policies_file), utcnow())
+    for session_id in ids:
+        enqueue_start(session_id)  # a lost message: resume_starts finds the session
+    return len(ids)
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def purge_retention() -> dict[str, int]:
+    """Empty raw payloads and delete user audio past their retention, a batch per transaction."""
+    settings = get_settings()
+    factory = sessions_for(settings.database_url)
+    totals = {"payloads": 0, "user_audio": 0}
+    batch = 5000
+    with locks.held(factory, "purge-retention", RETENTION_LEASE_SECONDS) as mine:
+        if not mine:
+            return totals
+        for _ in range(200):  # a bounded run; what is left waits for the next hour
+            with session_scope(factory) as db:
+                counts = retention.purge(db, utcnow(), settings, batch=batch)
+            for key, value in counts.items():
+                totals[key] += value
+            if counts["payloads"] < batch:
+                break
+    if any(totals.values()):
+        log.info("retention_purged", **totals)
+    return totals
+
+
+@app.task(acks_late=True)
+def purge_user_audio() -> dict[str, int]:
+    """The old name of ``purge_retention``, kept for messages queued before an upgrade."""
+    result: dict[str, int] = purge_retention()
+    return result

@@ -1,5 +1,6 @@
 """All models, imported here so that Alembic and the rest see one complete metadata."""
 
+from worker.models.actions import ActionKind, ActionState, JobLock, PolicyAction
 from worker.models.events import AgentException, TimelineEvent, UserAudio
 from worker.models.inbox import InboxCallback, InboxState
 from worker.models.sessions import COZE_APP_ID, AgentInstance, Provider, Session, SessionState
@@ -7,11 +8,15 @@ from worker.models.transcripts import AgentSentence, Turn
 
 __all__ = [
     "COZE_APP_ID",
+    "ActionKind",
+    "ActionState",
     "AgentException",
     "AgentInstance",
     "AgentSentence",
     "InboxCallback",
     "InboxState",
+    "JobLock",
+    "PolicyAction",
     "Provider",
     "Session",
     "SessionState",

@@ -19,6 +19,10 @@ class SessionState(enum.StrEnum):
     ENDED = "ended"
     # Started through the API and refused by the vendor: never had a live agent.
     FAILED = "failed"
+    # Its agent is gone and a policy is bringing a new one (recreating, or waiting for the user).
+    RECOVERING = "recovering"
+    # Started through the API while the vendor's concurrency quota was full: starts when a slot frees.
+    QUEUED = "queued"
 
 
 # Coze sessions have no ZEGO AppId; their room is filed as an instance under this one.
@@ -68,6 +72,18 @@ class Session(Base):
     # Coze: the conversation the room writes to, and the last message already in the transcript.
     conversation_id: Mapped[str | None] = mapped_column(String(64))
     message_cursor: Mapped[str | None] = mapped_column(String(64))
+
+    # Written by policies (worker/policies/), never by callbacks, so a rebuild keeps them.
+    # Set while a recreation or a wait for the user is pending: the session is recovering, not over.
+    recovering_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Why a policy ended the session (gave_up, idle, max_length, reconciled, ...): once every
+    # instance is deleted this, not the last deletion code, is the session's end_reason.
+    policy_reason: Mapped[str | None] = mapped_column(String(64))
+    # Something an operator should look at (e.g. llm_auth_failed): recreating cannot help.
+    flag: Mapped[str | None] = mapped_column(String(64))
+    queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The last time reconciliation asked the vendor about this session's agent.
+    reconciled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     instances: Mapped[list[AgentInstance]] = relationship(
         back_populates="session", order_by="AgentInstance.first_seen_at"

@@ -1,0 +1,85 @@
+"""Leases on periodic jobs, so that no two runs of one job ever overlap.
+
+There is exactly one beat process, but a run can outlast its interval (a slow vendor, a long
+scan), a worker can pick up a delayed message while the next one is already running, and an
+operator can fire a job by hand. Each of those would scan the same sessions twice over, so the
+scheduled tasks run inside ``held(...)``: the first to take the lease runs, the others skip.
+
+The lease is a row in ``job_locks`` with a holder token and an expiry. Taking it is one
+statement, ``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE expires_at < now RETURNING``,
+which Postgres and SQLite (3.35+) both speak: it inserts a free lease, takes over an expired one,
+and returns nothing when someone else holds it. Releasing deletes the row only if it is still
+ours, so a run that overran its TTL (and lost the lease to a newer run) cannot free the newer
+run's lease. A crashed holder never releases: its lease simply expires, which is why the TTL
+should be a little longer than the longest expected run, and no longer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import structlog
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from worker.db import session_scope, utcnow
+from worker.models import JobLock
+
+log = structlog.get_logger(__name__)
+
+
+def new_holder() -> str:
+    """A token naming this run: the pid helps an operator reading ``job_locks``, the uuid is unique."""
+    return f"{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def acquire(db: DbSession, name: str, holder: str, *, ttl: float, now: dt.datetime) -> bool:
+    """Take the lease ``name`` for ``ttl`` seconds if it is free or expired; True when taken."""
+    dialect = db.get_bind().dialect.name
+    insert = postgresql.insert(JobLock) if dialect == "postgresql" else sqlite.insert(JobLock)
+    values = {"name": name, "holder": holder, "expires_at": now + dt.timedelta(seconds=ttl)}
+    statement = (
+        insert.values(**values)
+        .on_conflict_do_update(
+            index_elements=[JobLock.name],
+            set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
+            where=JobLock.expires_at < now,
+        )
+        .returning(JobLock.holder)
+    )
+    return db.scalar(statement) == holder
+
+
+def release(db: DbSession, name: str, holder: str) -> bool:
+    """Give the lease back; False when it had expired and another run has it now."""
+    result = db.execute(delete(JobLock).where(JobLock.name == name, JobLock.holder == holder))
+    return bool(getattr(result, "rowcount", 0))
+
+
+@contextmanager
+def held(factory: sessionmaker[DbSession], name: str, ttl: float) -> Iterator[bool]:
+    """Run the body under the lease ``name``; yields False (run nothing) when another run has it.
+
+    Taking and giving back the lease are transactions of their own, committed at once, so the
+    lease is visible to other processes for the whole run and the body's own transactions are
+    not held open by it.
+    """
+    holder = new_holder()
+    with session_scope(factory) as db:
+        taken = acquire(db, name, holder, ttl=ttl, now=utcnow())
+    if not taken:
+        log.info("job_skipped_lock_held", job=name)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with session_scope(factory) as db:
+            if not release(db, name, holder):
+                log.warning("job_lock_lost", job=name, ttl=ttl)

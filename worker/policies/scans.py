@@ -1,0 +1,366 @@
+"""What the beat finds by looking, rather than by being told: idle agents, long sessions, lost ones.
+
+Callbacks tell roomwarden most of what happens, but not that nothing is happening (an idle
+user, an agent past its maximum length) and not what ZEGO failed to tell (its callbacks can be
+lost). These scans run every policy interval and turn what they find into decisions, recorded
+through ``decisions.record`` under trigger keys that make a second beat a no-op.
+
+The per-session checks (``idle_decision``, ``length_decision``) are pure, so ``roomwarden
+policy explain`` can show what they would decide. The scans read candidates without locks,
+then lock each session they act on (``SKIP LOCKED``: a session a drain holds right now is
+left to the next beat) and check again under the lock before recording.
+
+Reconciliation is three steps, so that no transaction is open across the vendor call:
+``suspects`` (DB) → ``ask`` (QueryAgentInstanceStatus, no DB) → ``settle`` (DB).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session as DbSession
+
+from worker import lifecycle
+from worker.models import (
+    COZE_APP_ID,
+    ActionKind,
+    ActionState,
+    AgentInstance,
+    PolicyAction,
+    Provider,
+    Session,
+    SessionState,
+)
+from worker.policies import decisions
+from worker.policies.config import Policy, PolicyBook
+from worker.policies.decisions import Decision
+from worker.vendors import VendorNotConfigured, Vendors, classify
+
+log = structlog.get_logger(__name__)
+
+
+def _speech_visible(session: Session) -> bool:
+    """Whether roomwarden would hear the user speak at all.
+
+    ZEGO sends ASRResult and UserSpeakAction only when CallbackConfig asks for them (both default
+    to off). Without them every session would look idle from its first second, and recycling it
+    would hang up on a user in mid-sentence; so idleness is judged only for sessions that have
+    reported speech once, or whose stored request turned those callbacks on.
+    """
+    if session.last_user_speech_at is not None:
+        return True
+    params = (session.spec or {}).get("params") or {}
+    config = params.get("CallbackConfig") or {}
+    return bool(config.get("ASRResult") or config.get("UserSpeakAction"))
+
+
+def _live(session: Session, instance: AgentInstance) -> bool:
+    """A ZEGO session a scan may end: active, its instance live, nobody already ending it."""
+    return (
+        session.state == SessionState.ACTIVE
+        and instance.state == "active"
+        and instance.app_id != COZE_APP_ID
+        and session.policy_reason is None
+        and session.end_requested_at is None
+    )
+
+
+def quiet_since(session: Session, instance: AgentInstance) -> dt.datetime | None:
+    """Since when the user has said nothing to this agent.
+
+    The later of the last user speech and this instance's creation: an agent recreated after a
+    network fault starts a fresh idle clock rather than inheriting the outage as silence.
+    """
+    marks = [t for t in (session.last_user_speech_at, instance.created_at or session.started_at) if t]
+    return max(marks) if marks else None
+
+
+def idle_decision(
+    policy: Policy, session: Session, instance: AgentInstance, now: dt.datetime
+) -> Decision | None:
+    """Recycle an active session whose user has been silent for ``idle.after_seconds``."""
+    after = policy.idle.after_seconds
+    if after <= 0 or not _live(session, instance) or not _speech_visible(session):
+        return None
+    since = quiet_since(session, instance)
+    if since is None or (now - since).total_seconds() < after:
+        return None
+    return decisions.recycle(
+        policy,
+        session,
+        instance,
+        section="idle",
+        # Keyed by the silence it is about: the user speaking again makes a new silence.
+        trigger_key=f"idle:{session.id}:{since.isoformat()}",
+        inputs={
+            "quiet_since": since.isoformat(),
+            "quiet_seconds": round((now - since).total_seconds(), 3),
+            "after_seconds": after,
+        },
+    )
+
+
+def length_decision(
+    policy: Policy, session: Session, instance: AgentInstance, now: dt.datetime
+) -> Decision | None:
+    """Recycle a session that has run longer than ``max_length.seconds`` (across recreations)."""
+    limit = policy.max_length.seconds
+    if limit <= 0 or not _live(session, instance) or session.started_at is None:
+        return None
+    age = (now - session.started_at).total_seconds()
+    if age < limit:
+        return None
+    return decisions.recycle(
+        policy,
+        session,
+        instance,
+        section="max_length",
+        trigger_key=f"max_length:{session.id}",
+        inputs={"started_at": session.started_at.isoformat(), "age_seconds": round(age, 3), "seconds": limit},
+    )
+
+
+Rule = Callable[[Policy, Session, AgentInstance, dt.datetime], Decision | None]
+
+
+def _active_zego(db: DbSession) -> Iterator[tuple[Session, AgentInstance]]:
+    rows = db.execute(
+        select(Session, AgentInstance)
+        .join(AgentInstance, AgentInstance.session_id == Session.id)
+        .where(
+            Session.state == SessionState.ACTIVE,
+            Session.policy_reason.is_(None),
+            Session.end_requested_at.is_(None),
+            AgentInstance.state == "active",
+            AgentInstance.app_id != COZE_APP_ID,
+        )
+        .order_by(Session.id)
+    )
+    yield from rows
+
+
+def _lock(db: DbSession, session_id: str) -> Session | None:
+    """The session under a row lock, fresh from the database; None if a drain holds it now."""
+    return db.scalars(
+        select(Session)
+        .where(Session.id == session_id)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def _apply(db: DbSession, book: PolicyBook, now: dt.datetime, rule: Rule) -> list[PolicyAction]:
+    recorded = []
+    for session, instance in list(_active_zego(db)):
+        policy = book.for_session(session.app_id, session.template)
+        if rule(policy, session, instance, now) is None:
+            continue
+        locked = _lock(db, session.id)
+        if locked is None:
+            continue
+        db.refresh(instance)
+        decision = rule(policy, locked, instance, now)  # again, on what the lock guarantees
+        if decision is None:
+            continue
+        action = decisions.record(db, locked, decision, now=now)
+        if action is not None:
+            log.info(
+                "policy_decided", session_id=locked.id, action=decision.kind.value, reason=decision.reason
+            )
+            recorded.append(action)
+    return recorded
+
+
+def recycle_idle(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[PolicyAction]:
+    """Record a RECYCLE for every active session idle past its policy's threshold."""
+    return _apply(db, book, now, idle_decision)
+
+
+def enforce_max_length(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[PolicyAction]:
+    """Record a RECYCLE for every active session older than its policy's maximum length."""
+    return _apply(db, book, now, length_decision)
+
+
+# --- Reconciliation: ask ZEGO about agents that have gone quiet. ---
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A live instance roomwarden has not heard from; plain data, for the vendor call."""
+
+    session_id: str
+    instance_pk: int
+    app_id: int
+    agent_instance_id: str
+    why: Literal["silent", "unconfirmed"]
+    since: dt.datetime
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: Literal["alive", "gone", "unknown"]
+    seen: dict[str, Any]
+    # unknown only: a transient failure is asked again at the next beat, others after recheck.
+    transient: bool = False
+
+
+def _attached_at(db: DbSession, session: Session) -> dt.datetime | None:
+    """When roomwarden last handed ZEGO a new instance for this session (start or recreation)."""
+    recreated = db.scalar(
+        select(func.max(PolicyAction.finished_at)).where(
+            PolicyAction.session_id == session.id,
+            PolicyAction.kind == ActionKind.RECREATE,
+            PolicyAction.state == ActionState.DONE,
+        )
+    )
+    marks = [t for t in (session.provisioned_at, recreated) if t is not None]
+    return max(marks) if marks else None
+
+
+def suspects(db: DbSession, book: PolicyBook, now: dt.datetime, limit: int = 50) -> list[Suspect]:
+    """Live ZEGO instances silent past ``reconcile.silent_seconds``, or never confirmed by an
+    AgentInstanceCreated within ``unconfirmed_seconds`` of being made; oldest first.
+
+    A session is asked about at most once per ``recheck_seconds``: a quiet user is normal, and
+    one status query per session every couple of minutes is cheap next to a lost agent billing.
+    """
+    rows = db.execute(
+        select(Session, AgentInstance)
+        .join(AgentInstance, AgentInstance.session_id == Session.id)
+        .where(
+            Session.state.in_([SessionState.ACTIVE, SessionState.RECOVERING, SessionState.STARTING]),
+            AgentInstance.state != "deleted",
+            AgentInstance.app_id != COZE_APP_ID,
+        )
+    )
+    found = []
+    for session, instance in rows:
+        rules = book.for_session(session.app_id, session.template).reconcile
+        if session.reconciled_at is not None and now - session.reconciled_at < dt.timedelta(
+            seconds=rules.recheck_seconds
+        ):
+            continue
+        if instance.created_at is not None and instance.last_event_at is not None:
+            why: Literal["silent", "unconfirmed"] = "silent"
+            since: dt.datetime | None = instance.last_event_at
+            threshold = rules.silent_seconds
+        else:
+            why, threshold = "unconfirmed", rules.unconfirmed_seconds
+            since = _attached_at(db, session) or instance.last_event_at
+        if since is None or now - since < dt.timedelta(seconds=threshold):
+            continue
+        found.append(
+            Suspect(session.id, instance.id, instance.app_id, instance.agent_instance_id, why, since)
+        )
+    found.sort(key=lambda s: s.since)
+    return found[:limit]
+
+
+def ask(suspect: Suspect, vendors: Vendors) -> Verdict:
+    """QueryAgentInstanceStatus: a status means alive, 410001002 means gone, anything else unknown."""
+    from worker.zego.errors import ZegoNotFoundError
+
+    try:
+        status = vendors.zego_agent(suspect.app_id).query_agent_instance_status(suspect.agent_instance_id)
+    except ZegoNotFoundError as exc:
+        if exc.code == 410001002:
+            return Verdict("gone", {"code": exc.code, "message": exc.message})
+        return Verdict("unknown", {"code": exc.code, "message": str(exc)})
+    except VendorNotConfigured as exc:
+        return Verdict("unknown", {"error": str(exc)})
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:
+            raise
+        return Verdict(
+            "unknown", {"code": failure.code, "message": failure.message}, transient=failure.transient
+        )
+    return Verdict("alive", {"status": status})
+
+
+def settle(
+    db: DbSession, suspect: Suspect, verdict: Verdict, book: PolicyBook, now: dt.datetime
+) -> list[PolicyAction]:
+    """Write down what ZEGO said: alive → checked; gone → the instance is deleted and the policy
+    decides (``decisions.on_lost``: end, or recreate), with reason ``reconciled``."""
+    session = db.scalars(
+        select(Session)
+        .where(Session.id == suspect.session_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    instance = db.get(AgentInstance, suspect.instance_pk, populate_existing=True)
+    if session is None or instance is None or instance.state == "deleted":
+        return []  # the deletion callback arrived while we were asking
+    seen = {**verdict.seen, "asked_at": now.isoformat(), "why": suspect.why}
+    if verdict.state == "unknown":
+        if not verdict.transient:
+            session.reconciled_at = now
+        log.warning("reconcile_unknown", session_id=session.id, **verdict.seen)
+        return []
+    session.reconciled_at = now
+    if verdict.state == "alive":
+        return []
+    policy = book.for_session(session.app_id, session.template)
+    family = list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session.id)))
+    others_live = any(i.state != "deleted" for i in family if i.id != instance.id)
+    decision: Decision | None = None
+    if not others_live and session.policy_reason is None and session.end_requested_at is None:
+        window = policy.on_deleted.window_seconds
+        decision = decisions.on_lost(
+            policy,
+            session,
+            instance,
+            recent_recreations=decisions.recent_recreations(db, session.id, now=now, window=window),
+            seen=seen,
+        )
+    if policy.dry("reconcile"):
+        if decision is None:
+            return []
+        # A key of its own: a dry row must not take the key a real deletion callback would use.
+        dry = replace(decision, trigger_key=f"{decision.trigger_key}:reconciled_dry")
+        action = decisions.record(db, session, dry, now=now)
+        return [action] if action is not None else []
+    instance.state = "deleted"
+    instance.deleted_at = now
+    instance.delete_code = None
+    if decision is None and not others_live and session.policy_reason is None:
+        session.policy_reason = "reconciled"  # ended on purpose, but the callback never came
+    action = decisions.record(db, session, decision, now=now) if decision is not None else None
+    lifecycle.refresh(db, session)
+    log.info("reconciled_gone", session_id=session.id, agent_instance_id=instance.agent_instance_id)
+    return [action] if action is not None else []
+
+
+def coze_overdue(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[str]:
+    """End live Coze sessions older than ``coze.max_room_seconds``: their room cannot still be up.
+
+    Coze has no room status API and no callbacks; the watcher ends rooms by the silence rule,
+    but one whose conversation cannot be read any more would stay "active" (and look billed)
+    for ever. Past the vendor's room lifetime it is taken as gone, reason ``reconciled``.
+    """
+    candidates = db.execute(
+        select(Session.id, Session.template, Session.started_at).where(
+            Session.provider == Provider.COZE, Session.state == SessionState.ACTIVE
+        )
+    )
+    ended = []
+    for session_id, template, started_at in list(candidates):
+        limit = book.for_session(COZE_APP_ID, template).coze.max_room_seconds
+        if started_at is None or now - started_at < dt.timedelta(seconds=limit):
+            continue
+        session = _lock(db, session_id)
+        if session is None or session.state != SessionState.ACTIVE:
+            continue
+        for instance in db.scalars(select(AgentInstance).where(AgentInstance.session_id == session_id)):
+            if instance.state != "deleted":
+                instance.state, instance.deleted_at = "deleted", now
+        session.policy_reason = session.policy_reason or "reconciled"
+        lifecycle.refresh(db, session)
+        ended.append(session_id)
+    return ended
