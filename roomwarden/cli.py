@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session as DbSession
     from sqlalchemy.orm import sessionmaker
 
+    from worker.models import Session
+    from worker.policies.config import PolicyBook
+
 app = typer.Typer(
     help="roomwarden: the back end beside hosted voice and digital-human AI agents.",
     no_args_is_help=True,
@@ -21,6 +24,10 @@ app = typer.Typer(
 )
 inbox_app = typer.Typer(help="Look at and operate the callback inbox.", no_args_is_help=True)
 app.add_typer(inbox_app, name="inbox")
+policy_app = typer.Typer(
+    help="See and run the policies (recreate, close, recycle, end).", no_args_is_help=True
+)
+app.add_typer(policy_app, name="policy")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +48,17 @@ def _factory() -> sessionmaker[DbSession]:
     from worker.settings import get_settings
 
     return sessions_for(get_settings().database_url)
+
+
+def _session_or_exit(db: DbSession, key: str) -> Session:
+    """The session with this id or AgentInstanceId; exit 1 with a message when there is none."""
+    from worker import sessions
+
+    found = sessions.find_session(db, key)
+    if found is None:
+        typer.echo(f"no session with id or agent instance id {key}", err=True)
+        raise typer.Exit(1)
+    return found
 
 
 @app.command()
@@ -136,14 +154,11 @@ def transcript(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print the transcript of a session."""
-    from worker import sessions, transcripts
+    from worker import transcripts
     from worker.db import session_scope
 
     with session_scope(_factory()) as db:
-        session = sessions.find_session(db, key)
-        if session is None:
-            typer.echo(f"no session with id or agent instance id {key}", err=True)
-            raise typer.Exit(1)
+        session = _session_or_exit(db, key)
         turns = transcripts.transcript(db, session.id)
         if as_json:
             typer.echo(
@@ -168,10 +183,7 @@ def session(key: Annotated[str, typer.Argument(help="A session id or an AgentIns
     from worker.db import session_scope
 
     with session_scope(_factory()) as db:
-        found = sessions.find_session(db, key)
-        if found is None:
-            typer.echo(f"no session with id or agent instance id {key}", err=True)
-            raise typer.Exit(1)
+        found = _session_or_exit(db, key)
         typer.echo(json.dumps(sessions.describe(db, found), indent=2))
 
 
@@ -221,6 +233,176 @@ def inbox_replay(
         f"replaying {len(streams)} stream(s)"
         + ("" if queued else "; broker unavailable, the sweeper will pick them up")
     )
+
+
+@app.command()
+def actions(
+    session: Annotated[str | None, typer.Option(help="Only this session (id or AgentInstanceId).")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="pending, running, done, failed, skipped, dry_run.")
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option(help="recreate, end, close_room, recycle, await_user.")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="gave_up, user_absent, idle, manual, ...")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List what the policies decided and what came of it, newest first."""
+    from worker.db import session_scope
+    from worker.models import ActionKind, ActionState
+    from worker.policies import reports
+
+    for value, allowed, name in ((state, ActionState, "--state"), (action, ActionKind, "--action")):
+        if value is not None and value not in {m.value for m in allowed}:
+            typer.echo(f"{name} must be one of {', '.join(m.value for m in allowed)}", err=True)
+            raise typer.Exit(2)
+    with session_scope(_factory()) as db:
+        session_id = None
+        if session is not None:
+            found = _session_or_exit(db, session)
+            session_id = found.id
+        rows = reports.list_actions(
+            db, session_id=session_id, state=state, kind=action, reason=reason, limit=limit
+        )
+        if as_json:
+            typer.echo(json.dumps({"actions": [reports.action_dict(a) for a in rows]}, indent=2))
+            return
+        for a in rows:
+            error = f"  {a.error}" if a.error else ""
+            typer.echo(
+                f"{a.id:>8} {a.created_at:%Y-%m-%d %H:%M:%S} {a.kind:<10} {a.state:<8} {a.reason:<16} "
+                f"{a.policy:<12} session={a.session_id} attempts={a.attempts}{error}"
+            )
+
+
+@app.command()
+def why(
+    key: Annotated[str, typer.Argument(help="A session id or an AgentInstanceId.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Say why a session is in its state: the policy action, or the vendor's deletion code."""
+    from worker.db import session_scope
+    from worker.policies import reports
+
+    with session_scope(_factory()) as db:
+        found = _session_or_exit(db, key)
+        told = reports.why(db, found)
+    if as_json:
+        typer.echo(json.dumps(told, indent=2))
+        return
+    typer.echo(f"session {told['session_id']}: {told['state']}: {told['because']}")
+    if told["flag"]:
+        typer.echo(f"  flagged: {told['flag']}")
+    for i in told["instances"]:
+        code = f" code {i['delete_code']} ({i['delete_reason']})" if i["delete_code"] is not None else ""
+        typer.echo(f"  instance {i['agent_instance_id']}: {i['state']}{code}")
+    for a in told["actions"]:
+        typer.echo(
+            f"  action #{a['id']} {a['created_at']} {a['action']} {a['reason']} ({a['policy']}): {a['state']}"
+        )
+
+
+@policy_app.command("explain")
+def policy_explain(
+    key: Annotated[str, typer.Argument(help="A session id or an AgentInstanceId.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the session's policy and what each rule would decide now (records nothing)."""
+    from worker.db import session_scope, utcnow
+    from worker.policies import reports
+
+    book = _book()
+    with session_scope(_factory()) as db:
+        found = _session_or_exit(db, key)
+        told = reports.explain(db, found, book, utcnow())
+    if as_json:
+        typer.echo(json.dumps(told, indent=2))
+        return
+    dry = [name for name, on in told["dry_run"].items() if on]
+    typer.echo(
+        f"session {told['session_id']} ({told['state']}), policy from {told['source']}"
+        f" for app {told['app_id']}, template {told['template'] or '-'}"
+        + (f"; dry run: {', '.join(dry)}" if dry else "")
+    )
+    for rule, verdict in told["rules"].items():
+        # on_deleted and on_exception answer per code; idle and max_length with one verdict.
+        cases = verdict.items() if isinstance(verdict, dict) and "action" not in verdict else [("", verdict)]
+        for case, said in cases:
+            typer.echo(f"  {f'{rule} {case}'.strip():<24} {_verdict(said)}")
+
+
+def _verdict(said: object) -> str:
+    if not isinstance(said, dict):
+        return str(said)
+    delay = f" after {said['delay_seconds']:g} s" if said.get("delay_seconds") else ""
+    dry = " (dry run: recorded only)" if said.get("dry_run") else ""
+    return f"{said['action']} ({said['reason']}){delay}{dry}"
+
+
+@policy_app.command("run")
+def policy_run(
+    key: Annotated[str, typer.Argument(help="A session id or an AgentInstanceId.")],
+    what: Annotated[str, typer.Argument(metavar="ACTION", help="end, recreate, recycle or close_room.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Run a policy action on a session by hand (reason manual); a dry-run policy only records it."""
+    from worker.db import session_scope, utcnow
+    from worker.models import ActionState
+    from worker.policies import reports
+    from worker.tasks import enqueue_actions
+
+    if what not in reports.MANUAL_ACTIONS:
+        typer.echo(f"ACTION must be one of {', '.join(reports.MANUAL_ACTIONS)}", err=True)
+        raise typer.Exit(2)
+    book = _book()
+    with session_scope(_factory()) as db:
+        found = _session_or_exit(db, key)
+        try:
+            shown = reports.action_dict(reports.run_by_hand(db, found, book, utcnow(), what))
+        except reports.ManualError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(1) from None
+    if shown["state"] == ActionState.PENDING:  # after the commit, or a worker may not see the row
+        enqueue_actions([(shown["id"], 0.0)])
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    typer.echo(f"action #{shown['id']} {shown['action']} on session {shown['session_id']}: {shown['state']}")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Annotated[
+        Path | None, typer.Argument(help="A policy file (default: ROOMWARDEN_POLICIES_FILE).")
+    ] = None,
+    app_id: Annotated[int | None, typer.Option("--app", help="Show the policy for this ZEGO AppId.")] = None,
+    template: Annotated[str | None, typer.Option(help="Show the policy for this agent template.")] = None,
+) -> None:
+    """Validate a policy file and print the resolved policy (the defaults unless --app/--template)."""
+    from worker.policies.config import PolicyError, load
+    from worker.settings import get_settings
+
+    try:
+        book = load(file if file is not None else get_settings().policies_file)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    policy = book.for_session(app_id, template) if app_id or template else book.defaults
+    scope = (f"; app {app_id}" if app_id else "") + (f"; template {template}" if template else "")
+    typer.echo(f"# {book.source}: valid{scope}")
+    typer.echo(json.dumps(policy.model_dump(mode="json"), indent=2))
+
+
+def _book() -> PolicyBook:
+    from worker.policies.config import PolicyError, book_for
+    from worker.settings import get_settings
+
+    try:
+        return book_for(get_settings().policies_file)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 def _redact(url: str) -> str:

@@ -1,7 +1,8 @@
-"""The read API for app back ends and analysts: sessions and transcripts, behind a bearer token."""
+"""The API for app back ends and analysts: sessions, transcripts, policy actions; bearer token."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +17,10 @@ from starlette.responses import Response
 from webhooks.receiver import error
 from worker import provisioning, sessions, transcripts
 from worker.db import session_scope, utcnow
-from worker.tasks import enqueue_end, enqueue_start
+from worker.models import ActionKind, ActionState, Provider
+from worker.policies import quotas, reports
+from worker.policies.config import PolicyBook
+from worker.tasks import enqueue_actions, enqueue_end, enqueue_start
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -115,6 +119,17 @@ async def create_session(request: Request) -> Response:
 
     def store() -> Response:
         with session_scope(state.sessions) as db:
+            live = _duplicate_coze_room(db, wanted, state.policies)
+            if live is not None:
+                return json(
+                    {
+                        "error": "duplicate_room",
+                        "detail": f"session {live} is a live Coze room for this uid and bot_id; "
+                        "end it or use it (coze.one_room_window_seconds)",
+                        "session_id": live,
+                    },
+                    status=409,
+                )
             session = provisioning.request_session(
                 db, wanted, session_id=session_id, sealer=state.sealer, now=utcnow()
             )
@@ -126,6 +141,17 @@ async def create_session(request: Request) -> Response:
         return await run_in_threadpool(store)
     except provisioning.RequestError as exc:
         return _invalid(exc)
+
+
+def _duplicate_coze_room(db: DbSession, wanted: provisioning.SessionRequest, book: PolicyBook) -> str | None:
+    """The cost guard: Coze bills every room from creation, three minutes at least."""
+    if wanted.provider is not Provider.COZE or not wanted.params.get("uid"):
+        return None  # without a uid every request is a different user
+    policy = book.for_session(wanted.app_id, wanted.template)
+    live = quotas.duplicate_coze_room(
+        db, str(wanted.params["uid"]), str(wanted.params.get("bot_id")), policy, utcnow()
+    )
+    return live.id if live is not None else None
 
 
 @authorized
@@ -150,3 +176,145 @@ async def delete_session(request: Request) -> Response:
         return await run_in_threadpool(end)
     except provisioning.RequestError as exc:
         return error(409, "cannot_end", exc.message)
+
+
+# --- Policy actions: what the policies decided, why a session ended, running one by hand. ---
+
+
+class _BadQuery(ValueError):
+    pass
+
+
+def _choice(request: Request, name: str, allowed: type[ActionKind] | type[ActionState]) -> str | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if value not in {member.value for member in allowed}:
+        raise _BadQuery(name, f"{name} must be one of {', '.join(m.value for m in allowed)}")
+    return value
+
+
+def _integer(request: Request, name: str, default: int | None, *, low: int, high: int) -> int | None:
+    value = request.query_params.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise _BadQuery(name, f"{name} must be an integer") from None
+    if not low <= number <= high:
+        raise _BadQuery(name, f"{name} must be between {low} and {high}")
+    return number
+
+
+def _since(request: Request) -> dt.datetime | None:
+    value = request.query_params.get("since")
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _BadQuery("since", "since must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _page(db: DbSession, request: Request, session_id: str | None) -> Response:
+    """One page of actions, newest first; ``next_before`` is the cursor for the next page."""
+    try:
+        limit = _integer(request, "limit", 50, low=1, high=500) or 50
+        found = reports.list_actions(
+            db,
+            session_id=session_id or request.query_params.get("session_id") or None,
+            state=_choice(request, "state", ActionState),
+            kind=_choice(request, "action", ActionKind),
+            reason=request.query_params.get("reason") or None,
+            since=_since(request),
+            limit=limit,
+            before_id=_integer(request, "before", None, low=1, high=2**63 - 1),
+        )
+    except _BadQuery as exc:
+        field, message = exc.args
+        return json({"error": "invalid_query", "detail": message, "field": field}, status=400)
+    body: dict[str, Any] = {"actions": [reports.action_dict(a) for a in found]}
+    if session_id is not None:
+        body["session_id"] = session_id
+    body["next_before"] = found[-1].id if len(found) == limit else None
+    return json(body)
+
+
+@authorized
+async def list_actions(request: Request) -> Response:
+    """GET /v1/actions?session_id=&state=&action=&reason=&since=&limit=&before="""
+    return await _read(request, lambda db: _page(db, request, None))
+
+
+def _about_session(
+    request: Request, fn: Callable[[DbSession, Any], Response]
+) -> Callable[[DbSession], Response]:
+    key = request.path_params["session_id"]
+
+    def found(db: DbSession) -> Response:
+        session = sessions.find_session(db, key)
+        if session is None:
+            return error(404, "not_found", "no session with that id or agent instance id")
+        return fn(db, session)
+
+    return found
+
+
+@authorized
+async def session_actions(request: Request) -> Response:
+    return await _read(request, _about_session(request, lambda db, s: _page(db, request, s.id)))
+
+
+@authorized
+async def session_why(request: Request) -> Response:
+    """Why the session is in its state: the deciding action, or the vendor's deletion code."""
+    return await _read(request, _about_session(request, lambda db, s: json(reports.why(db, s))))
+
+
+@authorized
+async def session_policy(request: Request) -> Response:
+    """The session's resolved policy and what each rule would decide now; records nothing."""
+    book = request.app.state.policies
+    return await _read(
+        request, _about_session(request, lambda db, s: json(reports.explain(db, s, book, utcnow())))
+    )
+
+
+@authorized
+async def run_policy(request: Request) -> Response:
+    """Run a policy action by hand: 202 and the action (200 when a dry-run policy only records it)."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return error(400, "invalid_json", "the body must be a JSON object")
+    what = body.get("action") if isinstance(body, dict) else None
+    if what not in reports.MANUAL_ACTIONS:
+        return json(
+            {
+                "error": "invalid_request",
+                "detail": f"action must be one of {', '.join(reports.MANUAL_ACTIONS)}",
+                "field": "action",
+            },
+            status=400,
+        )
+    state = request.app.state
+    key = request.path_params["session_id"]
+
+    def run() -> Response:
+        with session_scope(state.sessions) as db:
+            session = sessions.find_session(db, key)
+            if session is None:
+                return error(404, "not_found", "no session with that id or agent instance id")
+            try:
+                action = reports.run_by_hand(db, session, state.policies, utcnow(), str(what))
+            except reports.ManualError as exc:
+                return error(409, "cannot_run", str(exc))
+            shown = reports.action_dict(action)
+        if shown["state"] == ActionState.PENDING:  # after the commit, or a worker may not see the row
+            enqueue_actions([(shown["id"], 0.0)])
+            return json(shown, status=202)
+        return json(shown)
+
+    return await run_in_threadpool(run)

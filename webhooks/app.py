@@ -14,6 +14,7 @@ from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres
 from worker import templates
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
+from worker.policies.config import book_for
 from worker.sealing import Sealer
 from worker.settings import Settings, get_settings
 from worker.tasks import enqueue_drain
@@ -47,6 +48,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.settings = settings
         # Mistakes in templates or the secret key stop the start-up, not a request later.
         app.state.templates = templates.load(settings.templates_file)
+        # A PolicyError names the file and the key; every app/template combination is checked.
+        app.state.policies = book_for(settings.policies_file)
         key = settings.secret_key
         app.state.sealer = Sealer(key.get_secret_value()) if key is not None else None
         app.state.engine = engine
@@ -76,6 +79,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
             Route("/v1/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
             Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
+            Route("/v1/sessions/{session_id}/actions", api.session_actions),
+            Route("/v1/sessions/{session_id}/why", api.session_why),
+            Route("/v1/sessions/{session_id}/policy", api.session_policy),
+            Route("/v1/sessions/{session_id}/policy/run", api.run_policy, methods=["POST"]),
+            Route("/v1/actions", api.list_actions),
         ],
         lifespan=lifespan,
     )

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.models import AgentException, AgentInstance, Provider, Session
+from worker.policies.reports import short_actions
 from worker.sealing import redact
 
 
@@ -82,6 +83,11 @@ def describe(db: DbSession, session: Session) -> dict[str, Any]:
         "end_code": session.end_code,
         "failure_message": session.failure_message,
         "end_requested_at": _iso(session.end_requested_at),
+        # What policies made of it: why they ended it, what to look at, a recovery or queue wait.
+        "policy_reason": session.policy_reason,
+        "flag": session.flag,
+        "recovering_since": _iso(session.recovering_since),
+        "queued_at": _iso(session.queued_at),
         "join": _join(session),
         # The request that started it, vendor secrets shown as "***".
         "spec": redact(session.spec) if session.spec is not None else None,
@@ -120,4 +126,6 @@ def describe(db: DbSession, session: Session) -> dict[str, Any]:
             }
             for e, instance_id in exceptions
         ],
+        # The newest policy actions; GET /v1/sessions/{id}/actions lists them all.
+        "actions": short_actions(db, session.id),
     }

@@ -57,14 +57,19 @@ def conversation(client: TestClient, clean_engine: Engine, settings: Settings, s
 
 
 def test_session_shows_state_end_reason_instances_and_exceptions(conversation: TestClient) -> None:
-    """GET /v1/sessions/{id} shows how the session ended, its instance with latency, and its errors."""
+    """GET /v1/sessions/{id} shows how the session ended, its instance with latency, and its errors.
+
+    The LLM authentication failure (2203) made the policy end the session and flag it, so that,
+    not the user's absence that deleted the agent first, is its end reason.
+    """
     response = conversation.get(f"/v1/sessions/{SESSION_ID}", headers=AUTH)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     view = response.json()
     assert view["id"] == SESSION_ID
     assert view["app_id"] == APP_ID
-    assert (view["state"], view["end_reason"], view["end_code"]) == ("ended", "user_absent", 1202)
+    assert (view["state"], view["end_reason"], view["end_code"]) == ("ended", "llm_auth_failed", 1202)
+    assert view["flag"] == "llm_auth_failed"
     assert (view["room_id"], view["user_id"], view["agent_id"], view["agent_name"]) == (
         "room_1",
         "user_1",
