@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
+from tests.deployment import deploy  # noqa: E402, F401
 from tests.emulator_fixture import emulator, emulator_factory  # noqa: E402, F401
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer  # noqa: E402
 from tests.processes import RedisServer  # noqa: E402

@@ -4,115 +4,15 @@ Postgres and a private Redis, and the emulator standing in for ZEGO and Coze ove
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-import httpx
 import pytest
-from cryptography.fernet import Fernet
-from sqlalchemy import Engine
 
-from emulator import Emulator
-from tests.conftest import API_TOKEN
-from tests.emulator_fixture import COZE_BOT, COZE_FULL_TOKEN, COZE_NOROOM_TOKEN, SERVER_SECRET
-from tests.processes import RedisServer, Stack, free_port, stack_env, wait_until
+from tests.deployment import API_KEY, COZE_SILENCE, Deployment, zego_request
+from tests.emulator_fixture import COZE_BOT, COZE_NOROOM_TOKEN
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.slow
-
-API_KEY = "sk-live-do-not-leak-4242"
-COZE_SILENCE = 2.0  # roomwarden's view of Coze's 180 s rule, at the emulator's time scale below
-TIME_SCALE = 180 / COZE_SILENCE
-
-
-def zego_request(room: str, user: str = "user_1", n: int = 1) -> dict[str, Any]:
-    return {
-        "provider": "zego",
-        "agent": {"AgentId": "concierge", "Name": "Concierge"},
-        "params": {
-            "AgentId": "concierge",
-            "UserId": user,
-            "RTC": {
-                "RoomId": room,
-                "AgentUserId": f"agent_{n}",
-                "AgentStreamId": f"agent_stream_{n}",
-                "UserStreamId": f"user_stream_{n}",
-            },
-            "LLM": {"Url": "https://llm.example/v1/chat/completions", "ApiKey": API_KEY, "Model": "m"},
-            "CallbackConfig": {"ASRResult": 1, "LLMResult": 1, "Interrupted": 1, "AgentInstanceStatus": 1},
-        },
-    }
-
-
-class Deployment:
-    def __init__(self, stack: Stack, emulator: Emulator) -> None:
-        self.stack, self.emulator, self.control = stack, emulator, emulator.control
-        self.api = httpx.Client(
-            base_url=stack.url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"}
-        )
-
-    def start(self, body: dict[str, Any]) -> str:
-        response = self.api.post("/v1/sessions", json=body)
-        assert response.status_code == 202, response.text
-        assert response.json()["state"] == "starting"
-        return str(response.json()["id"])
-
-    def session(self, session_id: str) -> dict[str, Any]:
-        response = self.api.get(f"/v1/sessions/{session_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    def wait_state(self, session_id: str, state: str, timeout: float = 20) -> dict[str, Any]:
-        wait_until(
-            lambda: self.session(session_id)["state"] == state,
-            timeout,
-            f"session {session_id} to be {state}; it is {self.session(session_id)}\n{self.stack.logs()}",
-        )
-        return self.session(session_id)
-
-    def turns(self, session_id: str) -> list[dict[str, Any]]:
-        return list(self.api.get(f"/v1/sessions/{session_id}/transcript").json()["turns"])
-
-
-@pytest.fixture
-def deploy(
-    tmp_path: Path, database_url: str, clean_engine: Engine, private_redis: RedisServer,
-    emulator_factory: Callable[..., Emulator],
-) -> Iterator[Callable[..., Deployment]]:  # fmt: skip
-    """Start roomwarden against an emulator made with the given config changes and env overrides."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("runs the production shape (Postgres, Redis); the embedded one is the CLI demo test")
-    made: list[Deployment] = []
-
-    def make(coze_token: str = COZE_FULL_TOKEN, **emulator_changes: Any) -> Deployment:
-        port = free_port()
-        emu = emulator_factory(
-            callback_url=f"http://127.0.0.1:{port}/callbacks/zego", time_scale=TIME_SCALE, **emulator_changes
-        )
-        env = {
-            **stack_env(database_url, private_redis.url),
-            "ROOMWARDEN_ZEGO_SERVER_SECRET": SERVER_SECRET,
-            "ROOMWARDEN_SECRET_KEY": Fernet.generate_key().decode(),
-            "ROOMWARDEN_ZEGO_API_URL": emu.zego_agent_url,
-            "ROOMWARDEN_ZEGO_RTC_URL": emu.zego_rtc_url,
-            "ROOMWARDEN_COZE_API_URL": emu.coze_url,
-            "ROOMWARDEN_COZE_TOKEN": coze_token,
-            "ROOMWARDEN_COZE_SILENCE_SECONDS": str(COZE_SILENCE),
-            "ROOMWARDEN_COZE_POLL_INTERVAL_SECONDS": "0.5",
-            "ROOMWARDEN_START_RETRY_BASE_SECONDS": "0.2",
-        }
-        stack = Stack(tmp_path / f"stack{len(made)}", env, port=port)
-        stack.start_receiver()
-        stack.worker.start()
-        stack.beat.start()
-        deployment = Deployment(stack, emu)
-        made.append(deployment)
-        return deployment
-
-    yield make
-    for deployment in made:
-        deployment.api.close()
-        deployment.stack.stop()
 
 
 def test_a_zego_session_becomes_active_and_its_transcript_fills_from_callbacks(
@@ -155,19 +55,21 @@ def test_a_zego_session_becomes_active_and_its_transcript_fills_from_callbacks(
     assert API_KEY not in d.stack.logs()
 
 
-def test_the_eleventh_instance_over_quota_fails_with_the_vendors_code(
+def test_a_session_over_the_vendors_quota_is_queued_and_starts_when_a_slot_frees(
     deploy: Callable[..., Deployment],
 ) -> None:
-    """ZEGO's concurrency quota reached: the session shows failed with 410000011, not a silent hang."""
-    d = deploy(voice_quota=2)
+    """ZEGO answers 410000011 (its quota is lower than roomwarden's policy): queued, never failed."""
+    d = deploy(voice_quota=2, env={"ROOMWARDEN_POLICY_INTERVAL_SECONDS": "1"})
+    for n in (0, 1, 9):  # users in their rooms, so that ZEGO's 120 s absence rule frees no slot
+        d.control.join(f"room_q{n}", f"user_{n}")
     ok = [d.start(zego_request(f"room_q{n}", f"user_{n}", n)) for n in range(2)]
     for session_id in ok:
         d.wait_state(session_id, "active")
     over = d.start(zego_request("room_q9", "user_9", 9))
-    failed = d.wait_state(over, "failed")
-    assert failed["end_code"] == 410000011
-    assert failed["end_reason"] == "vendor_error"
-    assert "410000011" in failed["failure_message"]
+    queued = d.wait_state(over, "queued")
+    assert queued["end_reason"] is None
+    assert d.api.delete(f"/v1/sessions/{ok[0]}").status_code == 202
+    d.wait_state(over, "active", timeout=30)
 
 
 def test_a_transient_vendor_error_is_retried_and_the_session_still_starts(
