@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session as DbSession
 
-from emulator import Emulator
 from emulator.control import EmulatorControl
-from tests.emulator_fixture import SERVER_SECRET, ZegoApi, instance_body, register_agent
-from tests.factories import APP_ID, CALLBACK_SECRET
+from tests.emulator_fixture import instance_body
+from tests.factories import APP_ID
 from worker import provisioning
 from worker.db import session_scope, sessions_for, utcnow
 from worker.lifecycle import refresh
@@ -29,33 +27,6 @@ from worker.settings import Settings
 from worker.vendors import Vendors
 
 STALE = 60.0
-
-
-@pytest.fixture
-def zego_settings(database_url: str, emulator: Emulator) -> Settings:
-    register_agent(ZegoApi(emulator.zego_agent_url))
-    return Settings(
-        database_url=database_url,
-        zego_app_id=APP_ID,
-        zego_callback_secret=CALLBACK_SECRET,
-        zego_server_secret=SERVER_SECRET,
-        zego_api_url=emulator.zego_agent_url,
-        zego_rtc_url=emulator.zego_rtc_url,
-        rate_limit_redis_url="",
-        _env_file=None,  # type: ignore[call-arg]
-    )
-
-
-@pytest.fixture
-def vendors(zego_settings: Settings) -> Iterator[Vendors]:
-    made = Vendors(zego_settings)
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def control(emulator: Emulator) -> EmulatorControl:
-    return emulator.control
 
 
 def live_session(

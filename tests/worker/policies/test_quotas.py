@@ -11,8 +11,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session as DbSession
 
 from emulator import Emulator
-from tests.emulator_fixture import SERVER_SECRET, ZegoApi, instance_body, register_agent
-from tests.factories import APP_ID, CALLBACK_SECRET
+from tests.emulator_fixture import instance_body
+from tests.factories import APP_ID
+from tests.worker.policies.conftest import settings_against
 from tests.worker.policies.rows import live_session
 from worker import provisioning
 from worker.db import session_scope, sessions_for, utcnow
@@ -148,18 +149,7 @@ def test_a_second_coze_room_for_the_same_user_and_bot_is_spotted(db: DbSession) 
 @pytest.fixture
 def emulated_settings(database_url: str, emulator_factory: Callable[..., Emulator]) -> Settings:
     """Settings pointed at an emulator whose account runs one voice agent at most."""
-    emulator = emulator_factory(voice_quota=1)
-    register_agent(ZegoApi(emulator.zego_agent_url))
-    return Settings(
-        database_url=database_url,
-        zego_app_id=APP_ID,
-        zego_callback_secret=CALLBACK_SECRET,
-        zego_server_secret=SERVER_SECRET,
-        zego_api_url=emulator.zego_agent_url,
-        zego_rtc_url=emulator.zego_rtc_url,
-        rate_limit_redis_url="",
-        _env_file=None,  # type: ignore[call-arg]
-    )
+    return settings_against(database_url, emulator_factory(voice_quota=1))
 
 
 def test_a_start_zego_refuses_for_quota_is_queued_then_started(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,8 +12,8 @@ from sqlalchemy.orm import Session as DbSession
 
 from emulator import Emulator
 from emulator.control import EmulatorControl
-from tests.emulator_fixture import SERVER_SECRET, ZegoApi, instance_body, register_agent
-from tests.factories import APP_ID, CALLBACK_SECRET
+from tests.emulator_fixture import instance_body
+from tests.factories import APP_ID
 from tests.worker.policies.rows import live_session
 from worker.db import session_scope, sessions_for, utcnow
 from worker.models import (
@@ -30,7 +29,6 @@ from worker.models import (
 )
 from worker.policies import scans
 from worker.policies.config import PolicyBook, parse
-from worker.settings import Settings
 from worker.vendors import Vendors
 
 BOOK = parse("[defaults.idle]\nafter_seconds = 600\n[defaults.max_length]\nseconds = 3600\n")
@@ -126,24 +124,6 @@ def test_coze_rooms_past_their_lifetime_are_ended_as_reconciled(db: DbSession) -
 
 
 # --- Reconciliation, asking the emulator over HTTP. ---
-
-
-@pytest.fixture
-def vendors(database_url: str, emulator: Emulator) -> Iterator[Vendors]:
-    register_agent(ZegoApi(emulator.zego_agent_url))
-    settings = Settings(
-        database_url=database_url,
-        zego_app_id=APP_ID,
-        zego_callback_secret=CALLBACK_SECRET,
-        zego_server_secret=SERVER_SECRET,
-        zego_api_url=emulator.zego_agent_url,
-        zego_rtc_url=emulator.zego_rtc_url,
-        rate_limit_redis_url="",
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    made = Vendors(settings)
-    yield made
-    made.close()
 
 
 def running(
