@@ -5,6 +5,7 @@ emulator playing ZEGO's part (its 120 s idle rule runs in about 1.3 s at this ti
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -281,3 +282,34 @@ def test_1202_in_wait_mode_brings_the_agent_back_when_the_user_returns(
     assert second != first
     kinds = [(a["action"], a["state"]) for a in sorted(d.actions(session_id), key=lambda a: a["id"])]
     assert kinds == [("await_user", "done"), ("recreate", "done")]
+
+
+def test_a_mass_disconnect_recovers_every_session_within_zegos_rate_limit(
+    deploy: Callable[..., Deployment],
+) -> None:
+    """Twelve agents drop out at once (1205): all come back, and ZEGO never answers "too many requests"."""
+    count = 12  # more than ZEGO's 10 CreateAgentInstance a second
+    d = deploy(
+        policies=policies(
+            f"[defaults.quota]\nvoice_instances = {count}\n[defaults.on_deleted]\nbackoff_seconds = 0.5\n"
+        ),
+        env=FAST,
+        voice_quota=count,
+    )
+    started = [start_in_room(d, f"room_m{n}", f"user_{n}", n) for n in range(count)]
+    for _, instance in started:
+        d.control.rtc_fault(instance, 1205)
+
+    for session_id, instance in started:
+        wait_new_instance(d, session_id, instance, timeout=30)
+    calls = [
+        json.loads(line)
+        for line in d.stack.worker.output().splitlines()
+        if '"zego_api_call"' in line and line.lstrip().startswith("{")
+    ]
+    creates = [c for c in calls if c["action"] == "CreateAgentInstance"]
+    assert len(creates) == 2 * count  # one start and one recreation each, no retries
+    # Expected answers: 410001008 (the agent is registered already), 410001002 (confirming the
+    # old instance is gone). No 410000010, the emulator's answer past 10 requests a second.
+    refused = [c for c in calls if c["code"] not in (0, 410001008, 410001002)]
+    assert refused == [], refused

@@ -89,6 +89,10 @@ class ZegoHttpClient:
     API: ClassVar[str] = "zego"
     DEFAULT_RATE: ClassVar[float] = 10.0
     RATES: ClassVar[dict[str, float]] = {}
+    # Requests are paced at 90% of the documented rate. Paced at exactly 10/s, network jitter
+    # lands an eleventh request inside a vendor's one-second window (measured: a mass 1205 of
+    # twelve sessions drew 410000010 from the emulator's sliding window until this headroom).
+    HEADROOM: ClassVar[float] = 0.9
 
     def __init__(
         self,
@@ -170,7 +174,8 @@ class ZegoHttpClient:
     ) -> tuple[Any, str | None]:
         key = f"zego:{self.app_id}:{action}"
         try:
-            self._limiter.acquire(key, self.RATES.get(action, self.DEFAULT_RATE), self._rate_limit_timeout)
+            rate = self.RATES.get(action, self.DEFAULT_RATE) * self.HEADROOM
+            self._limiter.acquire(key, rate, self._rate_limit_timeout)
         except RateLimitTimeout as exc:
             raise ZegoRateLimitError(None, str(exc), action=action) from None
         params: list[tuple[str, str | int | float | bool | None]] = [
