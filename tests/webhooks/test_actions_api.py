@@ -155,6 +155,13 @@ def test_explain_shows_what_each_rule_would_decide_now_and_records_nothing(
     assert fresh["rules"]["idle"].startswith("nothing: quiet since")
 
 
+def test_explain_says_when_roomwarden_cannot_hear_the_user(api: TestClient, clean_engine: Engine) -> None:
+    """A session whose callbacks carry no speech is never judged idle, and explain says why."""
+    session_id, _ = _live(clean_engine, origin="callback", started_ago=10.0, quiet_for=None)
+    told = api.get(f"/v1/sessions/{session_id}/policy", headers=AUTH).json()
+    assert told["rules"]["idle"].startswith("nothing: roomwarden does not hear this user's speech")
+
+
 def test_running_a_policy_by_hand_records_an_action_and_queues_it(
     api: TestClient, clean_engine: Engine
 ) -> None:

@@ -356,7 +356,7 @@ def _settle(
             attach_instance(db, session, outcome.new_instance_id)
             session.recovering_since = None
             if session.end_requested_at is not None:  # ended through the API while we created
-                follow_up = _decide_end(db, session, outcome.new_instance_id, now=now)
+                follow_up = _follow_up(db, session, _end_requested(session, outcome.new_instance_id), now=now)
         elif why == "instance_alive":
             session.recovering_since = None
             session.flag = "deletion_not_confirmed"
@@ -364,7 +364,7 @@ def _settle(
             _give_up(session, "user_absent" if why == "user_absent" else "gave_up")
     elif kind == ActionKind.AWAIT_USER:
         if outcome.result.get("user_returned") and recreatable(session) is None:
-            follow_up = _decide_recreate(db, row, session, now=now)
+            follow_up = _follow_up(db, session, _user_returned(row), now=now)
         else:
             _give_up(session, "user_absent" if state == ActionState.DONE else "gave_up")
     elif kind in (ActionKind.END, ActionKind.RECYCLE) and not outcome.result.get("nothing_live", True):
@@ -378,11 +378,9 @@ def _give_up(session: Session, reason: str) -> None:
     session.policy_reason = session.policy_reason or reason
 
 
-def _decide_recreate(
-    db: DbSession, row: PolicyAction, session: Session, *, now: dt.datetime
-) -> list[tuple[int, float]]:
+def _user_returned(row: PolicyAction) -> Decision:
     """The user is back after a 1202: a new agent for them, as its own action (retried on its own)."""
-    decision = Decision(
+    return Decision(
         ActionKind.RECREATE,
         "user_returned",
         policy=row.policy,
@@ -392,14 +390,11 @@ def _decide_recreate(
         agent_instance_id=row.agent_instance_id,
         recovering=True,
     )
-    made = record(db, session, decision, now=now)
-    return [(made.id, 0.0)] if made is not None else []
 
 
-def _decide_end(
-    db: DbSession, session: Session, agent_instance_id: str, *, now: dt.datetime
-) -> list[tuple[int, float]]:
-    decision = Decision(
+def _end_requested(session: Session, agent_instance_id: str) -> Decision:
+    """An API end arrived while the recreation ran: the new agent goes too."""
+    return Decision(
         ActionKind.END,
         "cancelled",
         policy="manual",
@@ -407,5 +402,10 @@ def _decide_end(
         dry_run=False,
         agent_instance_id=agent_instance_id,
     )
+
+
+def _follow_up(
+    db: DbSession, session: Session, decision: Decision, *, now: dt.datetime
+) -> list[tuple[int, float]]:
     made = record(db, session, decision, now=now)
     return [(made.id, 0.0)] if made is not None else []

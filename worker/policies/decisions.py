@@ -318,18 +318,23 @@ def react(
     return record(db, session, decision, now=now)
 
 
-def _recent_exceptions(db: DbSession, stream: Stream, family: str, *, since: dt.datetime) -> int:
-    """Exceptions of ``family`` on this instance since ``since``: stored ones plus this batch's."""
+def count_exceptions(db: DbSession, instance_id: int, family: str, *, since: dt.datetime) -> int:
+    """Stored exceptions of ``family`` on one instance since ``since``: the window a rule counts."""
     stored = db.scalar(
         select(func.count())
         .select_from(AgentException)
         .where(
-            AgentException.instance_id == stream.instance.id,
+            AgentException.instance_id == instance_id,
             AgentException.family == family,
             AgentException.at >= since,
         )
     )
+    return int(stored or 0)
+
+
+def _recent_exceptions(db: DbSession, stream: Stream, family: str, *, since: dt.datetime) -> int:
+    """``count_exceptions`` plus this batch's, which the drain inserts only when it settles."""
     pending = sum(
         1 for row in stream.inserts.get(AgentException, []) if row["family"] == family and row["at"] >= since
     )
-    return int(stored or 0) + pending
+    return count_exceptions(db, stream.instance.id, family, since=since) + pending

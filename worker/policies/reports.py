@@ -12,15 +12,13 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from worker import lifecycle
 from worker.models import (
-    COZE_APP_ID,
     ActionKind,
     ActionState,
-    AgentException,
     AgentInstance,
     PolicyAction,
     Provider,
@@ -284,31 +282,11 @@ def _on_exception(
         if stand_in is None:
             continue  # "other" has no code to stand for it
         since = now - dt.timedelta(seconds=rule.window_seconds)
-        stored = db.scalar(
-            select(func.count())
-            .select_from(AgentException)
-            .where(
-                AgentException.session_id == session.id,
-                AgentException.family == family,
-                AgentException.at >= since,
-            )
-        )
-        count = int(stored or 0) + 1
+        count = decisions.count_exceptions(db, instance.id, family, since=since) + 1
         decision = decisions.on_exception(policy, session, instance, stand_in, recent_in_family=count)
         nothing = f"{count} of {rule.count} {family} exceptions within {rule.window_seconds:g} s"
         shown[f"{family} ({stand_in})"] = _shown(decision, nothing)
     return shown
-
-
-def _not_live(session: Session, instance: AgentInstance) -> str | None:
-    """Why the scans would leave this session alone whatever the clock says (mirrors scans._live)."""
-    if session.state != SessionState.ACTIVE or instance.state != "active":
-        return f"only active sessions are recycled (this one is {session.state})"
-    if instance.app_id == COZE_APP_ID:
-        return "Coze rooms end by Coze's own rules (coze.max_room_seconds)"
-    if session.policy_reason is not None or session.end_requested_at is not None:
-        return "it is already being ended"
-    return None
 
 
 def _idle(
@@ -319,18 +297,18 @@ def _idle(
         return decision.as_dict()
     if policy.idle.after_seconds == 0:
         return "nothing: idle.after_seconds is 0 (off)"
-    not_live = _not_live(session, instance)
+    not_live = scans.not_live(session, instance)
     if not_live:
         return f"nothing: {not_live}"
-    since = scans.quiet_since(session, instance)
-    if since is None:
-        return "nothing: no user speech and no start time to count from"
-    due = since + dt.timedelta(seconds=policy.idle.after_seconds)
-    if due <= now:
+    if not scans.speech_visible(session):
         return (
             "nothing: roomwarden does not hear this user's speech "
             "(turn on CallbackConfig.ASRResult or UserSpeakAction)"
         )
+    since = scans.quiet_since(session, instance)
+    if since is None:
+        return "nothing: no user speech and no start time to count from"
+    due = since + dt.timedelta(seconds=policy.idle.after_seconds)
     return f"nothing: quiet since {_iso(since)}, recycled from {_iso(due)}"
 
 
@@ -342,7 +320,7 @@ def _max_length(
         return decision.as_dict()
     if policy.max_length.seconds == 0:
         return "nothing: max_length.seconds is 0 (off)"
-    not_live = _not_live(session, instance)
+    not_live = scans.not_live(session, instance)
     if not_live:
         return f"nothing: {not_live}"
     if session.started_at is None:

@@ -44,7 +44,7 @@ from worker.vendors import VendorNotConfigured, Vendors, classify
 log = structlog.get_logger(__name__)
 
 
-def _speech_visible(session: Session) -> bool:
+def speech_visible(session: Session) -> bool:
     """Whether roomwarden would hear the user speak at all.
 
     ZEGO sends ASRResult and UserSpeakAction only when CallbackConfig asks for them (both default
@@ -59,15 +59,19 @@ def _speech_visible(session: Session) -> bool:
     return bool(config.get("ASRResult") or config.get("UserSpeakAction"))
 
 
-def _live(session: Session, instance: AgentInstance) -> bool:
-    """A ZEGO session a scan may end: active, its instance live, nobody already ending it."""
-    return (
-        session.state == SessionState.ACTIVE
-        and instance.state == "active"
-        and instance.app_id != COZE_APP_ID
-        and session.policy_reason is None
-        and session.end_requested_at is None
-    )
+def not_live(session: Session, instance: AgentInstance) -> str | None:
+    """Why a scan may not end this session whatever the clock says, or None when it may.
+
+    A scan ends only ZEGO sessions that are active, with a live instance, that nobody is
+    already ending; ``roomwarden policy explain`` shows the reason.
+    """
+    if session.state != SessionState.ACTIVE or instance.state != "active":
+        return f"only active sessions are recycled (this one is {session.state})"
+    if instance.app_id == COZE_APP_ID:
+        return "Coze rooms end by Coze's own rules (coze.max_room_seconds)"
+    if session.policy_reason is not None or session.end_requested_at is not None:
+        return "it is already being ended"
+    return None
 
 
 def quiet_since(session: Session, instance: AgentInstance) -> dt.datetime | None:
@@ -85,7 +89,7 @@ def idle_decision(
 ) -> Decision | None:
     """Recycle an active session whose user has been silent for ``idle.after_seconds``."""
     after = policy.idle.after_seconds
-    if after <= 0 or not _live(session, instance) or not _speech_visible(session):
+    if after <= 0 or not_live(session, instance) or not speech_visible(session):
         return None
     since = quiet_since(session, instance)
     if since is None or (now - since).total_seconds() < after:
@@ -110,7 +114,7 @@ def length_decision(
 ) -> Decision | None:
     """Recycle a session that has run longer than ``max_length.seconds`` (across recreations)."""
     limit = policy.max_length.seconds
-    if limit <= 0 or not _live(session, instance) or session.started_at is None:
+    if limit <= 0 or not_live(session, instance) or session.started_at is None:
         return None
     age = (now - session.started_at).total_seconds()
     if age < limit:
