@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from roomwarden import analyst
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session as DbSession
     from sqlalchemy.orm import sessionmaker
 
-    from worker.models import Session
     from worker.policies.config import PolicyBook
 
 app = typer.Typer(
@@ -28,6 +29,9 @@ policy_app = typer.Typer(
     help="See and run the policies (recreate, close, recycle, end).", no_args_is_help=True
 )
 app.add_typer(policy_app, name="policy")
+app.add_typer(analyst.sessions_app, name="sessions")
+for _command in (analyst.transcript, analyst.search, analyst.stats, analyst.export):
+    app.command(_command.__name__)(_command)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,15 +54,7 @@ def _factory() -> sessionmaker[DbSession]:
     return sessions_for(get_settings().database_url)
 
 
-def _session_or_exit(db: DbSession, key: str) -> Session:
-    """The session with this id or AgentInstanceId; exit 1 with a message when there is none."""
-    from worker import sessions
-
-    found = sessions.find_session(db, key)
-    if found is None:
-        typer.echo(f"no session with id or agent instance id {key}", err=True)
-        raise typer.Exit(1)
-    return found
+_session_or_exit = analyst.session_or_exit
 
 
 @app.command()
@@ -118,7 +114,11 @@ def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, st
         def on_ready(url: str) -> bool:
             outcome["ok"] = _run_demo(url, env, control_url)
             if stay:
-                typer.echo("\nStill running: Ctrl-C stops receiver, worker, beat and the emulator.")
+                typer.echo(
+                    f"\nLook at it in the analyst page: {url}/ui (it asks for ROOMWARDEN_READ_TOKEN,"
+                    " in var/dev-credentials.json unless you set it)."
+                )
+                typer.echo("Still running: Ctrl-C stops receiver, worker, beat and the emulator.")
             return stay
 
     log_dir = Path("var/logs") if demo else None
@@ -146,34 +146,6 @@ def emulator_command(ctx: typer.Context) -> None:
     from emulator.__main__ import main as emulator_main
 
     raise typer.Exit(emulator_main(ctx.args))
-
-
-@app.command()
-def transcript(
-    key: Annotated[str, typer.Argument(help="A session id or an AgentInstanceId.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Print the transcript of a session."""
-    from worker import transcripts
-    from worker.db import session_scope
-
-    with session_scope(_factory()) as db:
-        session = _session_or_exit(db, key)
-        turns = transcripts.transcript(db, session.id)
-        if as_json:
-            typer.echo(
-                json.dumps({"session_id": session.id, "turns": [t.as_dict() for t in turns]}, indent=2)
-            )
-            return
-        typer.echo(
-            f"session {session.id} ({session.state}{', ' + session.end_reason if session.end_reason else ''})"
-        )
-        for turn in turns:
-            if turn.new_instance:
-                typer.echo(f"  -- agent replaced: instance {turn.agent_instance_id} --")
-            who = "user " if turn.speaker == "user" else "agent"
-            suffix = f"  [interrupted: {turn.played_text!r}]" if turn.interrupted else ""
-            typer.echo(f"  {turn.round:>12} {who}: {turn.text}{suffix}")
 
 
 @app.command()

@@ -26,6 +26,7 @@ def _fresh() -> dict[str, str]:
         "ROOMWARDEN_ZEGO_CALLBACK_SECRET": secrets.token_hex(16),
         "ROOMWARDEN_ZEGO_SERVER_SECRET": secrets.token_hex(16),
         "ROOMWARDEN_API_TOKEN": secrets.token_urlsafe(24),
+        "ROOMWARDEN_READ_TOKEN": secrets.token_urlsafe(24),
         "ROOMWARDEN_SECRET_KEY": Fernet.generate_key().decode(),
         "ROOMWARDEN_COZE_TOKEN": f"pat_{secrets.token_urlsafe(24)}",
     }
@@ -47,7 +48,7 @@ def apply_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Fill in the dev credentials the environment does not set; returns the resulting environment."""
     env = dict(os.environ if environ is None else environ)
     if "ROOMWARDEN_ZEGO_APPS" in env or "ROOMWARDEN_ZEGO_CALLBACK_SECRET" in env:
-        keep = ("ROOMWARDEN_API_TOKEN", "ROOMWARDEN_SECRET_KEY")
+        keep = ("ROOMWARDEN_API_TOKEN", "ROOMWARDEN_READ_TOKEN", "ROOMWARDEN_SECRET_KEY")
         dev = {k: v for k, v in load_or_create().items() if k in keep}
     else:
         dev = load_or_create()

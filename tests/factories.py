@@ -154,6 +154,12 @@ def inbox_rows(engine: Any) -> list[Any]:
         return list(db.scalars(select(InboxCallback).order_by(InboxCallback.id)))
 
 
+def changed(settings: Any, **changes: Any) -> Any:
+    """A copy of ``settings`` with ``changes`` validated as the environment's would be (tokens
+    become SecretStr, JSON strings dicts), unlike ``model_copy``, which stores them as given."""
+    return type(settings)(**{**settings.model_dump(), **changes}, _env_file=None)
+
+
 def receiver_client(settings: Any, *, raise_server_exceptions: bool = True, **changes: Any) -> Any:
     """A TestClient (use it as a context manager) on a fresh app built from a copy of ``settings``."""
     from starlette.testclient import TestClient
@@ -161,5 +167,5 @@ def receiver_client(settings: Any, *, raise_server_exceptions: bool = True, **ch
     from webhooks.app import create_app
 
     return TestClient(
-        create_app(settings.model_copy(update=changes)), raise_server_exceptions=raise_server_exceptions
+        create_app(changed(settings, **changes)), raise_server_exceptions=raise_server_exceptions
     )

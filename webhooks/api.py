@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,33 +13,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webhooks.auth import authorized, readable
 from webhooks.receiver import error
-from worker import provisioning, sessions, transcripts
+from worker import catalog, provisioning, sessions, transcript_formats, transcripts
 from worker.db import session_scope, utcnow
 from worker.models import ActionKind, ActionState, Provider
 from worker.policies import quotas, reports
 from worker.policies.config import PolicyBook
 from worker.tasks import enqueue_actions, enqueue_end, enqueue_start
 
-Endpoint = Callable[[Request], Awaitable[Response]]
-
 
 def json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-def authorized(endpoint: Endpoint) -> Endpoint:
-    async def wrapper(request: Request) -> Response:
-        token = request.app.state.settings.api_token
-        if token is None:
-            return error(503, "api_disabled", "set ROOMWARDEN_API_TOKEN to enable the API")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        expected = token.get_secret_value().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
-            return error(401, "unauthorized", "a valid bearer token is required")
-        return await endpoint(request)
-
-    return wrapper
 
 
 async def _read(request: Request, fn: Callable[[DbSession], Response]) -> Response:
@@ -51,42 +35,98 @@ async def _read(request: Request, fn: Callable[[DbSession], Response]) -> Respon
     return await run_in_threadpool(run)
 
 
-@authorized
+@readable
 async def get_session(request: Request) -> Response:
+    """One session in full: what it is, its summary, timeline, per-round latency and actions."""
     key = request.path_params["session_id"]
 
     def fn(db: DbSession) -> Response:
         session = sessions.find_session(db, key)
         if session is None:
             return error(404, "not_found", "no session with that id or agent instance id")
-        return json(sessions.describe(db, session))
+        return json(catalog.detail(db, session))
 
     return await _read(request, fn)
 
 
-@authorized
+TRANSCRIPT_TYPES = {"json": "application/json", "text": "text/plain", "vtt": "text/vtt"}
+
+
+def _transcript_format(request: Request) -> str:
+    """``?format=`` wins; else the first of text/vtt or text/plain the Accept header names; else JSON."""
+    asked = request.query_params.get("format")
+    if asked:
+        if asked not in TRANSCRIPT_TYPES:
+            raise catalog.FilterError("format", f"format must be one of {', '.join(TRANSCRIPT_TYPES)}")
+        return asked
+    for part in request.headers.get("accept", "").split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media == "application/json":
+            return "json"
+        if media == "text/vtt":
+            return "vtt"
+        if media == "text/plain":
+            return "text"
+    return "json"
+
+
+@readable
 async def get_transcript(request: Request) -> Response:
+    """GET /v1/sessions/{id}/transcript?format=json|text|vtt (or Accept: text/vtt, text/plain)."""
     key = request.path_params["session_id"]
+    try:
+        fmt = _transcript_format(request)
+    except catalog.FilterError as exc:
+        return _invalid_query(exc)
 
     def fn(db: DbSession) -> Response:
         session = sessions.find_session(db, key)
         if session is None:
             return error(404, "not_found", "no session with that id or agent instance id")
         turns = transcripts.transcript(db, session.id)
-        return json({"session_id": session.id, "turns": [t.as_dict() for t in turns]})
+        start = session.started_at or session.created_at
+        if fmt == "json":
+            return json(transcript_formats.as_json(session.id, turns, start))
+        body = (
+            transcript_formats.as_text(turns, start)
+            if fmt == "text"
+            else transcript_formats.as_webvtt(turns, start)
+        )
+        return Response(body, media_type=f"{TRANSCRIPT_TYPES[fmt]}; charset=utf-8")
 
     return await _read(request, fn)
 
 
-@authorized
+def _invalid_query(exc: catalog.FilterError) -> Response:
+    return json({"error": "invalid_query", "detail": exc.message, "field": exc.field}, status=400)
+
+
+@readable
 async def list_sessions(request: Request) -> Response:
-    instance = request.query_params.get("agent_instance_id")
-    if not instance:
-        return error(400, "missing_filter", "agent_instance_id is required")
+    """GET /v1/sessions?<filters>&sort=started_at|duration&order=desc|asc&limit=1..500&cursor="""
+    params = request.query_params
+    try:
+        wanted = catalog.SessionFilter.from_query(params)
+        limit = _integer(request, "limit", 50, low=1, high=catalog.MAX_LIMIT) or 50
+    except catalog.FilterError as exc:
+        return _invalid_query(exc)
+    except _BadQuery as exc:
+        field, message = exc.args
+        return _invalid_query(catalog.FilterError(field, message))
 
     def fn(db: DbSession) -> Response:
-        found = sessions.sessions_by_instance(db, instance)
-        return json({"sessions": [sessions.describe(db, s) for s in found]})
+        try:
+            page = catalog.list_sessions(
+                db,
+                wanted,
+                sort=params.get("sort") or "started_at",
+                order=params.get("order") or "desc",
+                limit=limit,
+                cursor=params.get("cursor") or None,
+            )
+        except catalog.FilterError as exc:
+            return _invalid_query(exc)
+        return json({"sessions": page.sessions, "next_cursor": page.next_cursor})
 
     return await _read(request, fn)
 
@@ -242,7 +282,7 @@ def _page(db: DbSession, request: Request, session_id: str | None) -> Response:
     return json(body)
 
 
-@authorized
+@readable
 async def list_actions(request: Request) -> Response:
     """GET /v1/actions?session_id=&state=&action=&reason=&since=&limit=&before="""
     return await _read(request, lambda db: _page(db, request, None))
@@ -262,18 +302,18 @@ def _about_session(
     return found
 
 
-@authorized
+@readable
 async def session_actions(request: Request) -> Response:
     return await _read(request, _about_session(request, lambda db, s: _page(db, request, s.id)))
 
 
-@authorized
+@readable
 async def session_why(request: Request) -> Response:
     """Why the session is in its state: the deciding action, or the vendor's deletion code."""
     return await _read(request, _about_session(request, lambda db, s: json(reports.why(db, s))))
 
 
-@authorized
+@readable
 async def session_policy(request: Request) -> Response:
     """The session's resolved policy and what each rule would decide now; records nothing."""
     book = request.app.state.policies

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from webhooks import api, health, receiver
+from webhooks import analysis, api, exports, health, receiver, ui
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
 from worker import templates
 from worker.db import make_engine, make_sessionmaker
@@ -84,6 +84,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/v1/sessions/{session_id}/policy", api.session_policy),
             Route("/v1/sessions/{session_id}/policy/run", api.run_policy, methods=["POST"]),
             Route("/v1/actions", api.list_actions),
+            Route("/v1/search", analysis.search),
+            Route("/v1/stats", analysis.stats),
+            Route("/v1/exports/{kind}.{format}", exports.export),
+            *ui.routes(),
         ],
         lifespan=lifespan,
     )

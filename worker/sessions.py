@@ -26,16 +26,6 @@ def find_session(db: DbSession, key: str) -> Session | None:
     ).one_or_none()
 
 
-def sessions_by_instance(db: DbSession, agent_instance_id: str) -> list[Session]:
-    return list(
-        db.scalars(
-            select(Session)
-            .join(AgentInstance, AgentInstance.session_id == Session.id)
-            .where(AgentInstance.agent_instance_id == agent_instance_id)
-        )
-    )
-
-
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value else None
 

@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     zego_server_secret: SecretStr | None = None
     zego_apps: dict[int, ZegoApp] = Field(default_factory=dict)
 
+    # Bearer tokens (webhooks/auth.py): admin can do everything, read only look. Comma-separated
+    # for several (rotation).
     api_token: SecretStr | None = None
+    read_token: SecretStr | None = None
 
     # Vendor secrets inside stored session specs (LLM ApiKey, TTS app credentials) are sealed
     # with this Fernet key. Several keys, comma-separated, rotate: the first seals, all unseal.
@@ -97,6 +100,13 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    # Analyst views
+    # What a minute of a session costs, by provider ("zego", "zego_digital_human", "coze"), for
+    # /v1/stats: ROOMWARDEN_COST_PER_MINUTE='{"zego": 0.02, "zego_digital_human": 0.1}'.
+    # Providers without a rate are reported as unpriced minutes, not as free.
+    cost_per_minute: dict[str, float] = Field(default_factory=dict)
+    cost_currency: str = "USD"
 
     @field_validator(
         "timestamp_window_seconds",

@@ -86,8 +86,8 @@ def test_run_with_demo_shows_a_conversation_then_stops_cleanly_on_ctrl_c(tmp_pat
     printed = roomwarden("transcript", instance.group(1), cwd=tmp_path, env=env)
     assert printed.returncode == 0, printed.stderr
     assert "ended, deleted" in printed.stdout
-    assert printed.stdout.count(" user : ") == len(CONVERSATION)
-    assert printed.stdout.count(" agent: ") == len(CONVERSATION)
+    assert printed.stdout.count("] user: ") == len(CONVERSATION)
+    assert printed.stdout.count("] agent: ") == len(CONVERSATION)
 
     rebuilt = roomwarden("rebuild", cwd=tmp_path, env=env)
     assert rebuilt.returncode == 0, rebuilt.stderr

@@ -142,7 +142,7 @@ def test_listing_an_unknown_instance_is_empty(conversation: TestClient) -> None:
     """Listing by an AgentInstanceId nobody has seen gives an empty list, not an error."""
     response = conversation.get("/v1/sessions", params={"agent_instance_id": "no-such"}, headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"sessions": []}
+    assert response.json() == {"sessions": [], "next_cursor": None}
 
 
 def test_sessions_of_other_instances_are_kept_apart(
@@ -172,12 +172,12 @@ def test_unknown_session_is_not_found(client: TestClient) -> None:
         assert response.json()["error"] == "not_found"
 
 
-def test_listing_without_the_filter_is_bad_request(client: TestClient) -> None:
-    """Listing every session is not offered: without agent_instance_id the answer is 400."""
+def test_listing_without_a_filter_lists_every_session(conversation: TestClient) -> None:
+    """Without filters GET /v1/sessions lists every session, newest first, a page at a time."""
     for params in ({}, {"agent_instance_id": ""}):
-        response = client.get("/v1/sessions", params=params, headers=AUTH)
-        assert response.status_code == 400
-        assert response.json()["error"] == "missing_filter"
+        response = conversation.get("/v1/sessions", params=params, headers=AUTH)
+        assert response.status_code == 200
+        assert [s["id"] for s in response.json()["sessions"]] == [SESSION_ID]
 
 
 @pytest.mark.parametrize(

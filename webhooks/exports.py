@@ -1,0 +1,74 @@
+"""GET /v1/exports/{kind}.{format}: sessions or turns as JSON Lines, CSV or Parquet (read scope).
+
+The body streams: ``worker.exports.stream`` is a sync iterator that holds its own database
+session, and Starlette pulls it a chunk at a time in its threadpool, so the event loop never
+waits on the database and memory stays flat whatever the size. When the client goes away
+mid-export, ``_ClosingStream`` closes the iterator, and with it the session and the server-side
+cursor, at once rather than whenever the garbage collector gets to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from webhooks.auth import readable
+from webhooks.receiver import error
+from worker import exports
+from worker.catalog import FilterError, SessionFilter
+
+
+class _ClosingStream(StreamingResponse):
+    """A streaming response that closes its sync iterator however the response ends."""
+
+    def __init__(self, content: Iterator[bytes], media_type: str, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self._source = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Shielded: after a disconnect this runs inside a cancelled scope. No thread is
+            # inside the iterator by now (a threadpool call is not abandoned on cancellation).
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(close)
+
+
+def _invalid(field: str, detail: str) -> Response:
+    """The 400 answer the other read endpoints give: which parameter, and what is wrong with it."""
+    body = {"error": "invalid_query", "detail": detail, "field": field}
+    return Response(orjson.dumps(body), status_code=400, media_type="application/json")
+
+
+# Parameters an export understands besides the filters; anything else is a typo worth a 400.
+_FILTERS = frozenset(SessionFilter.__dataclass_fields__)
+
+
+@readable
+async def export(request: Request) -> Response:
+    kind, fmt = request.path_params["kind"], request.path_params["format"]
+    if kind not in exports.KINDS:
+        return error(404, "not_found", f"no export of {kind!r}; kinds: {', '.join(exports.KINDS)}")
+    if fmt not in exports.FORMATS:
+        return error(404, "not_found", f"no format {fmt!r}; formats: {', '.join(exports.FORMATS)}")
+    for name in request.query_params:
+        if name not in _FILTERS:
+            return _invalid(name, f"unknown parameter {name!r}; filters: {', '.join(sorted(_FILTERS))}")
+    try:
+        f = SessionFilter.from_query(request.query_params)
+    except FilterError as exc:
+        return _invalid(exc.field, exc.message)
+    filename = f"roomwarden-{kind}.{fmt}"
+    return _ClosingStream(
+        exports.stream(request.app.state.sessions, kind, fmt, f),
+        media_type=exports.MEDIA_TYPES[fmt],
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
