@@ -33,6 +33,19 @@ function frame(width, height, label) {
   });
 }
 
+/** Grid lines and tick labels of a vertical value axis; returns the value -> y mapping. */
+function valueAxis(svg, { left, width, top, plot, max, ticks, unit, format }) {
+  const y = (v) => top + plot - (v / max) * plot;
+  for (const t of ticks) {
+    svg.append(
+      s("line", { x1: left, x2: width - 8, y1: y(t), y2: y(t), class: "grid" }),
+      s("text", { x: left - 6, y: y(t) + 4, class: "tick", "text-anchor": "end" }, format(t)),
+    );
+  }
+  if (unit) svg.append(s("text", { x: 4, y: 12, class: "tick" }, unit));
+  return y;
+}
+
 export function empty(message = "No data for these filters.") {
   return h("p", { class: "muted chart-empty" }, message);
 }
@@ -48,14 +61,7 @@ export function barChart(data, { label = "chart", format = fmtNumber, height = 2
   const plot = height - top - bottom;
   const { max, ticks } = scale(data.map((d) => d.value));
   const svg = frame(width, height, label);
-  const y = (v) => top + plot - (v / max) * plot;
-  for (const t of ticks) {
-    svg.append(
-      s("line", { x1: left, x2: width - 8, y1: y(t), y2: y(t), class: "grid" }),
-      s("text", { x: left - 6, y: y(t) + 4, class: "tick", "text-anchor": "end" }, format(t)),
-    );
-  }
-  if (unit) svg.append(s("text", { x: 4, y: 12, class: "tick" }, unit));
+  const y = valueAxis(svg, { left, width, top, plot, max, ticks, unit, format });
   const showValues = data.length <= 24;
   data.forEach((d, i) => {
     const x = left + i * slot + slot * 0.18;
@@ -126,14 +132,7 @@ export function groupedBars(groups, series, { label = "chart", format = fmtNumbe
   const plot = height - top - bottom;
   const { max, ticks } = scale(values);
   const svg = frame(width, height, label);
-  const y = (v) => top + plot - (v / max) * plot;
-  for (const t of ticks) {
-    svg.append(
-      s("line", { x1: left, x2: width - 8, y1: y(t), y2: y(t), class: "grid" }),
-      s("text", { x: left - 6, y: y(t) + 4, class: "tick", "text-anchor": "end" }, format(t)),
-    );
-  }
-  if (unit) svg.append(s("text", { x: 4, y: 12, class: "tick" }, unit));
+  const y = valueAxis(svg, { left, width, top, plot, max, ticks, unit, format });
   const bar = (slot - 30) / series.length;
   groups.forEach((g, gi) => {
     const x0 = left + gi * slot + 15;
