@@ -9,29 +9,12 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from webhooks.api import _read, json
 from webhooks.auth import readable
+from webhooks.queries import bounded, invalid_query, json, read
 from worker import catalog
 from worker import search as searching
 from worker import stats as statistics
 from worker.settings import Settings
-
-
-def _invalid(exc: catalog.FilterError) -> Response:
-    return json({"error": "invalid_query", "detail": exc.message, "field": exc.field}, status=400)
-
-
-def _bounded(request: Request, name: str, default: int, *, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise catalog.FilterError(name, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise catalog.FilterError(name, f"{name} must be between {low} and {high}")
-    return value
 
 
 @readable
@@ -41,12 +24,12 @@ async def search(request: Request) -> Response:
     try:
         if not q:
             raise catalog.FilterError("q", "q, the text to look for, is required")
-        limit = _bounded(request, "limit", 20, low=1, high=searching.MAX_LIMIT)
-        context = _bounded(request, "context", 2, low=0, high=searching.MAX_CONTEXT)
+        limit = bounded(request, "limit", 20, low=1, high=searching.MAX_LIMIT)
+        context = bounded(request, "context", 2, low=0, high=searching.MAX_CONTEXT)
         wanted = catalog.SessionFilter.from_query(request.query_params)
     except catalog.FilterError as exc:
-        return _invalid(exc)
-    return await _read(
+        return invalid_query(exc)
+    return await read(
         request,
         lambda db: json(
             {
@@ -63,9 +46,9 @@ async def stats(request: Request) -> Response:
     try:
         wanted = catalog.SessionFilter.from_query(request.query_params)
     except catalog.FilterError as exc:
-        return _invalid(exc)
+        return invalid_query(exc)
     settings: Settings = request.app.state.settings
-    return await _read(
+    return await read(
         request,
         lambda db: json(
             statistics.compute(db, wanted, rates=settings.cost_per_minute, currency=settings.cost_currency)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhooks.auth import authorized, readable
+from webhooks.queries import bounded, choice, invalid_query, json, read
 from webhooks.receiver import error
 from worker import catalog, provisioning, sessions, transcript_formats, transcripts
 from worker.db import session_scope, utcnow
@@ -21,18 +21,6 @@ from worker.models import ActionKind, ActionState, Provider
 from worker.policies import quotas, reports
 from worker.policies.config import PolicyBook
 from worker.tasks import enqueue_actions, enqueue_end, enqueue_start
-
-
-def json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-async def _read(request: Request, fn: Callable[[DbSession], Response]) -> Response:
-    def run() -> Response:
-        with session_scope(request.app.state.sessions) as db:
-            return fn(db)
-
-    return await run_in_threadpool(run)
 
 
 @readable
@@ -46,7 +34,7 @@ async def get_session(request: Request) -> Response:
             return error(404, "not_found", "no session with that id or agent instance id")
         return json(catalog.detail(db, session))
 
-    return await _read(request, fn)
+    return await read(request, fn)
 
 
 TRANSCRIPT_TYPES = {"json": "application/json", "text": "text/plain", "vtt": "text/vtt"}
@@ -77,7 +65,7 @@ async def get_transcript(request: Request) -> Response:
     try:
         fmt = _transcript_format(request)
     except catalog.FilterError as exc:
-        return _invalid_query(exc)
+        return invalid_query(exc)
 
     def fn(db: DbSession) -> Response:
         session = sessions.find_session(db, key)
@@ -94,11 +82,7 @@ async def get_transcript(request: Request) -> Response:
         )
         return Response(body, media_type=f"{TRANSCRIPT_TYPES[fmt]}; charset=utf-8")
 
-    return await _read(request, fn)
-
-
-def _invalid_query(exc: catalog.FilterError) -> Response:
-    return json({"error": "invalid_query", "detail": exc.message, "field": exc.field}, status=400)
+    return await read(request, fn)
 
 
 @readable
@@ -107,12 +91,9 @@ async def list_sessions(request: Request) -> Response:
     params = request.query_params
     try:
         wanted = catalog.SessionFilter.from_query(params)
-        limit = _integer(request, "limit", 50, low=1, high=catalog.MAX_LIMIT) or 50
+        limit = bounded(request, "limit", 50, low=1, high=catalog.MAX_LIMIT)
     except catalog.FilterError as exc:
-        return _invalid_query(exc)
-    except _BadQuery as exc:
-        field, message = exc.args
-        return _invalid_query(catalog.FilterError(field, message))
+        return invalid_query(exc)
 
     def fn(db: DbSession) -> Response:
         try:
@@ -125,10 +106,10 @@ async def list_sessions(request: Request) -> Response:
                 cursor=params.get("cursor") or None,
             )
         except catalog.FilterError as exc:
-            return _invalid_query(exc)
+            return invalid_query(exc)
         return json({"sessions": page.sessions, "next_cursor": page.next_cursor})
 
-    return await _read(request, fn)
+    return await read(request, fn)
 
 
 def _invalid(exc: provisioning.RequestError) -> Response:
@@ -221,60 +202,23 @@ async def delete_session(request: Request) -> Response:
 # --- Policy actions: what the policies decided, why a session ended, running one by hand. ---
 
 
-class _BadQuery(ValueError):
-    pass
-
-
-def _choice(request: Request, name: str, allowed: type[ActionKind] | type[ActionState]) -> str | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return None
-    if value not in {member.value for member in allowed}:
-        raise _BadQuery(name, f"{name} must be one of {', '.join(m.value for m in allowed)}")
-    return value
-
-
-def _integer(request: Request, name: str, default: int | None, *, low: int, high: int) -> int | None:
-    value = request.query_params.get(name)
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise _BadQuery(name, f"{name} must be an integer") from None
-    if not low <= number <= high:
-        raise _BadQuery(name, f"{name} must be between {low} and {high}")
-    return number
-
-
-def _since(request: Request) -> dt.datetime | None:
-    value = request.query_params.get("since")
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _BadQuery("since", "since must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def _page(db: DbSession, request: Request, session_id: str | None) -> Response:
     """One page of actions, newest first; ``next_before`` is the cursor for the next page."""
     try:
-        limit = _integer(request, "limit", 50, low=1, high=500) or 50
+        limit = bounded(request, "limit", 50, low=1, high=500)
+        since = request.query_params.get("since")
         found = reports.list_actions(
             db,
             session_id=session_id or request.query_params.get("session_id") or None,
-            state=_choice(request, "state", ActionState),
-            kind=_choice(request, "action", ActionKind),
+            state=choice(request, "state", (m.value for m in ActionState)),
+            kind=choice(request, "action", (m.value for m in ActionKind)),
             reason=request.query_params.get("reason") or None,
-            since=_since(request),
+            since=catalog.parse_time("since", since) if since else None,
             limit=limit,
-            before_id=_integer(request, "before", None, low=1, high=2**63 - 1),
+            before_id=bounded(request, "before", None, low=1, high=2**63 - 1),
         )
-    except _BadQuery as exc:
-        field, message = exc.args
-        return json({"error": "invalid_query", "detail": message, "field": field}, status=400)
+    except catalog.FilterError as exc:
+        return invalid_query(exc)
     body: dict[str, Any] = {"actions": [reports.action_dict(a) for a in found]}
     if session_id is not None:
         body["session_id"] = session_id
@@ -285,7 +229,7 @@ def _page(db: DbSession, request: Request, session_id: str | None) -> Response:
 @readable
 async def list_actions(request: Request) -> Response:
     """GET /v1/actions?session_id=&state=&action=&reason=&since=&limit=&before="""
-    return await _read(request, lambda db: _page(db, request, None))
+    return await read(request, lambda db: _page(db, request, None))
 
 
 def _about_session(
@@ -304,20 +248,20 @@ def _about_session(
 
 @readable
 async def session_actions(request: Request) -> Response:
-    return await _read(request, _about_session(request, lambda db, s: _page(db, request, s.id)))
+    return await read(request, _about_session(request, lambda db, s: _page(db, request, s.id)))
 
 
 @readable
 async def session_why(request: Request) -> Response:
     """Why the session is in its state: the deciding action, or the vendor's deletion code."""
-    return await _read(request, _about_session(request, lambda db, s: json(reports.why(db, s))))
+    return await read(request, _about_session(request, lambda db, s: json(reports.why(db, s))))
 
 
 @readable
 async def session_policy(request: Request) -> Response:
     """The session's resolved policy and what each rule would decide now; records nothing."""
     book = request.app.state.policies
-    return await _read(
+    return await read(
         request, _about_session(request, lambda db, s: json(reports.explain(db, s, book, utcnow())))
     )
 

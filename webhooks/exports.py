@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import anyio
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from webhooks.auth import readable
+from webhooks.queries import invalid_query
 from webhooks.receiver import error
 from worker import exports
 from worker.catalog import FilterError, SessionFilter
@@ -42,12 +42,6 @@ class _ClosingStream(StreamingResponse):
                     await anyio.to_thread.run_sync(close)
 
 
-def _invalid(field: str, detail: str) -> Response:
-    """The 400 answer the other read endpoints give: which parameter, and what is wrong with it."""
-    body = {"error": "invalid_query", "detail": detail, "field": field}
-    return Response(orjson.dumps(body), status_code=400, media_type="application/json")
-
-
 # Parameters an export understands besides the filters; anything else is a typo worth a 400.
 _FILTERS = frozenset(SessionFilter.__dataclass_fields__)
 
@@ -61,11 +55,13 @@ async def export(request: Request) -> Response:
         return error(404, "not_found", f"no format {fmt!r}; formats: {', '.join(exports.FORMATS)}")
     for name in request.query_params:
         if name not in _FILTERS:
-            return _invalid(name, f"unknown parameter {name!r}; filters: {', '.join(sorted(_FILTERS))}")
+            return invalid_query(
+                FilterError(name, f"unknown parameter {name!r}; filters: {', '.join(sorted(_FILTERS))}")
+            )
     try:
         f = SessionFilter.from_query(request.query_params)
     except FilterError as exc:
-        return _invalid(exc.field, exc.message)
+        return invalid_query(exc)
     filename = f"roomwarden-{kind}.{fmt}"
     return _ClosingStream(
         exports.stream(request.app.state.sessions, kind, fmt, f),

@@ -1,0 +1,66 @@
+"""What every read endpoint shares: JSON answers, reads in a worker thread, query parameters.
+
+One parsing path (``worker.catalog``'s ``FilterError``) and one 400 answer,
+``{"error": "invalid_query", "detail": ..., "field": ...}``, whichever endpoint a client calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, overload
+
+import orjson
+from sqlalchemy.orm import Session as DbSession
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from worker.catalog import FilterError
+from worker.db import session_scope
+
+
+def json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def read(request: Request, fn: Callable[[DbSession], Response]) -> Response:
+    """Run ``fn`` with a database session in a worker thread: the event loop never waits on SQL."""
+
+    def run() -> Response:
+        with session_scope(request.app.state.sessions) as db:
+            return fn(db)
+
+    return await run_in_threadpool(run)
+
+
+def invalid_query(exc: FilterError) -> Response:
+    return json({"error": "invalid_query", "detail": exc.message, "field": exc.field}, status=400)
+
+
+@overload
+def bounded(request: Request, name: str, default: int, *, low: int, high: int) -> int: ...
+@overload
+def bounded(request: Request, name: str, default: None, *, low: int, high: int) -> int | None: ...
+def bounded(request: Request, name: str, default: int | None, *, low: int, high: int) -> int | None:
+    """An integer parameter within [low, high], ``default`` when absent; FilterError otherwise."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FilterError(name, f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise FilterError(name, f"{name} must be between {low} and {high}")
+    return value
+
+
+def choice(request: Request, name: str, allowed: Iterable[str]) -> str | None:
+    """One of ``allowed``, or None when absent; FilterError naming the choices otherwise."""
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    options = list(allowed)
+    if value not in options:
+        raise FilterError(name, f"{name} must be one of {', '.join(options)}")
+    return value
