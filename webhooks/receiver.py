@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from webhooks.ingest import StorageUnavailable
+from worker import callback_fields
 from worker.callbacks import Callback, MalformedCallback, parse_body, payload_hash
 from worker.inbox import NewCallback
 from worker.signatures import InvalidSignature, verify_callback
@@ -75,6 +76,7 @@ async def zego_callback(request: Request) -> Response:
         log.warning("callback_rejected", reason=exc.reason, app_id=payload.get("AppId"))
         return error(401, exc.reason, exc.detail)
     try:
+        callback_fields.check(payload)
         callback = Callback.from_payload(payload)
     except MalformedCallback as exc:
         return error(400, "malformed", str(exc))

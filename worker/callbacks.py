@@ -33,6 +33,8 @@ KNOWN_EVENTS = frozenset(
 )
 _INTEGER_FIELDS = ("AppId", "Timestamp", "Sequence")
 _UNSIGNED_FIELDS = frozenset({"Nonce", "Timestamp", "Signature"})
+# ZEGO's deepest callback (MetaInfo inside Data) is four levels deep.
+MAX_DEPTH = 32
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 # Postgres text cannot hold U+0000; no routing field has a reason to carry any control character.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -44,6 +46,12 @@ class MalformedCallback(ValueError):
 
 def parse_body(body: bytes) -> tuple[dict[str, Any], str]:
     """The payload and the form it came in: ``"json"`` or ``"form"``."""
+    payload, form = _parse(body)
+    _check_depth(payload)
+    return payload, form
+
+
+def _parse(body: bytes) -> tuple[dict[str, Any], str]:
     stripped = body.strip()
     if not stripped:
         raise MalformedCallback("empty body")
@@ -59,6 +67,20 @@ def parse_body(body: bytes) -> tuple[dict[str, Any], str]:
         except orjson.JSONDecodeError as exc:
             raise MalformedCallback(f"URL-decoded body is not valid JSON: {exc}") from None
     return _parse_form(text), "form"
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse a payload nested deeper than ``MAX_DEPTH``: orjson reads 1,024 levels but writes only
+    254, so a deeper one would crash the hashing that follows. Iterative, so it has no limit itself."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_DEPTH:
+            raise MalformedCallback(f"body is nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _as_object(value: Any) -> dict[str, Any]:

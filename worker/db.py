@@ -78,6 +78,9 @@ def from_ms(ms: int) -> dt.datetime:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # Errors must not carry the statement's values into logs and inbox.last_error: they are
+    # callback contents (transcript text, user ids), and a batch error quotes other callbacks'.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

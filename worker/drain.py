@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 import structlog
 from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from worker import audio, inbox, lifecycle, transcripts
+from worker import audio, callback_fields, inbox, lifecycle, transcripts
 from worker.callbacks import Callback, int_field
 from worker.db import Base, id_in, session_scope, utcnow
 from worker.inbox import StreamKey
@@ -116,7 +117,7 @@ def drain_streams(
     reactions: list[PolicyAction] = []
     try:
         with db.begin_nested(), db.no_autoflush:
-            parsed = [(row, Callback.from_payload(orjson.loads(row.payload))) for row in rows]
+            parsed = [(row, _callback(row)) for row in rows]
             rounds: dict[StreamKey, set[int]] = {}
             for row, cb in parsed:
                 round_ = int_field(cb.data.get("Round"))
@@ -127,8 +128,12 @@ def drain_streams(
                 _apply(db, held[_key(row)], row, cb, settings, book, now, reactions)
             _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)])
         done = [row.id for row in rows]
-    except Exception:
-        log.warning("drain_batch_failed_isolating", rows=len(rows), exc_info=True)
+    except Exception as error:
+        log.warning(
+            "drain_batch_failed_isolating",
+            error=describe_failure(error),
+            inbox_ids=[row.id for row in rows],
+        )
         held = _relock(db, list(held))
         done, reactions = [], []
         for row in rows:
@@ -136,7 +141,7 @@ def drain_streams(
             try:
                 with db.begin_nested():
                     stream = held[_key(row)]
-                    cb = Callback.from_payload(orjson.loads(row.payload))
+                    cb = _callback(row)
                     _apply(db, stream, row, cb, settings, book, now, decided)
                     _settle(db, [stream])
                 done.append(row.id)
@@ -285,6 +290,30 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
     db.flush()
 
 
+def _callback(row: InboxCallback) -> Callback:
+    """The stored callback as the drain applies it: NUL in any string kept as U+FFFD (callback_fields)."""
+    payload = orjson.loads(row.payload)
+    if "\\u0000" in row.payload:
+        payload = callback_fields.scrub(payload)
+    return Callback.from_payload(payload)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What an operator may read about a failure (logs, ``inbox.last_error``): never the values.
+
+    A database error's text quotes the statement's values (transcript text, user and room ids,
+    those of other callbacks in the batch too), so it is named by its class and SQLSTATE only.
+    Our own errors' messages name fields, not their contents, and are kept.
+    """
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+        return f"{type(exc).__name__} ({type(orig).__name__}{f', {state}' if state else ''})"
+    if isinstance(exc, SQLAlchemyError):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 def _record_failure(
     db: DbSession,
     row: InboxCallback,
@@ -295,7 +324,7 @@ def _record_failure(
     result: DrainResult,
 ) -> None:
     attempts = row.attempts + 1
-    error = f"{type(exc).__name__}: {exc}"[:2000]
+    error = describe_failure(exc)
     if attempts >= settings.apply_max_attempts:
         values = {
             "state": InboxState.FAILED,

@@ -725,3 +725,79 @@ def test_the_same_callback_in_another_encoding_is_a_duplicate_not_a_replay(
     again = post(client, payload, form)
     assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
     assert len(inbox_rows(clean_engine)) == 1
+
+
+# What ZEGO documents as impossible is refused at the door, the same on both databases: a
+# callback answered "stored" must be applicable, and Postgres would refuse these in the drain.
+IMPOSSIBLE: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
+    "room id over 128": ("ASRResult", {}, {"RoomId": "r" * 129}, "RoomId"),
+    "agent user id over 64": ("ASRResult", {}, {"AgentUserId": "a" * 65}, "AgentUserId"),
+    "agent name over 256": ("ASRResult", {}, {"Name": "n" * 257}, "Name"),
+    "user id over 64": ("ASRResult", {"UserId": "u" * 65}, {}, "Data.UserId"),
+    "status over 16": ("AgentInstanceStatus", {"Status": "S" * 17}, {}, "Data.Status"),
+    "round of 2^63": ("LLMResult", {"Round": 2**63}, {}, "Data.Round"),
+    "negative round": ("LLMResult", {"Round": -1}, {}, "Data.Round"),
+    "round as text": ("LLMResult", {"Round": "7"}, {}, "Data.Round"),
+    "code of 2^31": ("Exception", {"Code": 2**31}, {}, "Data.Code"),
+    "deleted at 1e20": ("AgentInstanceDeleted", {"DeletedTimestamp": 1e20}, {}, "Data.DeletedTimestamp"),
+    "created at -1e15": ("AgentInstanceCreated", {"CreatedTimestamp": -1e15}, {}, "Data.CreatedTimestamp"),
+    "created after year 9999": (
+        "AgentInstanceCreated",
+        {"CreatedTimestamp": 253_402_300_800_000},
+        {},
+        "Data.CreatedTimestamp",
+    ),
+    "text as a number": ("ASRResult", {"Text": 42}, {}, "Data.Text"),
+    "sequence 1.5": ("LLMResult", {}, {"Sequence": 1.5}, "Sequence"),
+    "sequence true": ("LLMResult", {}, {"Sequence": True}, "Sequence"),
+    "sequence as JSON text": ("LLMResult", {}, {"Sequence": "12"}, "Sequence"),
+    "app id as JSON text": ("LLMResult", {}, {"AppId": str(APP_ID)}, "AppId"),
+    "app id as a float": ("LLMResult", {}, {"AppId": float(APP_ID)}, "AppId"),
+}
+
+
+@pytest.mark.parametrize("case", list(IMPOSSIBLE), ids=list(IMPOSSIBLE))
+def test_a_documented_impossibility_is_refused_naming_the_field(
+    client: TestClient, clean_engine: Engine, signer: Signer, case: str
+) -> None:
+    """A signed callback carrying a value ZEGO never sends is 400 naming the field, and not stored."""
+    event, data, top, field = IMPOSSIBLE[case]
+    payload = signer.callback(event, {**EVENT_DATA[event], **data}, **top)
+    response = post(client, payload)
+    assert_error(response, 400, "malformed")
+    assert response.json()["detail"].startswith(field + " ")
+    assert inbox_rows(clean_engine) == []
+
+
+def test_the_largest_documented_values_are_stored(
+    client: TestClient, clean_engine: Engine, signer: Signer
+) -> None:
+    """Right at the bounds is still a callback: 128-character RoomId, 2^63-1 Round, int32 codes."""
+    payloads = [
+        signer.callback("LLMResult", {"Round": 2**63 - 1, "Text": "x"}, RoomId="r" * 128),
+        signer.callback("Exception", {"Code": 2**31 - 1, "Message": "m", "Round": 0}),
+        signer.callback("AgentInstanceDeleted", {"Code": 1000, "DeletedTimestamp": 253_402_300_799_999}),
+    ]
+    assert [post(client, p).json() for p in payloads] == [STORED] * 3
+
+
+def test_numeric_strings_are_numbers_in_a_form_body(
+    client: TestClient, clean_engine: Engine, signer: Signer
+) -> None:
+    """URL-encoded fields are text by nature: AppId, Timestamp and Sequence written as digits are taken."""
+    assert post(client, signer.callback("ASRResult"), "form").json() == STORED
+    assert inbox_rows(clean_engine)[0].sequence is not None
+
+
+@pytest.mark.parametrize("depth", [33, 255, 1024])
+def test_deep_nesting_is_bad_request(
+    client: TestClient, clean_engine: Engine, signer: Signer, depth: int
+) -> None:
+    """A signed callback nested deeper than any ZEGO callback is 400, however deep (orjson reads 1,024
+    levels but writes 254: hashing it used to crash with a 500)."""
+    payload = signer.callback("AgentInstanceMetaInfo", {"Round": 1, "MetaInfo": "__deep__"})
+    body = orjson.dumps(payload).replace(b'"__deep__"', b"[" * (depth - 2) + b"]" * (depth - 2))
+    response = post_raw(client, body)
+    assert_error(response, 400, "malformed")
+    assert "nested" in response.json()["detail"]
+    assert inbox_rows(clean_engine) == []

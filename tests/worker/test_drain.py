@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Engine, select, update
+import structlog
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session as DbSession
 
 from tests.factories import INSTANCE, Signer, apply_pending, ingest
@@ -160,3 +161,68 @@ def test_a_session_held_by_another_worker_is_skipped_not_waited_for(
             (signer.app_id, "42")
         ]
         assert drain_streams(db, streams=[(signer.app_id, "42")], settings=settings).applied == 1
+
+
+def test_nul_and_escapes_are_applied_with_the_text_around_them(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """NUL, which Postgres text and JSONB cannot hold, arrives as U+FFFD on both databases; the rest of
+    the text, terminal escapes included, is kept as it came (escaped only where it meets a terminal)."""
+    ingest(
+        db,
+        [
+            signer.callback(
+                "ASRResult",
+                {"UserId": "user\x00_1", "Round": 3, "Text": "hi\x00there \x1b[2J"},
+                RoomId="room\x00_1",
+            ),
+            signer.callback("LLMResult", {"Round": 3, "Text": "ans\x00wer"}),
+            signer.callback("AgentInstanceMetaInfo", {"Round": 3, "MetaInfo": {"mood\x00": "calm\x00"}}),
+            signer.callback("Exception", {"Code": 2201, "Message": "bad\x00llm", "Round": 3}),
+        ],
+    )
+    assert apply_pending(db, settings) == 4
+    assert {row.state for row in db.scalars(select(InboxCallback))} == {"done"}
+    user, agent = sorted(db.scalars(select(Turn)), key=lambda t: t.speaker, reverse=True)
+    assert (user.text, user.user_id) == ("hi\ufffdthere \x1b[2J", "user\ufffd_1")
+    assert agent.text == "ans\ufffdwer"
+    assert agent.meta_info == {"mood\ufffd": "calm\ufffd"}
+    session = db.get(Session, session_id_for(signer.app_id, INSTANCE))
+    assert session is not None and session.room_id == "room\ufffd_1"
+
+
+def test_a_failed_batch_is_reported_by_error_class_and_ids_never_by_its_values(
+    db: DbSession,
+    engine: Engine,
+    signer: Signer,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When the database refuses a batch, the logs and last_error name the error and the callbacks, and
+    quote none of the contents: not the failing callback's, not the other callbacks' in the batch."""
+    room = "SECRET-ROOM-" + "r" * 200  # stored past the receiver's checks, as an older release did
+    if engine.dialect.name == "sqlite":  # SQLite takes any length: make it refuse, as Postgres does
+        for when in ("INSERT", "UPDATE"):
+            db.execute(
+                text(
+                    f"CREATE TEMP TRIGGER refuse_long_rooms_{when} BEFORE {when} ON agent_instances "
+                    "WHEN length(NEW.room_id) > 128 BEGIN SELECT RAISE(ABORT, 'room id too long'); END"
+                )
+            )
+    good = signer.callback("ASRResult", {"UserId": "user_1", "Round": 1, "Text": "SECRET-TEXT-4242"})
+    bad = signer.callback("LLMResult", {"Round": 1, "Text": "SECRET-ANSWER"}, instance="2", RoomId=room)
+    ingest(db, [good, bad])
+    with structlog.testing.capture_logs() as logs:
+        drain_streams(db, streams=[(signer.app_id, INSTANCE), (signer.app_id, "2")], settings=settings)
+    rows = {row.agent_instance_id: row for row in db.scalars(select(InboxCallback))}
+    assert rows[INSTANCE].state == "done"
+    failed = rows["2"]
+    assert failed.state == "pending" and failed.last_error is not None
+    assert failed.last_error.startswith(("DataError", "IntegrityError"))
+    # Loggers cached by an earlier test may write around capture_logs: read stderr too.
+    reported = repr(logs) + capsys.readouterr().err + failed.last_error
+    for secret in ("SECRET-ROOM", "SECRET-TEXT", "SECRET-ANSWER", "user_1"):
+        assert secret not in reported
+    assert "callback_apply_failed" in reported
+    assert "drain_batch_failed_isolating" in reported
+    assert f"[{rows[INSTANCE].id}, {failed.id}]" in reported  # the batch's inbox ids
