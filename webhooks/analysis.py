@@ -24,6 +24,7 @@ async def search(request: Request) -> Response:
     try:
         if not q:
             raise catalog.FilterError("q", "q, the text to look for, is required")
+        searching.terms_of(q)
         limit = bounded(request, "limit", 20, low=1, high=searching.MAX_LIMIT)
         context = bounded(request, "context", 2, low=0, high=searching.MAX_CONTEXT)
         wanted = catalog.SessionFilter.from_query(request.query_params)

@@ -207,12 +207,15 @@ def _page(db: DbSession, request: Request, session_id: str | None) -> Response:
     try:
         limit = bounded(request, "limit", 50, low=1, high=500)
         since = request.query_params.get("since")
+        asked_session = request.query_params.get("session_id")
+        reason = request.query_params.get("reason")
         found = reports.list_actions(
             db,
-            session_id=session_id or request.query_params.get("session_id") or None,
+            session_id=session_id
+            or (catalog.text_value("session_id", asked_session) if asked_session else None),
             state=choice(request, "state", (m.value for m in ActionState)),
             kind=choice(request, "action", (m.value for m in ActionKind)),
-            reason=request.query_params.get("reason") or None,
+            reason=catalog.text_value("reason", reason) if reason else None,
             since=catalog.parse_time("since", since) if since else None,
             limit=limit,
             before_id=bounded(request, "before", None, low=1, high=2**63 - 1),

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import anyio
+import orjson
+import structlog
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -21,6 +23,9 @@ from webhooks.queries import invalid_query
 from webhooks.receiver import error
 from worker import exports
 from worker.catalog import FilterError, SessionFilter
+from worker.db import describe_failure
+
+log = structlog.get_logger(__name__)
 
 
 class _ClosingStream(StreamingResponse):
@@ -40,6 +45,32 @@ class _ClosingStream(StreamingResponse):
             if close is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(close)
+
+
+class ExportFailed(Exception):
+    """Raised past the first byte: the server then drops the connection without the last chunk."""
+
+
+def _failing_loudly(source: Iterator[bytes], fmt: str) -> Iterator[bytes]:
+    """``source``, but a failure mid-way can never pass for the end of the file.
+
+    The status line went out with the first chunk, so the only signals left are in the body and
+    the framing: JSON Lines gets a last line ``{"error": "export_failed", ...}``, and every format
+    ends with an aborted chunked encoding (uvicorn closes the connection when the app raises after
+    the response started), which HTTP clients report as an error rather than a short file.
+    """
+    try:
+        yield from source
+    except Exception as exc:
+        detail = describe_failure(exc)
+        log.error("export_failed", export_format=fmt, error=detail)
+        if fmt == "jsonl":
+            yield orjson.dumps({"error": "export_failed", "detail": detail}) + b"\n"
+        raise ExportFailed(detail) from None
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 # Parameters an export understands besides the filters; anything else is a typo worth a 400.
@@ -64,7 +95,7 @@ async def export(request: Request) -> Response:
         return invalid_query(exc)
     filename = f"roomwarden-{kind}.{fmt}"
     return _ClosingStream(
-        exports.stream(request.app.state.sessions, kind, fmt, f),
+        _failing_loudly(exports.stream(request.app.state.sessions, kind, fmt, f), fmt),
         media_type=exports.MEDIA_TYPES[fmt],
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )

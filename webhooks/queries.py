@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, overload
 
+import anyio
 import orjson
 from sqlalchemy.orm import Session as DbSession
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from worker import reads
 from worker.catalog import FilterError
-from worker.db import session_scope
 
 
 def json(data: Any, status: int = 200) -> Response:
@@ -24,13 +25,31 @@ def json(data: Any, status: int = 200) -> Response:
 
 
 async def read(request: Request, fn: Callable[[DbSession], Response]) -> Response:
-    """Run ``fn`` with a database session in a worker thread: the event loop never waits on SQL."""
+    """Run ``fn`` in a worker thread (the event loop never waits on SQL) with a read-only session on
+    the settings' time budget (worker/reads.py), and stop it as soon as the client disconnects."""
+    handle = reads.ReadHandle()
+    budget = request.app.state.settings.read_timeout_seconds
 
     def run() -> Response:
-        with session_scope(request.app.state.sessions) as db:
+        with reads.budgeted(request.app.state.sessions, budget, handle) as db:
             return fn(db)
 
-    return await run_in_threadpool(run)
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        handle.cancel()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(watch)
+        try:
+            response = await run_in_threadpool(run)
+        except reads.ReadTimeout as exc:
+            response = json({"error": "read_timeout", "detail": str(exc)}, status=503)
+        except reads.ReadCancelled:
+            response = Response(status_code=499)  # nobody listens; nginx's "client closed request"
+        finally:
+            tasks.cancel_scope.cancel()
+    return response
 
 
 def invalid_query(exc: FilterError) -> Response:

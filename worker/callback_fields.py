@@ -18,6 +18,8 @@ Two rules close that:
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from worker.callbacks import MalformedCallback
@@ -60,6 +62,13 @@ def check(payload: dict[str, Any]) -> None:
         _string(data, name, f"Data.{name}", width)
     for name in DATA_TEXTS:
         _string(data, name, f"Data.{name}", None)
+    audio = data.get("Audio")
+    if audio is not None:
+        _string(data, "Audio", "Data.Audio", None)
+        try:
+            base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise MalformedCallback("Data.Audio must be base64") from None
 
 
 def _integer(where: dict[str, Any], key: str, field: str, bounds: tuple[int, int]) -> None:

@@ -71,7 +71,7 @@ class SessionFilter:
             elif f.name == "provider" and raw not in {p.value for p in Provider}:
                 raise FilterError(f.name, f"provider must be one of {', '.join(p.value for p in Provider)}")
             else:
-                values[f.name] = raw
+                values[f.name] = text_value(f.name, raw)
         return cls(**values)  # type: ignore[arg-type]
 
     def conditions(self) -> list[ColumnElement[bool]]:
@@ -115,19 +115,39 @@ def filtered(f: SessionFilter) -> Select[str]:
 
 
 def parse_time(name: str, raw: str) -> dt.datetime:
-    """ISO 8601, a date alone meaning its midnight UTC; a time without a zone is UTC."""
+    """ISO 8601, a date alone meaning its midnight UTC; a time without a zone is UTC.
+
+    Converted to UTC here, not when the query binds it: an offset that carries the time past
+    year 1 or 9999 is the client's 400, not the server's 500."""
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise FilterError(name, f"{name} must be an ISO 8601 time, e.g. 2026-01-31T12:00:00Z") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise FilterError(
+            name, f"{name} must be an ISO 8601 time between years 1 and 9999, e.g. 2026-01-31T12:00:00Z"
+        ) from None
+
+
+# What a BIGINT column holds: a larger number would fail in the database, mid-query.
+_BIGINT_MAX = 2**63 - 1
 
 
 def _integer(name: str, raw: str) -> int:
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise FilterError(name, f"{name} must be an integer") from None
+    if not 0 <= value <= _BIGINT_MAX:
+        raise FilterError(name, f"{name} must be between 0 and {_BIGINT_MAX}")
+    return value
+
+
+def text_value(name: str, raw: str) -> str:
+    """A text parameter as given, unless it holds NUL: Postgres text cannot, so on Postgres the
+    query would fail, and SQLite would match nothing. Refused on both, as one rule."""
+    if "\x00" in raw:
+        raise FilterError(name, f"{name} must not contain NUL characters")
+    return raw
 
 
 def _boolean(name: str, raw: str) -> bool:
@@ -338,7 +358,7 @@ def _decode_cursor(cursor: str, sort: str, order: str) -> tuple[Any, str]:
         c_sort, c_order, value, last_id = json.loads(raw)
     except (ValueError, TypeError):
         raise bad from None
-    if (c_sort, c_order) != (sort, order) or not isinstance(last_id, str):
+    if (c_sort, c_order) != (sort, order) or not isinstance(last_id, str) or "\x00" in last_id:
         raise bad
     if value is None:
         return None, last_id
@@ -347,12 +367,12 @@ def _decode_cursor(cursor: str, sort: str, order: str) -> tuple[Any, str]:
             raise bad
         try:
             moment = dt.datetime.fromisoformat(value)
-        except ValueError:
+            if moment.tzinfo is None:
+                raise bad
+            return moment.astimezone(dt.UTC), last_id
+        except (ValueError, OverflowError):
             raise bad from None
-        if moment.tzinfo is None:
-            raise bad
-        return moment, last_id
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > _BIGINT_MAX:
         raise bad
     return value, last_id
 

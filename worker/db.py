@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
@@ -161,3 +162,19 @@ def sessions_for(url: str) -> sessionmaker[Session]:
     if factory is None:
         factory = _FACTORIES[key] = make_sessionmaker(make_engine(url))
     return factory
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What an operator may read about a failure (logs, ``inbox.last_error``): never the values.
+
+    A database error's text quotes the statement's values (transcript text, user and room ids,
+    those of other callbacks in the batch too), so it is named by its class and SQLSTATE only.
+    Our own errors' messages name fields, not their contents, and are kept.
+    """
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+        return f"{type(exc).__name__} ({type(orig).__name__}{f', {state}' if state else ''})"
+    if isinstance(exc, SQLAlchemyError):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"[:500]

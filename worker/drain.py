@@ -19,13 +19,12 @@ from typing import Any
 import orjson
 import structlog
 from sqlalchemy import insert, or_, select, tuple_, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from worker import audio, callback_fields, inbox, lifecycle, transcripts
 from worker.callbacks import Callback, int_field
-from worker.db import Base, id_in, session_scope, utcnow
+from worker.db import Base, describe_failure, id_in, session_scope, utcnow
 from worker.inbox import StreamKey
 from worker.lifecycle import Stream
 from worker.models import InboxCallback, InboxState, PolicyAction
@@ -296,22 +295,6 @@ def _callback(row: InboxCallback) -> Callback:
     if "\\u0000" in row.payload:
         payload = callback_fields.scrub(payload)
     return Callback.from_payload(payload)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """What an operator may read about a failure (logs, ``inbox.last_error``): never the values.
-
-    A database error's text quotes the statement's values (transcript text, user and room ids,
-    those of other callbacks in the batch too), so it is named by its class and SQLSTATE only.
-    Our own errors' messages name fields, not their contents, and are kept.
-    """
-    if isinstance(exc, DBAPIError):
-        orig = exc.orig
-        state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
-        return f"{type(exc).__name__} ({type(orig).__name__}{f', {state}' if state else ''})"
-    if isinstance(exc, SQLAlchemyError):
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _record_failure(

@@ -229,6 +229,23 @@ def _text_chunks(lines: Iterable[bytes]) -> Iterator[bytes]:
         yield b"".join(buffer)
 
 
+# A cell a spreadsheet would take for a formula (OWASP, "CSV Injection"); tab and carriage return
+# too, which some spreadsheets strip before looking at the first character.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value: Any) -> Any:
+    """A text cell a spreadsheet will show as text: prefixed with ``'`` when it could start a formula.
+
+    Callback text is anyone's words (the user speaks them, the LLM repeats them), so a transcript
+    opened in a spreadsheet must not run ``=HYPERLINK(...)`` or ``+cmd|...``. Only CSV does this:
+    JSON Lines and Parquet are read by programs, which get the text exactly.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_chunks(kind: str, rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     """RFC 4180 (CRLF line ends, quoting as needed), UTF-8, a header row even when empty.
 
@@ -239,6 +256,7 @@ def _csv_chunks(kind: str, rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     names = schema.names
     flags = [n for n in names if pa.types.is_boolean(schema.field(n).type)]
     times = [n for n in names if pa.types.is_timestamp(schema.field(n).type)]
+    texts = [n for n in names if pa.types.is_string(schema.field(n).type)]
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(names)
@@ -251,6 +269,8 @@ def _csv_chunks(kind: str, rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
             value = row[name]
             if value is not None:
                 row[name] = value.isoformat()
+        for name in texts:
+            row[name] = neutralised(row[name])
         writer.writerow([row[name] for name in names])
         if text.tell() >= CHUNK_BYTES:
             yield text.getvalue().encode()

@@ -31,6 +31,14 @@ from worker.models import AgentInstance, Turn
 
 MAX_LIMIT = 100
 MAX_CONTEXT = 10
+# Bounds on the query itself, so that no query costs more than a person could mean by it: a
+# 1,000-character term once held SQLite's write lock for minutes over one long turn.
+MAX_QUERY_CHARS = 256
+MAX_TERMS = 8
+MAX_TERM_CHARS = 64
+# The substring search without an index (SQLite, terms under three characters) reads at most
+# this much of each turn; Postgres's trigram index and the read's statement budget bound its own.
+MAX_SCANNED_CHARS = 20_000
 
 # Han, kana, Hangul, CJK punctuation and full-width forms: scripts written without spaces.
 _CJK = re.compile("[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
@@ -52,16 +60,31 @@ def search(
     db: DbSession, q: str, f: catalog.SessionFilter, *, limit: int = 20, context: int = 2
 ) -> list[Hit]:
     """The best ``limit`` turns matching ``q`` in the sessions ``f`` finds, each with ``context``
-    turns either side (same session, conversation order). FilterError on an empty query."""
-    q = q.replace("\x00", " ")  # Postgres text cannot hold NUL; nobody searches for one
-    terms = q.split()
-    if not terms:
-        raise catalog.FilterError("q", "q must not be empty")
+    turns either side (same session, conversation order). FilterError on a query out of bounds."""
+    terms = terms_of(q)
+    q = " ".join(terms)
     limit = max(1, min(limit, MAX_LIMIT))
     context = max(0, min(context, MAX_CONTEXT))
     scope = Turn.session_id.in_(catalog.filtered(f))
     ids = _matching(db, q.strip(), terms, scope, limit)
     return _hits(db, ids, context) if ids else []
+
+
+def terms_of(q: str) -> list[str]:
+    """The whitespace-separated terms of ``q``; FilterError (naming ``q``) when there are none, too
+    many or too long ones. NUL separates terms like a space: Postgres text cannot hold one, and
+    nobody searches for one (so a query of NULs alone is empty)."""
+    q = q.replace("\x00", " ")
+    if len(q) > MAX_QUERY_CHARS:
+        raise catalog.FilterError("q", f"q must be at most {MAX_QUERY_CHARS} characters")
+    terms = q.split()
+    if not terms:
+        raise catalog.FilterError("q", "q must not be empty")
+    if len(terms) > MAX_TERMS:
+        raise catalog.FilterError("q", f"q must have at most {MAX_TERMS} terms")
+    if any(len(term) > MAX_TERM_CHARS for term in terms):
+        raise catalog.FilterError("q", f"each term of q must be at most {MAX_TERM_CHARS} characters")
+    return terms
 
 
 def _matching(db: DbSession, q: str, terms: list[str], scope: ColumnElement[bool], limit: int) -> list[int]:
@@ -94,12 +117,13 @@ def _matching(db: DbSession, q: str, terms: list[str], scope: ColumnElement[bool
         )
     if found:
         return found
-    return list(db.scalars(_substring(terms, scope).limit(limit)))
+    return list(db.scalars(_substring(terms, scope, dialect).limit(limit)))
 
 
-def _substring(terms: Sequence[str], scope: ColumnElement[bool]) -> Select[int]:
+def _substring(terms: Sequence[str], scope: ColumnElement[bool], dialect: str) -> Select[int]:
     """Every term somewhere in the text, case-insensitively; newest turns first."""
-    like = [Turn.text.ilike(f"%{escape_like(t)}%", escape="\\") for t in terms]
+    text = Turn.text if dialect == "postgresql" else func.substr(Turn.text, 1, MAX_SCANNED_CHARS)
+    like = [text.ilike(f"%{escape_like(t)}%", escape="\\") for t in terms]
     return select(Turn.id).where(and_(*like), scope).order_by(Turn.id.desc())
 
 

@@ -15,6 +15,8 @@ from worker.sealing import redact
 
 def find_session(db: DbSession, key: str) -> Session | None:
     """A session by its id, or by the AgentInstanceId of any of its instances."""
+    if "\x00" in key:
+        return None  # no id holds one, and Postgres text cannot be asked about it
     session = db.get(Session, key)
     if session is not None:
         return session

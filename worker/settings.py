@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     # Analyst views
+    # Every statement of an API read (list, search, stats, a session, a transcript) must finish
+    # within this budget, or the read stops and answers 503 read_timeout: on SQLite a read never
+    # holds the write lock, but a runaway one still costs a core.
+    read_timeout_seconds: float = 10.0
     # What a minute of a session costs, by provider ("zego", "zego_digital_human", "coze"), for
     # /v1/stats: ROOMWARDEN_COST_PER_MINUTE='{"zego": 0.02, "zego_digital_human": 0.1}'.
     # Providers without a rate are reported as unpriced minutes, not as free.
@@ -114,9 +118,10 @@ class Settings(BaseSettings):
         "ingest_writers",
         "ingest_batch_max",
         "apply_max_attempts",
+        "read_timeout_seconds",
     )
     @classmethod
-    def _positive(cls, value: int) -> int:
+    def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive")
         return value

