@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session as DbSession
 
-from worker.callbacks import Callback, int_field, text_field
+from worker.callbacks import Callback, MalformedCallback, int_field, text_field
 from worker.db import from_ms
 from worker.lifecycle import Stream
 from worker.models import InboxCallback, InboxState, UserAudio
@@ -29,7 +29,7 @@ def user_audio(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> No
     try:
         pcm = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("UserAudioData.Audio is not valid base64") from None
+        raise MalformedCallback("UserAudioData.Audio is not valid base64") from None
     stream.insert(
         UserAudio,
         session_id=stream.session.id,

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator
@@ -169,12 +169,16 @@ def describe_failure(exc: BaseException) -> str:
 
     A database error's text quotes the statement's values (transcript text, user and room ids,
     those of other callbacks in the batch too), so it is named by its class and SQLSTATE only.
-    Our own errors' messages name fields, not their contents, and are kept.
+    Other libraries' messages may quote data too (``Invalid isoformat string: '...'``): class
+    only. Our own errors' messages name fields, not their contents, and are kept.
     """
     if isinstance(exc, DBAPIError):
         orig = exc.orig
         state = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
         return f"{type(exc).__name__} ({type(orig).__name__}{f', {state}' if state else ''})"
-    if isinstance(exc, SQLAlchemyError):
+    if type(exc).__module__.split(".")[0] not in _OURS:
         return type(exc).__name__
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+_OURS = frozenset({"worker", "webhooks", "roomwarden", "emulator"})

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
+import orjson
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, select, text
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
+from tests.processes import Stack, stack_env
 from tests.seeded import SEEDS, seed_committed
 from tests.worker.test_exports import expected_turns, parse
 from webhooks.app import create_app
 from worker import exports
 from worker.db import make_sessionmaker
+from worker.models import Turn
 from worker.settings import Settings
 
 READ_TOKEN = "test-read-token-0123456789"
@@ -165,3 +170,71 @@ def test_a_client_that_leaves_mid_export_frees_its_database_connection(
     reader.portal.call(run)  # type: ignore[union-attr]
     total = sum(s.turns for s in SEEDS)
     assert 1 <= len(chunks) < total
+
+
+@pytest.fixture
+def served(tmp_path: Path, database_url: str, settings: Settings, clean_engine: Engine) -> Iterator[Stack]:
+    """A real uvicorn over the seed, so what the client sees is what goes over the wire."""
+    seed_committed(make_sessionmaker(clean_engine), settings)
+    env = {**stack_env(database_url, "redis://127.0.0.1:1/0"), "ROOMWARDEN_READ_TOKEN": READ_TOKEN}
+    stack = Stack(tmp_path, env)
+    stack.start_receiver()
+    yield stack
+    stack.stop()
+
+
+def break_the_last_session(engine: Engine) -> None:
+    """Thousands of turns in the first session, then a turn no driver can read in the last one (a
+    time past year 9999: 'infinity' on Postgres, garbage text on SQLite): the failure comes after
+    the first rows have been sent."""
+    first, last = sorted(SEEDS, key=lambda s: s.start)[0], sorted(SEEDS, key=lambda s: s.start)[-1]
+    with engine.begin() as conn:
+        instance = conn.execute(
+            select(Turn.instance_id).where(Turn.session_id == first.session_id).limit(1)
+        ).scalar_one()
+        conn.execute(
+            insert(Turn),
+            [
+                {"session_id": first.session_id, "instance_id": instance, "round": 10_000 + n, "speaker": "user",
+                 "text": f"filler turn number {n} " * 3, "interrupted": False}
+                for n in range(3000)
+            ],
+        )  # fmt: skip
+        broken = "'infinity'" if engine.dialect.name == "postgresql" else "'not a time'"
+        conn.execute(
+            text(f"UPDATE turns SET spoken_at = {broken} WHERE session_id = :id"), {"id": last.session_id}
+        )
+
+
+def download(url: str) -> tuple[int, bytes, Exception | None]:
+    """Status, body and the error that ended it (None for a clean end), as a script would save it."""
+    status, received = 0, bytearray()
+    try:
+        with httpx.stream("GET", url, headers=READ, timeout=30) as response:
+            status = response.status_code
+            for chunk in response.iter_raw():
+                received += chunk
+    except httpx.RemoteProtocolError as exc:
+        return status, bytes(received), exc
+    return status, bytes(received), None
+
+
+@pytest.mark.parametrize("fmt", exports.FORMATS)
+def test_an_export_that_fails_midway_cannot_pass_for_a_whole_file(
+    served: Stack, clean_engine: Engine, fmt: str
+) -> None:
+    """The status went out with the first rows; the failure still reaches the client: the HTTP body
+    ends without its last chunk (an error to every HTTP client), and JSON Lines ends with a trailer."""
+    break_the_last_session(clean_engine)
+    status, received, failure = download(f"{served.url}/v1/exports/turns.{fmt}")
+    assert status == 200
+    assert isinstance(failure, httpx.RemoteProtocolError), "the body ended as if it were whole"
+    if fmt != "parquet":  # Parquet holds a row group (10,000 rows) before its first byte
+        assert len(received) > exports.CHUNK_BYTES  # rows before the failure did arrive
+    if fmt == "jsonl":
+        *rows, last = received.decode().splitlines()
+        assert orjson.loads(last)["error"] == "export_failed"
+        assert all("error" not in orjson.loads(row) for row in rows)
+    logged = served.receiver.output()
+    assert "export_failed" in logged
+    assert "not a time" not in logged  # the log names the error, never the data
