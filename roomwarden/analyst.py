@@ -21,6 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from roomwarden.terminal import lines, markup, plain
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session as DbSession
 
@@ -157,13 +159,13 @@ def sessions_list(
     for s in page.sessions:
         table.add_row(
             _when(s["started_at"]),
-            s["id"],
+            markup(s["id"]),
             str(s["app_id"]),
-            s["room_id"] or "-",
-            s["user_id"] or "-",
-            s["template"] or s["agent_id"] or "-",
+            markup(s["room_id"] or "-"),
+            markup(s["user_id"] or "-"),
+            markup(s["template"] or s["agent_id"] or "-"),
             s["state"],
-            s["end_reason"] or "-",
+            markup(s["end_reason"] or "-"),
             _seconds(s["duration_seconds"]),
             str(s["turns"]),
             str(s["interruptions"]),
@@ -197,10 +199,14 @@ def sessions_show(
     facts.add_column(style="dim")
     facts.add_column()
     for label, value in (
-        ("app / room / user", f"{s['app_id']} / {s['room_id'] or '-'} / {s['user_id'] or '-'}"),
+        (
+            "app / room / user",
+            f"{s['app_id']} / {markup(s['room_id'] or '-')} / {markup(s['user_id'] or '-')}",
+        ),
         (
             "agent",
-            f"{s['agent_id'] or '-'}  template {s['template'] or '-'}  provider {s['provider'] or '-'}",
+            f"{markup(s['agent_id'] or '-')}  template {markup(s['template'] or '-')}  "
+            f"provider {s['provider'] or '-'}",
         ),
         ("started / ended", f"{_when(s['started_at'])} / {_when(s['ended_at'])}"),
         ("length", _seconds(s["duration_seconds"])),
@@ -214,7 +220,7 @@ def sessions_show(
     for i in detail["instances"]:
         latency = i["latency"] or {}
         instances.add_row(
-            i["agent_instance_id"],
+            markup(i["agent_instance_id"]),
             i["state"],
             _when(i["created_at"]),
             _when(i["deleted_at"]),
@@ -237,7 +243,7 @@ def sessions_show(
         console.print(rounds)
     for e in detail["exceptions"]:
         console.print(
-            f"exception {e['code']} ({e['family']}) {_when(e['at'])}: {e['message']}", highlight=False
+            f"exception {e['code']} ({e['family']}) {_when(e['at'])}: {markup(e['message'])}", highlight=False
         )
     for a in detail["actions"]:
         console.print(f"policy {a['action']} ({a['reason']}): {a['state']}", highlight=False)
@@ -265,11 +271,11 @@ def transcript(
                 json.dumps(transcript_formats.as_json(session.id, turns, start), indent=2, ensure_ascii=False)
             )
         elif chosen == "vtt":
-            typer.echo(transcript_formats.as_webvtt(turns, start), nl=False)
+            typer.echo(lines(transcript_formats.as_webvtt(turns, start)), nl=False)
         else:
             ending = f", {session.end_reason}" if session.end_reason else ""
-            typer.echo(f"session {session.id} ({session.state}{ending})")
-            typer.echo(transcript_formats.as_text(turns, start), nl=False)
+            typer.echo(plain(f"session {session.id} ({session.state}{ending})"))
+            typer.echo(lines(transcript_formats.as_text(turns, start)), nl=False)
 
 
 @with_filters
@@ -299,15 +305,15 @@ def search(
     for hit in hits:
         s = hit["session"]
         console.print(
-            f"[bold]{s['id']}[/bold]  {_when(s['started_at'])}  "
-            f"room {s['room_id'] or '-'}  user {s['user_id'] or '-'}",
+            f"[bold]{markup(s['id'])}[/bold]  {_when(s['started_at'])}  "
+            f"room {markup(s['room_id'] or '-')}  user {markup(s['user_id'] or '-')}",
             highlight=False,
         )
         for turn in hit["before"]:
-            console.print(f"    {turn['speaker']:>5}: {turn['text']}", style="dim", highlight=False)
-        console.print(f"  > {hit['turn']['speaker']:>5}: {hit['turn']['text']}", highlight=False)
+            console.print(f"    {turn['speaker']:>5}: {markup(turn['text'])}", style="dim", highlight=False)
+        console.print(f"  > {hit['turn']['speaker']:>5}: {markup(hit['turn']['text'])}", highlight=False)
         for turn in hit["after"]:
-            console.print(f"    {turn['speaker']:>5}: {turn['text']}", style="dim", highlight=False)
+            console.print(f"    {turn['speaker']:>5}: {markup(turn['text'])}", style="dim", highlight=False)
 
 
 @with_filters

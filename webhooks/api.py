@@ -9,13 +9,14 @@ from typing import Any
 import orjson
 from sqlalchemy.orm import Session as DbSession
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from webhooks.auth import authorized, readable
 from webhooks.queries import bounded, choice, invalid_query, json, read
-from webhooks.receiver import error
+from webhooks.receiver import BodyTooLarge, error, read_body
 from worker import catalog, provisioning, sessions, transcript_formats, transcripts
+from worker.callbacks import MAX_DEPTH, MalformedCallback, check_depth
 from worker.db import session_scope, utcnow
 from worker.models import ActionKind, ActionState, Provider
 from worker.policies import quotas, reports
@@ -124,13 +125,28 @@ def _invalid(exc: provisioning.RequestError) -> Response:
     )
 
 
+async def json_body(request: Request) -> Any:
+    """The request's JSON, or the error Response to answer instead: bounded like callbacks
+    (413 past ``ROOMWARDEN_MAX_BODY_BYTES``, 400 past the nesting any spec needs)."""
+    limit = request.app.state.settings.max_body_bytes
+    try:
+        body = orjson.loads(await read_body(request, limit))
+        check_depth(body)
+    except BodyTooLarge:
+        return error(413, "body_too_large", f"body exceeds {limit} bytes")
+    except ClientDisconnect:
+        return error(400, "client_disconnected", "request body was not received in full")
+    except (orjson.JSONDecodeError, MalformedCallback):
+        return error(400, "invalid_json", f"the body must be a JSON object nested at most {MAX_DEPTH} levels")
+    return body
+
+
 @authorized
 async def create_session(request: Request) -> Response:
     """Start an agent session: stored at once, the vendor called by a worker; poll GET for the outcome."""
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        return error(400, "invalid_json", "the body must be a JSON object")
+    body = await json_body(request)
+    if isinstance(body, Response):
+        return body
     state = request.app.state
     try:
         wanted = provisioning.parse_request(body, settings=state.settings, known_templates=state.templates)
@@ -272,10 +288,9 @@ async def session_policy(request: Request) -> Response:
 @authorized
 async def run_policy(request: Request) -> Response:
     """Run a policy action by hand: 202 and the action (200 when a dry-run policy only records it)."""
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        return error(400, "invalid_json", "the body must be a JSON object")
+    body = await json_body(request)
+    if isinstance(body, Response):
+        return body
     what = body.get("action") if isinstance(body, dict) else None
     if what not in reports.MANUAL_ACTIONS:
         return json(

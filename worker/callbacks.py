@@ -47,7 +47,7 @@ class MalformedCallback(ValueError):
 def parse_body(body: bytes) -> tuple[dict[str, Any], str]:
     """The payload and the form it came in: ``"json"`` or ``"form"``."""
     payload, form = _parse(body)
-    _check_depth(payload)
+    check_depth(payload)
     return payload, form
 
 
@@ -69,7 +69,7 @@ def _parse(body: bytes) -> tuple[dict[str, Any], str]:
     return _parse_form(text), "form"
 
 
-def _check_depth(value: Any) -> None:
+def check_depth(value: Any) -> None:
     """Refuse a payload nested deeper than ``MAX_DEPTH``: orjson reads 1,024 levels but writes only
     254, so a deeper one would crash the hashing that follows. Iterative, so it has no limit itself."""
     stack: list[tuple[Any, int]] = [(value, 1)]

@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from typer.testing import CliRunner, Result
 
 from roomwarden.cli import app
-from tests.seeded import SEEDS, Seed, seed_committed
+from tests.seeded import SEEDS, Round, Seed, seed_committed
 from worker.settings import Settings, get_settings
 
 
@@ -153,3 +153,41 @@ def test_export_to_a_file_with_a_progress_bar_and_to_stdout(seeded: CliRunner, t
     lines = ok(seeded, "export", "sessions", "--has-exceptions", "true").stdout.splitlines()
     assert {json.loads(line)["id"] for line in lines} == {s.session_id for s in SEEDS if s.exceptions}
     assert run(seeded, "export", "rooms").exit_code == 2
+
+
+def test_control_characters_from_callbacks_show_and_do_nothing(
+    clean_engine: Engine, database_url: str, settings: Settings, redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A user id, a room and words carrying terminal escapes and rich markup are printed as visible
+    text by `sessions list`, `sessions show`, `transcript` and `search`: the terminal obeys none."""
+    hostile = Seed(
+        key="inst-hostile",
+        app_id=SEEDS[0].app_id,
+        room_id="room\x1b]0;pwned\x07",
+        user_id="[bold red]admin[/]",
+        agent_id="bot\x9b2J",
+        start=SEEDS[0].start,
+        rounds=[Round("clear \x1b[2J\x1b[H the screen", ["fake\rline \x00 here"])],
+    )
+    seed_committed(sessionmaker(clean_engine), settings, [hostile])
+    monkeypatch.setenv("ROOMWARDEN_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    cli = CliRunner()
+    try:
+        outputs = [
+            ok(cli, "sessions", "list").stdout,
+            ok(cli, "sessions", "show", hostile.key).stdout,
+            ok(cli, "transcript", hostile.key).stdout,
+            ok(cli, "transcript", hostile.key, "--format", "vtt").stdout,
+            ok(cli, "search", "screen").stdout,
+        ]
+    finally:
+        get_settings.cache_clear()
+    for output in outputs:
+        assert not any(ch in output for ch in "\x1b\x07\x9b\x00\r"), repr(output)
+    listed, shown, text, vtt, found = outputs
+    assert "room\\x1b]0;pwned\\x07" in listed and "[bold red]admin[/]" in listed
+    assert "bot\\x9b2J" in shown
+    assert "clear \\x1b[2J\\x1b[H the screen" in text and "clear \\x1b[2J\\x1b[H the screen" in vtt
+    assert "\\x1b[2J" in found

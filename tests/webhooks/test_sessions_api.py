@@ -10,7 +10,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session as DbSession
 from starlette.testclient import TestClient
 
@@ -163,4 +163,33 @@ def test_ending_an_unknown_session_is_404(api: TestClient) -> None:
 def test_a_body_that_is_not_json_is_400(api: TestClient) -> None:
     """Garbage in: a clear 400, not a 500."""
     response = api.post("/v1/sessions", content=b"{nope", headers=AUTH)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_json"
+
+
+def test_a_body_over_the_size_limit_is_413_and_nothing_is_started(
+    api: TestClient, clean_engine: Engine
+) -> None:
+    """Admin bodies are bounded like callbacks (ROOMWARDEN_MAX_BODY_BYTES), declared length or not."""
+    huge = zego_body(
+        LLM={"Url": "https://llm.example/v1", "ApiKey": "k", "Model": "m", "SystemPrompt": "x" * 2_000_000}
+    )
+    response = api.post("/v1/sessions", json=huge, headers=AUTH)
+    assert response.status_code == 413 and response.json()["error"] == "body_too_large"
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"provider": "zego", "params": {"pad": "'
+        for _ in range(40):
+            yield b"y" * 65536
+        yield b'"}}'
+
+    response = api.post("/v1/sessions", content=chunks(), headers=AUTH)
+    assert response.status_code == 413
+    with DbSession(clean_engine) as db:
+        assert db.scalar(select(func.count()).select_from(Session)) == 0
+
+
+def test_a_body_nested_past_any_spec_is_400(api: TestClient) -> None:
+    """A thousand levels of JSON is no session spec: 400, not a RecursionError further in."""
+    body = b'{"provider": "zego", "params": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    response = api.post("/v1/sessions", content=body, headers=AUTH)
     assert response.status_code == 400 and response.json()["error"] == "invalid_json"
