@@ -38,9 +38,15 @@ def load_or_create(path: Path = DEV_FILE) -> dict[str, str]:
     missing = {k: v for k, v in _fresh().items() if k not in values}
     if missing:
         values.update(missing)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values, indent=2))
-        path.chmod(0o600)
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+        # Private from the first byte: written to a 0600 file of its own, then moved into place.
+        fresh = path.with_name(f".{path.name}.{os.getpid()}")
+        fresh.unlink(missing_ok=True)  # left by a crash, maybe with other permissions
+        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(json.dumps(values, indent=2))
+        os.replace(fresh, path)
     return values
 
 

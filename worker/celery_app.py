@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
 
+from worker.db import private_sqlite_file
 from worker.logging import configure_logging
 from worker.schedule import beat_schedule
 from worker.settings import VAR_DIR, get_settings
@@ -36,6 +37,7 @@ def broker_options(broker_url: str) -> dict[str, Any]:
 
 def create_celery() -> Celery:
     settings = get_settings()
+    private_sqlite_file(settings.broker_url)
     app = Celery("roomwarden", broker=settings.broker_url, include=["worker.tasks"])
     app.conf.update(
         task_acks_late=True,

@@ -8,6 +8,7 @@ two workers applying callbacks of the same session there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Iterator
@@ -78,14 +79,35 @@ def from_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
+def private_sqlite_file(url: str) -> None:
+    """Create the SQLite file of ``url`` (a database or the broker's) readable by its owner only.
+
+    The embedded database holds transcripts, user ids and sealed specs; sqlite3 would create it
+    with the process umask (0644 as a rule). Made here first, with 0600, it never exists readable
+    by others, and SQLite gives its -wal and -shm files the database file's permissions. A file
+    left by an older release is narrowed to 0600 as well.
+    """
+    if "sqlite" not in url.split(":", 1)[0]:
+        return
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return
+    file = Path(path)
+    if not file.parent.exists():
+        file.parent.mkdir(mode=0o700, parents=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for existing in (file, Path(f"{file}-wal"), Path(f"{file}-shm"), Path(f"{file}-journal")):
+        if existing.exists() and existing.stat().st_mode & 0o077:
+            existing.chmod(0o600)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     # Errors must not carry the statement's values into logs and inbox.last_error: they are
     # callback contents (transcript text, user ids), and a batch error quotes other callbacks'.
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
