@@ -40,7 +40,7 @@ from worker.models import (
     Turn,
     UserAudio,
 )
-from worker.sealing import Sealer
+from worker.sealing import Sealer, secret_paths
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -173,8 +173,6 @@ def request_session(
     db: DbSession, request: SessionRequest, *, session_id: str, sealer: Sealer | None, now: dt.datetime
 ) -> Session:
     """A new session in state ``starting``; the caller enqueues the start after committing."""
-    from worker.zego.specs import secret_paths
-
     params, agent = request.params, request.agent
     if sealer is not None:
         params = sealer.seal(params, secret_paths(params))

@@ -193,3 +193,29 @@ def test_a_body_nested_past_any_spec_is_400(api: TestClient) -> None:
     body = b'{"provider": "zego", "params": ' + b"[" * 1000 + b"]" * 1000 + b"}"
     response = api.post("/v1/sessions", content=body, headers=AUTH)
     assert response.status_code == 400 and response.json()["error"] == "invalid_json"
+
+
+def test_credentials_in_free_form_params_are_sealed_and_shown_as_stars(
+    api: TestClient, clean_engine: Engine
+) -> None:
+    """LLM.Params and ASR.Params pass through to other vendors: their keys, tokens and passwords
+    are stored sealed and every reader sees ***; the rest of the spec stays readable."""
+    body = zego_body(
+        LLM={
+            "Url": "https://llm.example/v1/chat/completions",
+            "ApiKey": API_KEY,
+            "Model": "m",
+            "Params": {"api_key": "llm-params-key-99", "max_tokens": 256},
+        },
+        ASR={"Params": {"access_token": "asr-token-99", "hotwords": "refund"}},
+    )
+    response = api.post("/v1/sessions", json=body, headers=AUTH)
+    assert response.status_code == 202, response.text
+    session = response.json()
+    shown = api.get(f"/v1/sessions/{session['id']}", headers=AUTH).json()["spec"]["params"]
+    assert shown["LLM"]["Params"] == {"api_key": "***", "max_tokens": 256}
+    assert shown["ASR"]["Params"] == {"access_token": "***", "hotwords": "refund"}
+    with DbSession(clean_engine) as db:
+        stored = db.get(Session, session["id"])
+        assert stored is not None
+        assert "llm-params-key-99" not in str(stored.spec) and "asr-token-99" not in str(stored.spec)

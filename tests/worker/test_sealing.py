@@ -7,7 +7,9 @@ import json
 import pytest
 from cryptography.fernet import Fernet
 
-from worker.sealing import REDACTED, SEALED, Sealer, SealingError, redact
+from tests.worker.zego.support import create_body
+from worker.sealing import REDACTED, SEALED, Sealer, SealingError, redact, secret_paths
+from worker.zego import specs
 
 BODY = {
     "AgentId": "concierge",
@@ -64,3 +66,69 @@ def test_a_bad_key_is_refused_with_how_to_make_one(key: str) -> None:
     """A mistyped ROOMWARDEN_SECRET_KEY fails at start-up and says how to generate a good one."""
     with pytest.raises(SealingError):
         Sealer(key)
+
+
+def test_secret_paths_point_at_every_secret_of_a_zego_request() -> None:
+    """The known places: the LLM key and each TTS app credential (moved here from zego/test_specs)."""
+    body = specs.CreateAgentInstance.model_validate(create_body()).to_body()
+    assert secret_paths(body) == [
+        ("LLM", "ApiKey"),
+        ("TTS", "Params", "app", "appid"),
+        ("TTS", "Params", "app", "token"),
+        ("TTS", "Params", "app", "cluster"),
+    ]
+    assert secret_paths({"AgentInstanceId": "1912122918452641792"}) == []
+
+
+FREE_FORM = {
+    "AgentId": "concierge",
+    "LLM": {
+        "Url": "https://llm.example/v1/chat/completions",
+        "Model": "m",
+        "Params": {
+            "temperature": 0.3,
+            "max_tokens": 512,
+            "api_key": "llm-param-key",
+            "headers": [{"Authorization": "Bearer llm-bearer"}, {"X-Trace": "t-1"}],
+            "vendor": {"client_secret": {"id": "c-1", "secret": "llm-client-secret"}},
+        },
+    },
+    "TTS": {"Vendor": "ByteDanceV3", "Params": {"access_token": "tts-access-token", "TokenLimit": 300}},
+    "ASR": {"Params": {"api_key": "asr-api-key", "hotwords": "refund|order", "Password": 1234}},
+    "RTC": {"RoomId": "room-1", "AgentUserId": "agent_1"},
+}
+SECRETS = ("llm-param-key", "llm-bearer", "llm-client-secret", "tts-access-token", "asr-api-key")
+
+
+def test_credentials_anywhere_in_a_spec_are_found_by_their_names() -> None:
+    """LLM.Params, TTS.Params and ASR.Params are free-form: keys that name a credential are sealed
+    wherever they sit (lists included, objects whole), and look-alikes such as max_tokens are not."""
+    paths = secret_paths(FREE_FORM)
+    assert sorted(map(str, paths)) == sorted(
+        map(
+            str,
+            [
+                ("LLM", "Params", "api_key"),
+                ("LLM", "Params", "headers", 0, "Authorization"),
+                ("LLM", "Params", "vendor", "client_secret"),
+                ("TTS", "Params", "access_token"),
+                ("ASR", "Params", "api_key"),
+                ("ASR", "Params", "Password"),
+            ],
+        )
+    )
+
+
+def test_every_credential_is_sealed_shown_as_stars_and_opened_exactly() -> None:
+    sealer = Sealer(Fernet.generate_key().decode())
+    sealed = sealer.seal(FREE_FORM, secret_paths(FREE_FORM))
+    stored = json.dumps(sealed)
+    assert not any(secret in stored for secret in SECRETS)
+    assert "1234" not in stored and "c-1" not in stored
+    shown = json.dumps(redact(sealed))
+    assert not any(secret in shown for secret in SECRETS)
+    assert redact(sealed)["LLM"]["Params"]["max_tokens"] == 512
+    assert redact(sealed)["TTS"]["Params"]["TokenLimit"] == 300
+    assert redact(sealed)["ASR"]["Params"]["Password"] == REDACTED
+    # Numbers and objects come back as numbers and objects, not as their text.
+    assert sealer.unseal(sealed) == FREE_FORM

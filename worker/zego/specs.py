@@ -20,7 +20,7 @@ and silently fall back to a default.
 
 Secrets (``LLM.ApiKey`` and every value of ``TTS.Params.app``) are ``SecretStr``: repr(), str()
 and errors show ``**********``; :meth:`ZegoRequest.to_body` alone reveals them, for sending.
-:func:`secret_paths` says where they sit in a body, so that callers can encrypt them at rest.
+:func:`worker.sealing.secret_paths` says where they sit in a body, so that callers can encrypt them at rest.
 """
 
 from __future__ import annotations
@@ -567,20 +567,6 @@ class GetAgentInstanceMsgList(ZegoRequest):
 
 
 S = TypeVar("S", bound=ZegoRequest)
-
-
-def secret_paths(body: dict[str, Any]) -> list[tuple[str, ...]]:
-    """Where secrets sit in a request body: ``("LLM", "ApiKey")`` and ``("TTS", "Params", "app", k)``."""
-    paths: list[tuple[str, ...]] = []
-    llm = body.get("LLM")
-    if isinstance(llm, dict) and "ApiKey" in llm:
-        paths.append(("LLM", "ApiKey"))
-    tts = body.get("TTS")
-    params = tts.get("Params") if isinstance(tts, dict) else None
-    app = params.get("app") if isinstance(params, dict) else None
-    if isinstance(app, dict):
-        paths.extend(("TTS", "Params", "app", key) for key in app)
-    return paths
 
 
 def coerce(cls: type[S], spec: S | dict[str, Any]) -> S:

@@ -394,18 +394,6 @@ def test_secrets_absent_from_validation_errors() -> None:
     assert error.__suppress_context__
 
 
-def test_secret_paths_point_at_every_secret() -> None:
-    """The lead encrypts exactly these paths at rest: the LLM key and each TTS app credential."""
-    body = specs.CreateAgentInstance.model_validate(create_body()).to_body()
-    assert specs.secret_paths(body) == [
-        ("LLM", "ApiKey"),
-        ("TTS", "Params", "app", "appid"),
-        ("TTS", "Params", "app", "token"),
-        ("TTS", "Params", "app", "cluster"),
-    ]
-    assert specs.secret_paths({"AgentInstanceId": INSTANCE}) == []
-
-
 def test_secrets_never_reach_the_logs(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
     """A whole register/create/delete run logs no LLM key, TTS token, server secret or signature."""
     from tests.emulator_fixture import SERVER_SECRET
