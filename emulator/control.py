@@ -9,7 +9,7 @@ part of any vendor API.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from emulator.zego_gateway import ApiFaults
 from emulator.zego_world import Instance, World
 
 
-def routes(world: World, faults: ApiFaults) -> list[BaseRoute]:
+def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = None) -> list[BaseRoute]:
     def live(request: Request) -> Instance:
         instance = world.instances.get(request.path_params["instance_id"])
         if instance is None or instance.state == "deleted":
@@ -35,7 +35,7 @@ def routes(world: World, faults: ApiFaults) -> list[BaseRoute]:
         return data if isinstance(data, dict) else {}
 
     async def state(request: Request) -> JSONResponse:
-        return JSONResponse({**world.state(), "api_faults": faults.pending()})
+        return JSONResponse({**world.state(), "api_faults": faults.pending(), "api_calls": dict(calls or {})})
 
     async def join(request: Request) -> JSONResponse:
         world.user_join(request.path_params["room_id"], str((await body(request))["user_id"]))
@@ -150,6 +150,10 @@ class EmulatorControl:
     def state(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/state")
         return result
+
+    def api_calls(self, action: str) -> int:
+        """How many ``action`` requests the ZEGO AI Agent API has taken past its gateway so far."""
+        return int(self.state()["api_calls"].get(action, 0))
 
     def callbacks(self, event: str | None = None) -> list[dict[str, Any]]:
         """The sender's log (optionally one event), whether or not a callback URL is set."""

@@ -9,6 +9,7 @@ The control endpoints (emulator.control) are mounted on the same app under ``/_e
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -180,6 +181,9 @@ ACTIONS = frozenset(HANDLERS)
 def create_agent_app(world: World) -> Starlette:
     limiter = RateLimiter()
     faults = ApiFaults()
+    # Requests per action that passed the gateway (signature, AppId, time): what ZEGO would bill
+    # and rate-limit, shown in the control state so tests can count what roomwarden asked.
+    calls: Counter[str] = Counter()
     config = world.config
 
     async def handle(request: Request) -> Response:
@@ -187,6 +191,7 @@ def create_agent_app(world: World) -> Starlette:
             action, app_id = check_request(
                 request.query_params, ACTIONS, config.zego_apps, world.clock.now_s()
             )
+            calls[action] += 1
             if config.rate_limits and not limiter.allow((app_id, action), AGENT_RATE_PER_S):
                 raise ZegoError(
                     config.agent_rate_limit_code, "insufficient service resources, try again later"
@@ -206,7 +211,7 @@ def create_agent_app(world: World) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", handle, methods=["POST"]),
-            Mount("/_emulator", routes=control.routes(world, faults)),
+            Mount("/_emulator", routes=control.routes(world, faults, calls)),
         ]
     )
     app.state.world = world

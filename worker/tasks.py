@@ -326,6 +326,12 @@ def enforce_max_length() -> int:
     return _scan("enforce-max-length", scans.enforce_max_length)
 
 
+def _has_server_secret(app_id: int) -> bool:
+    """Only apps roomwarden can sign API calls for are asked about: the rest would be refused."""
+    configured = get_settings().zego_app(app_id)
+    return configured is not None and configured.server_secret is not None
+
+
 @app.task(acks_late=True, **DATABASE_RETRIES)
 def reconcile() -> int:
     """Ask ZEGO about agents gone quiet (their deletion callback may be lost); end stale Coze rooms."""
@@ -336,9 +342,11 @@ def reconcile() -> int:
         if not mine:
             return 0
         with session_scope(factory) as db:
-            found = scans.suspects(db, book, utcnow(), limit=RECONCILE_BATCH)
+            found = scans.suspects(db, book, utcnow(), limit=RECONCILE_BATCH, askable=_has_server_secret)
             overdue = scans.coze_overdue(db, book, utcnow())
         for suspect in found:
+            if not scans.within_budget(vendors().limiter(), suspect.app_id):
+                break
             verdict = scans.ask(suspect, vendors())  # no transaction open across the call
             with session_scope(factory) as db:
                 pending = _pending(scans.settle(db, suspect, verdict, book, utcnow()))

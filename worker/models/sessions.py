@@ -82,8 +82,10 @@ class Session(Base):
     # Something an operator should look at (e.g. llm_auth_failed): recreating cannot help.
     flag: Mapped[str | None] = mapped_column(String(64))
     queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    # The last time reconciliation asked the vendor about this session's agent.
+    # The last time reconciliation asked the vendor about this session's agent, and how many asks
+    # in a row did not settle it (alive or unknown): the wait before the next one doubles with each.
     reconciled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reconcile_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     instances: Mapped[list[AgentInstance]] = relationship(
         back_populates="session", order_by="AgentInstance.first_seen_at"

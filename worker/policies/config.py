@@ -39,7 +39,10 @@
     [defaults.reconcile]
     silent_seconds = 120             # active, no callback for this long: ask ZEGO
     unconfirmed_seconds = 60         # created, no AgentInstanceCreated for this long: ask ZEGO
-    recheck_seconds = 120            # do not ask about the same session more often
+    recheck_seconds = 120            # do not ask about the same session more often; the wait
+                                     # doubles with each ask that settles nothing (alive, unknown)
+    max_backoff_seconds = 3600       # ... up to this
+    max_attempts = 8                 # inconclusive asks in a row, then flag reconcile_gave_up
 
     [defaults.coze]
     one_room_window_seconds = 600    # one live room per user and bot within this window
@@ -141,6 +144,8 @@ class Reconcile(_Section):
     silent_seconds: float = Field(120.0, gt=0)
     unconfirmed_seconds: float = Field(60.0, gt=0)
     recheck_seconds: float = Field(120.0, gt=0)
+    max_backoff_seconds: float = Field(3600.0, gt=0)
+    max_attempts: int = Field(8, ge=1)
     dry_run: bool = False
 
 

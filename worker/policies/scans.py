@@ -37,9 +37,11 @@ from worker.models import (
     SessionState,
 )
 from worker.policies import decisions
-from worker.policies.config import Policy, PolicyBook
+from worker.policies.config import Policy, PolicyBook, Reconcile
 from worker.policies.decisions import Decision
+from worker.ratelimit import Limiter, RateLimitTimeout
 from worker.vendors import VendorNotConfigured, Vendors, classify
+from worker.zego.agent import ZegoAgentClient
 
 log = structlog.get_logger(__name__)
 
@@ -226,12 +228,22 @@ def _attached_at(db: DbSession, session: Session) -> dt.datetime | None:
     return max(marks) if marks else None
 
 
-def suspects(db: DbSession, book: PolicyBook, now: dt.datetime, limit: int = 50) -> list[Suspect]:
+def suspects(
+    db: DbSession,
+    book: PolicyBook,
+    now: dt.datetime,
+    limit: int = 50,
+    askable: Callable[[int], bool] = lambda _app_id: True,
+) -> list[Suspect]:
     """Live ZEGO instances silent past ``reconcile.silent_seconds``, or never confirmed by an
     AgentInstanceCreated within ``unconfirmed_seconds`` of being made; oldest first.
 
-    A session is asked about at most once per ``recheck_seconds``: a quiet user is normal, and
-    one status query per session every couple of minutes is cheap next to a lost agent billing.
+    Only for apps roomwarden may ask about (``askable``: a server secret is configured). A session
+    is asked about at most once per ``recheck_seconds``, doubled after every ask that settled
+    nothing (``next_ask``), and no more after ``max_attempts`` of those (flagged
+    ``reconcile_gave_up``, for a person to look at): any signed
+    AgentInstanceId makes a session, and one review saw 30 such sessions cost 18,401 status
+    queries in 100 minutes when every one was asked every beat.
     """
     rows = db.execute(
         select(Session, AgentInstance)
@@ -245,9 +257,10 @@ def suspects(db: DbSession, book: PolicyBook, now: dt.datetime, limit: int = 50)
     found = []
     for session, instance in rows:
         rules = book.for_session(session.app_id, session.template).reconcile
-        if session.reconciled_at is not None and now - session.reconciled_at < dt.timedelta(
-            seconds=rules.recheck_seconds
-        ):
+        if session.reconcile_attempts >= rules.max_attempts or not askable(instance.app_id):
+            continue
+        due = next_ask(session, rules)
+        if due is not None and now < due:
             continue
         if instance.created_at is not None and instance.last_event_at is not None:
             why: Literal["silent", "unconfirmed"] = "silent"
@@ -265,12 +278,43 @@ def suspects(db: DbSession, book: PolicyBook, now: dt.datetime, limit: int = 50)
     return found[:limit]
 
 
+GAVE_UP = "reconcile_gave_up"
+
+
+def next_ask(session: Session, rules: Reconcile) -> dt.datetime | None:
+    """When this session may be asked about again: ``recheck_seconds`` after the last ask,
+    doubled for each ask in a row that settled nothing, at most ``max_backoff_seconds``."""
+    if session.reconciled_at is None:
+        return None
+    wait = rules.recheck_seconds * 2 ** min(max(session.reconcile_attempts - 1, 0), 30)
+    return session.reconciled_at + dt.timedelta(seconds=min(wait, rules.max_backoff_seconds))
+
+
+# Reconciliation may use this share of ZEGO's QueryAgentInstanceStatus budget (10/s per app, paced
+# at 90%); the rest stays free for the status checks that precede every recreation and ending.
+RECONCILE_SHARE = 0.3
+
+
+def within_budget(limiter: Limiter, app_id: int) -> bool:
+    """Take a reconciliation slot for ``app_id`` now, or say there is none: reconciling waits for
+    nothing, it stops for this beat and the next beat goes on where it stopped."""
+    rate = ZegoAgentClient.RATES.get("QueryAgentInstanceStatus", ZegoAgentClient.DEFAULT_RATE)
+    try:
+        limiter.acquire(f"reconcile:{app_id}", rate * ZegoAgentClient.HEADROOM * RECONCILE_SHARE, 0.0)
+    except RateLimitTimeout:
+        return False
+    return True
+
+
 def ask(suspect: Suspect, vendors: Vendors) -> Verdict:
     """QueryAgentInstanceStatus: a status means alive, 410001002 means gone, anything else unknown."""
     from worker.zego.errors import ZegoNotFoundError
 
     try:
-        status = vendors.zego_agent(suspect.app_id).query_agent_instance_status(suspect.agent_instance_id)
+        # One attempt: the backoff between asks (``next_ask``) is the retry.
+        status = vendors.zego_agent(suspect.app_id).query_agent_instance_status(
+            suspect.agent_instance_id, retry=False
+        )
     except ZegoNotFoundError as exc:
         if exc.code == 410001002:
             return Verdict("gone", {"code": exc.code, "message": exc.message})
@@ -302,15 +346,24 @@ def settle(
     if session is None or instance is None or instance.state == "deleted":
         return []  # the deletion callback arrived while we were asking
     seen = {**verdict.seen, "asked_at": now.isoformat(), "why": suspect.why}
-    if verdict.state == "unknown":
-        if not verdict.transient:
-            session.reconciled_at = now
-        log.warning("reconcile_unknown", session_id=session.id, **verdict.seen)
-        return []
-    session.reconciled_at = now
-    if verdict.state == "alive":
-        return []
     policy = book.for_session(session.app_id, session.template)
+    session.reconciled_at = now
+    if verdict.state != "gone":
+        # Logged when something changes (the first inconclusive ask, giving up), not at every ask.
+        session.reconcile_attempts += 1
+        if verdict.state == "unknown" and session.reconcile_attempts == 1:
+            log.warning("reconcile_unknown", session_id=session.id, **verdict.seen)
+        if session.reconcile_attempts >= policy.reconcile.max_attempts:
+            # Still alive but silent, or never answered: a person should look; asking more won't tell.
+            session.flag = session.flag or GAVE_UP
+            log.warning(
+                "reconcile_gave_up",
+                session_id=session.id,
+                attempts=session.reconcile_attempts,
+                **verdict.seen,
+            )
+        return []
+    session.reconcile_attempts = 0
     family = list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session.id)))
     others_live = any(i.state != "deleted" for i in family if i.id != instance.id)
     decision: Decision | None = None

@@ -395,10 +395,11 @@ class ZegoAgentClient(ZegoHttpClient):
         request = specs.coerce(specs.DeleteAgentInstance, body)
         self._send(request, done_if=lambda e: isinstance(e, ZegoNotFoundError))
 
-    def query_agent_instance_status(self, agent_instance_id: str) -> str:
-        """IDLE, LISTENING, THINKING or SPEAKING."""
+    def query_agent_instance_status(self, agent_instance_id: str, *, retry: bool = True) -> str:
+        """IDLE, LISTENING, THINKING or SPEAKING. ``retry=False``: one attempt, for callers (the
+        reconciliation) whose own schedule is the retry."""
         request = specs.QueryAgentInstanceStatus.model_validate({"AgentInstanceId": agent_instance_id})
-        data, request_id = self._send(request)
+        data, request_id = self._send(request, retry_if=is_transient if retry else _never)
         return str(_field(data, "Status", request.ACTION, request_id))
 
     def send_agent_instance_llm(self, spec: specs.SendAgentInstanceLLM | dict[str, Any]) -> int:
@@ -436,3 +437,7 @@ class ZegoAgentClient(ZegoHttpClient):
             for item in items
             if isinstance(item, dict)
         ]
+
+
+def _never(_error: BaseException) -> bool:
+    return False

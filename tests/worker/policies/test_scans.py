@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 
 import pytest
@@ -29,6 +30,7 @@ from worker.models import (
 )
 from worker.policies import scans
 from worker.policies.config import PolicyBook, parse
+from worker.ratelimit import LocalLimiter
 from worker.vendors import Vendors
 
 BOOK = parse("[defaults.idle]\nafter_seconds = 600\n[defaults.max_length]\nseconds = 3600\n")
@@ -267,3 +269,81 @@ def test_the_reconcile_and_idle_tasks_run_twice_to_the_same_end(
         assert reasons == ["idle", "reconciled"]
         assert db.get_one(Session, idle_id).policy_reason == "idle"
         assert db.scalars(select(JobLock)).all() == []  # every lease given back
+
+
+def test_a_session_nobody_started_is_asked_about_less_and_less_then_flagged(
+    db: DbSession, vendors: Vendors, emulator: Emulator
+) -> None:
+    """Sessions seen only through callbacks, whose agents ZEGO cannot answer for (here every status
+    query fails as if rate limited): each is asked at growing intervals and, after max_attempts,
+    flagged for a person instead of being asked for ever. Six hours of beats, 8 queries each."""
+    book = parse(
+        "[defaults.reconcile]\nrecheck_seconds = 120\nmax_backoff_seconds = 3600\nmax_attempts = 8\n"
+    )
+    strangers = [
+        live_session(db, origin="callback", instance=f"19{n:017d}", started_ago=600, quiet_for=None)[0]
+        for n in range(3)
+    ]
+    for session in strangers:
+        session.instances[0].last_event_at = utcnow() - dt.timedelta(seconds=300)
+    db.flush()
+    emulator.control.api_fault("QueryAgentInstanceStatus", 410000010, count=10_000)
+    before = emulator.control.api_calls("QueryAgentInstanceStatus")
+    start, asked_at = utcnow(), {s.id: [] for s in strangers}
+    for beat in range(0, 6 * 3600, 30):
+        now = start + dt.timedelta(seconds=beat)
+        reconcile(db, vendors, book, now)
+        for session in strangers:
+            if session.reconciled_at == now:
+                asked_at[session.id].append(beat)
+    assert emulator.control.api_calls("QueryAgentInstanceStatus") - before == 3 * 8
+    for session in strangers:
+        times = asked_at[session.id]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) == 8
+        assert all(later >= earlier for earlier, later in itertools.pairwise(gaps)), gaps
+        assert gaps[0] >= 120 and gaps[-1] >= 3600 - 30
+        assert session.flag == scans.GAVE_UP and session.state == SessionState.ACTIVE
+
+
+def test_an_app_without_a_server_secret_is_never_asked_about(
+    db: DbSession, vendors: Vendors, emulator: Emulator
+) -> None:
+    """Without the app's server secret roomwarden cannot sign a query: it asks nothing, every beat."""
+    session, _ = running(db, vendors, silent_for=200)
+    before = emulator.control.api_calls("QueryAgentInstanceStatus")
+    assert scans.suspects(db, BOOK, utcnow(), askable=lambda _app_id: False) == []
+    assert [s.session_id for s in scans.suspects(db, BOOK, utcnow(), askable=lambda app: app == APP_ID)] == [
+        session.id
+    ]
+    assert emulator.control.api_calls("QueryAgentInstanceStatus") == before
+
+
+def test_an_answer_that_settles_the_session_resets_the_backoff(db: DbSession, vendors: Vendors) -> None:
+    """Alive three times (waits double), then gone: the session ends and its count starts over."""
+    session, agent = running(db, vendors, silent_for=200)
+    now = utcnow()
+    for _ in range(3):
+        due = scans.next_ask(session, BOOK.for_session(session.app_id, None).reconcile) or now
+        now = max(now, due)
+        reconcile(db, vendors, BOOK, now)
+    assert session.reconcile_attempts == 3
+    assert scans.next_ask(session, BOOK.for_session(session.app_id, None).reconcile) == now + dt.timedelta(
+        seconds=480
+    )
+    vendors.zego_agent(APP_ID).delete_agent_instance(agent.agent_instance_id)
+    reconcile(db, vendors, BOOK, now + dt.timedelta(seconds=480))
+    assert session.reconcile_attempts == 0 and session.end_reason == "reconciled"
+
+
+def test_reconciling_uses_only_its_share_of_the_status_query_budget() -> None:
+    """Reconciliation takes at most 30% of the 9/s paced QueryAgentInstanceStatus rate, never waits
+    for a slot, and leaves the client's own budget (recreations check status first) untouched."""
+    clock = [1000.0]
+    limiter = LocalLimiter(clock=lambda: clock[0], sleep=lambda _s: None)
+    taken = 0
+    for _ in range(100):  # ten simulated seconds, asking every 0.1 s
+        taken += scans.within_budget(limiter, APP_ID)
+        clock[0] += 0.1
+    assert 25 <= taken <= 29  # 2.7/s over 10 s
+    limiter.acquire(f"zego:{APP_ID}:QueryAgentInstanceStatus", 9.0, 0.0)  # free, no RateLimitTimeout
