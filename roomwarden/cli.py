@@ -171,7 +171,7 @@ def rebuild() -> None:
 
 @inbox_app.command("list")
 def inbox_list(
-    state: Annotated[str | None, typer.Option(help="pending, done or failed.")] = None,
+    state: Annotated[str | None, typer.Option(help="pending, done, failed or conflict.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
 ) -> None:
     """List stored callbacks, newest first."""

@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/callbacks/zego", receiver.zego_callback, methods=["POST"]),
             Route("/healthz", health.healthz),
             Route("/readyz", health.readyz),
+            Route("/metrics", health.metrics),
             Route("/v1/sessions", api.list_sessions, methods=["GET"]),
             Route("/v1/sessions", api.create_session, methods=["POST"]),
             Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),

@@ -1,7 +1,8 @@
-"""Liveness and readiness, for load balancers and orchestrators."""
+"""Liveness, readiness and metrics, for load balancers, orchestrators and Prometheus."""
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -12,6 +13,11 @@ from worker.celery_app import app as celery
 
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    """This process's Prometheus metrics, text exposition format (no token: counts only)."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 def _check_database(request: Request) -> str | None:

@@ -32,13 +32,17 @@ from worker.db import utcnow
 from worker.inbox import (
     POSTGRES_INSERT,
     POSTGRES_STORED_BODIES,
+    POSTGRES_STORED_PAYLOADS,
     NewCallback,
     Outcome,
     PreparedBatch,
     StreamKey,
+    conflict_row,
+    conflicting,
     postgres_insert_params,
     store_batch,
 )
+from worker.models import InboxState
 
 log = structlog.get_logger(__name__)
 
@@ -246,6 +250,18 @@ class PostgresInboxWriter:
                 cursor = await connection.execute(POSTGRES_STORED_BODIES, {"signatures": signatures})
                 hashes = {signature: body for signature, body in await cursor.fetchall()}
             outcomes = prepared.outcomes(inserted, hashes)
+            candidates = prepared.duplicates(outcomes)
+            if candidates:
+                keys = list({items[i].callback.dedup_key for i in candidates})
+                cursor = await connection.execute(POSTGRES_STORED_PAYLOADS, {"keys": keys})
+                clashes = conflicting(items, candidates, dict(await cursor.fetchall()))
+                if clashes:
+                    rows = [conflict_row(items[i], received_at) for i in clashes]
+                    await connection.execute(
+                        POSTGRES_INSERT, postgres_insert_params(rows, received_at, InboxState.CONFLICT)
+                    )
+                    for index in clashes:
+                        outcomes[index] = "conflict"
         except Exception as exc:  # the writer must outlive any one batch
             if reused and isinstance(exc, psycopg.OperationalError):
                 # A connection that died while idle (a database restart, a failover): one more

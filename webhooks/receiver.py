@@ -11,6 +11,7 @@ import time
 
 import orjson
 import structlog
+from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -24,6 +25,15 @@ log = structlog.get_logger(__name__)
 
 _STORED = Response(b'{"status":"stored"}', media_type="application/json")
 _DUPLICATE = Response(b'{"status":"duplicate"}', media_type="application/json")
+# Stored too, beside the callback that holds its dedup key (worker/inbox.py); 200 so that ZEGO
+# stops retrying: a retry could only add the same conflict again.
+_CONFLICT = Response(b'{"status":"conflict"}', media_type="application/json")
+
+# Per receiver process, as Prometheus counters are: sum() them across receivers.
+CONFLICTS = Counter(
+    "roomwarden_inbox_conflicts_total",
+    "Validly signed callbacks whose dedup key held other content; kept as inbox state conflict.",
+)
 
 
 def error(status: int, code: str, detail: str) -> Response:
@@ -94,4 +104,14 @@ async def zego_callback(request: Request) -> Response:
             agent_instance_id=callback.agent_instance_id,
         )
         return error(401, "replayed_signature", "this signature was already used with another body")
+    if outcome == "conflict":
+        CONFLICTS.inc()
+        log.warning(
+            "callback_conflict_kept",
+            app_id=callback.app_id,
+            callback_event=callback.event,
+            agent_instance_id=callback.agent_instance_id,
+            sequence=callback.sequence,
+        )
+        return _CONFLICT
     return _STORED if outcome == "stored" else _DUPLICATE

@@ -2,8 +2,12 @@
 
 The receiver stores a whole batch of concurrent requests in one multi-row
 ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: one commit makes many callbacks durable, and a
-duplicate is simply a row that did not come back. Only on that rare path does a second query
-tell a harmless redelivery from a replayed signature carrying another body.
+duplicate is simply a row that did not come back. Only on that rare path do two more queries
+tell a harmless redelivery from a replayed signature carrying another body (refused), and from
+a validly signed callback whose dedup key is taken by other content: ZEGO does not sign the
+body, so whoever holds a leaked signature and comes first can store a forged one, and the
+genuine callback's re-signed retry would look like a duplicate. Such a newcomer is kept too, as
+a ``conflict`` row (never applied; ``roomwarden inbox list --state conflict``), and counted.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import orjson
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from worker.callbacks import Callback
+from worker.callbacks import Callback, content_hash
 from worker.db import insert_ignoring_conflicts
 from worker.models import InboxCallback, InboxState
 
@@ -52,7 +56,7 @@ class NewCallback:
         }
 
 
-Outcome = Literal["stored", "duplicate", "replay"]
+Outcome = Literal["stored", "duplicate", "replay", "conflict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +92,38 @@ class PreparedBatch:
             result.append("replay" if stored is not None and stored != item.body_hash else "duplicate")
         return result
 
+    def duplicates(self, outcomes: Sequence[Outcome]) -> list[int]:
+        """Indexes of the items taken for duplicates: the ones whose content must be compared."""
+        return [index for index, outcome in enumerate(outcomes) if outcome == "duplicate"]
+
     def _stored(self, index: int, item: NewCallback, inserted: set[str]) -> bool:
         key = item.callback.dedup_key
         return key in inserted and self.first_of_key[key] == index
+
+
+def conflicting(
+    items: Sequence[NewCallback], candidates: list[int], stored_payloads: dict[str, str]
+) -> list[int]:
+    """Of the ``candidates`` (indexes of would-be duplicates), those whose content differs from the
+    stored callback of the same dedup key (``stored_payloads``: dedup key -> stored payload text).
+    Compared blind to signing (``content_hash``): a re-signed retry is a duplicate, not a conflict.
+    A payload emptied by retention compares as nothing: a duplicate."""
+    found = []
+    for index in candidates:
+        callback = items[index].callback
+        stored = stored_payloads.get(callback.dedup_key)
+        if stored and content_hash(orjson.loads(stored)) != content_hash(callback.payload):
+            found.append(index)
+    return found
+
+
+def conflict_row(item: NewCallback, received_at: dt.datetime) -> dict[str, Any]:
+    """The row keeping a conflicting callback: its own dedup key (one row per distinct content),
+    state ``conflict`` so no drain applies it."""
+    row = item.row(received_at)
+    row["dedup_key"] = f"{item.callback.dedup_key}:conflict:{content_hash(item.callback.payload)[:16]}"
+    row["state"] = InboxState.CONFLICT.value
+    return row
 
 
 def store_batch(
@@ -117,7 +150,26 @@ def store_batch(
             )
         )
         hashes = {signature: body for signature, body in found}
-    return prepared.outcomes(inserted, hashes)
+    outcomes = prepared.outcomes(inserted, hashes)
+    candidates = prepared.duplicates(outcomes)
+    if candidates:
+        keys = list({batch[i].callback.dedup_key for i in candidates})
+        stored = dict(
+            connection.execute(
+                select(InboxCallback.dedup_key, InboxCallback.payload).where(
+                    InboxCallback.dedup_key.in_(keys)
+                )
+            ).all()
+        )
+        clashes = conflicting(batch, candidates, stored)
+        if clashes:
+            connection.execute(
+                insert_ignoring_conflicts(InboxCallback, connection.dialect.name),
+                [conflict_row(batch[i], received_at) for i in clashes],
+            )
+            for index in clashes:
+                outcomes[index] = "conflict"
+    return outcomes
 
 
 _COLUMNS = (
@@ -137,7 +189,7 @@ _COLUMNS = (
 # parameters cost ~6x more CPU per row, in psycopg's Python array quoting of the JSON payloads.
 POSTGRES_INSERT = (  # noqa: S608 - built from the constant column list above
     "INSERT INTO inbox ({columns}, received_at, state, attempts) "
-    "SELECT u.*, %(received_at)s, 'pending', 0 FROM json_to_recordset(%(rows)s::json) AS u({typed}) "
+    "SELECT u.*, %(received_at)s, %(state)s, 0 FROM json_to_recordset(%(rows)s::json) AS u({typed}) "
     "ON CONFLICT DO NOTHING RETURNING dedup_key"
 ).format(
     columns=", ".join(name for name, _ in _COLUMNS),
@@ -145,11 +197,14 @@ POSTGRES_INSERT = (  # noqa: S608 - built from the constant column list above
 )
 
 
-def postgres_insert_params(rows: list[dict[str, Any]], received_at: dt.datetime) -> dict[str, Any]:
-    return {"rows": orjson.dumps(rows).decode(), "received_at": received_at}
+def postgres_insert_params(
+    rows: list[dict[str, Any]], received_at: dt.datetime, state: InboxState = InboxState.PENDING
+) -> dict[str, Any]:
+    return {"rows": orjson.dumps(rows).decode(), "received_at": received_at, "state": state.value}
 
 
 POSTGRES_STORED_BODIES = "SELECT signature, body_hash FROM inbox WHERE signature = ANY(%(signatures)s)"
+POSTGRES_STORED_PAYLOADS = "SELECT dedup_key, payload FROM inbox WHERE dedup_key = ANY(%(keys)s)"
 
 
 def pending_streams(

@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
@@ -802,3 +803,36 @@ def test_deep_nesting_is_bad_request(
     assert_error(response, 400, "malformed")
     assert "nested" in response.json()["detail"]
     assert inbox_rows(clean_engine) == []
+
+
+def conflicts_counted(client: TestClient) -> float:
+    """roomwarden_inbox_conflicts_total as Prometheus would read it (its own parser, not ours)."""
+    text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "roomwarden_inbox_conflicts":
+            return sum(s.value for s in family.samples if s.name == "roomwarden_inbox_conflicts_total")
+    raise AssertionError("roomwarden_inbox_conflicts_total is not exposed")
+
+
+@pytest.mark.parametrize("form", BODY_FORMS)
+def test_a_leaked_signature_cannot_make_the_genuine_callback_vanish(
+    client: TestClient, clean_engine: Engine, signer: Signer, form: str
+) -> None:
+    """Someone with a leaked signature stores a forged body first. The genuine callback, carrying
+    that signature, is refused as a replay; ZEGO's re-signed retry then collides on the dedup key
+    with other content: it is kept beside the forgery as a conflict, counted, and never applied."""
+    genuine = signer.callback("ASRResult", {"UserId": "user_1", "Round": 7, "Text": "Cancel my order"})
+    forged = {**genuine, "Data": {**genuine["Data"], "Text": "Upgrade me to the premium plan"}}
+    before = conflicts_counted(client)
+    assert post(client, forged, form).json() == STORED
+    assert_error(post(client, genuine, form), 401, "replayed_signature")
+    retry = signer.resign(genuine)
+    assert post(client, retry, form).json() == {"status": "conflict"}
+    assert post(client, signer.resign(genuine), form).json() == {"status": "conflict"}  # kept once
+    assert post(client, signer.resign(forged), form).json() == DUPLICATE  # the stored one, re-signed
+
+    rows = inbox_rows(clean_engine)
+    assert [row.state for row in rows] == ["pending", "conflict"]
+    assert orjson.loads(rows[1].payload)["Data"]["Text"] == "Cancel my order"
+    assert rows[1].dedup_key.startswith(rows[0].dedup_key + ":conflict:")
+    assert conflicts_counted(client) == before + 2

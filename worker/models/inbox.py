@@ -17,6 +17,9 @@ class InboxState(enum.StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"
+    # Validly signed, same dedup key as a stored callback, other content (a forged body stored
+    # first with a leaked signature, or a vendor bug): kept for a person, never applied.
+    CONFLICT = "conflict"
 
 
 class InboxCallback(Base):
