@@ -19,6 +19,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# webhooks/slow_clients.py: header timeout and connection limit (the Procfile passes the same).
+SLOW_CLIENT_FLAGS = ("--http", "webhooks.slow_clients:BoundedProtocol")
+
+
 def commands(host: str, port: int) -> dict[str, list[str]]:
     """The Procfile's web, worker and beat, as this interpreter runs them."""
     py = sys.executable
@@ -34,6 +38,7 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
             "--port",
             str(port),
             "--no-access-log",
+            *SLOW_CLIENT_FLAGS,
         ],
         "worker": [
             *celery,

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from webhooks.auth import authorized, readable
 from webhooks.queries import bounded, choice, invalid_query, json, read
-from webhooks.receiver import BodyTooLarge, error, read_body
+from webhooks.receiver import BodyTimeout, BodyTooLarge, error, read_body
 from worker import catalog, provisioning, sessions, transcript_formats, transcripts
 from worker.callbacks import MAX_DEPTH, MalformedCallback, check_depth
 from worker.db import session_scope, utcnow
@@ -134,6 +134,8 @@ async def json_body(request: Request) -> Any:
         check_depth(body)
     except BodyTooLarge:
         return error(413, "body_too_large", f"body exceeds {limit} bytes")
+    except BodyTimeout:
+        return error(408, "body_timeout", "body not received in time")
     except ClientDisconnect:
         return error(400, "client_disconnected", "request body was not received in full")
     except (orjson.JSONDecodeError, MalformedCallback):

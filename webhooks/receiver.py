@@ -7,6 +7,7 @@ and 4xx for requests that no retry will fix.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -48,17 +49,27 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTimeout(Exception):
+    pass
+
+
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes (BodyTooLarge) or past the body budget (BodyTimeout):
+    a client sending a byte a second must not hold a connection and a task for ever."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(request.app.state.settings.body_timeout_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout from None
     return b"".join(chunks)
 
 
@@ -69,6 +80,8 @@ async def zego_callback(request: Request) -> Response:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
         return error(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
+    except BodyTimeout:
+        return error(408, "body_timeout", f"body not received within {settings.body_timeout_seconds:g} s")
     except ClientDisconnect:
         return error(400, "client_disconnected", "request body was not received in full")
     try:

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     ingest_writers: int = 2
     ingest_batch_max: int = 256
     ingest_timeout_seconds: float = 10.0
+    # Slow clients (webhooks/slow_clients.py): a request's headers must be complete this long after
+    # its connection opened (or the previous response ended), and its body read within the body
+    # budget (else 408); each web process takes at most this many connections (then 503).
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    max_connections: int = 1000
 
     # Worker.
     apply_max_attempts: int = 6
@@ -119,6 +125,9 @@ class Settings(BaseSettings):
         "ingest_batch_max",
         "apply_max_attempts",
         "read_timeout_seconds",
+        "header_timeout_seconds",
+        "body_timeout_seconds",
+        "max_connections",
     )
     @classmethod
     def _positive(cls, value: float) -> float:
