@@ -143,6 +143,16 @@ def test_bad_callbacks_are_refused_odd_ones_kept_and_valid_traffic_applied(
             if index < len(odd):
                 answers[f"odd {index}"] = client.post("/callbacks/zego", json=odd[index])
 
+    # Bigger than any callback: refused by its size, before anything is parsed.
+    oversized = signer.callback("ASRResult", {"UserId": "u", "Round": 1, "Text": "x" * 2_000_000})
+    answers["oversized"] = httpx.post(f"{stack.url}/callbacks/zego", json=oversized, timeout=10)
+    assert answers["oversized"].status_code == 413
+    # A forged body stored first under a genuine dedup key; the genuine one, re-signed, is kept too.
+    forged = signer.callback("LLMResult", {"Round": 5, "Text": "forged"}, instance=ODD_INSTANCE, sequence=900)
+    genuine = signer.resign({**forged, "Data": {"Round": 5, "Text": "genuine"}})
+    assert httpx.post(f"{stack.url}/callbacks/zego", json=forged).json() == {"status": "stored"}
+    assert httpx.post(f"{stack.url}/callbacks/zego", json=genuine).json() == {"status": "conflict"}
+
     for name, (_body, field) in refused.items():
         response = answers[name]
         assert response.status_code == 400, (name, response.status_code, response.text)
@@ -153,7 +163,10 @@ def test_bad_callbacks_are_refused_odd_ones_kept_and_valid_traffic_applied(
         assert response.json()["status"] == "stored"
 
     wait_until(lambda: applied(clean_engine, INSTANCE) == (len(valid), 0), 60, "the conversation applied")
-    wait_until(lambda: applied(clean_engine, ODD_INSTANCE) == (len(odd), 0), 60, "the odd callbacks applied")
+    # The odd ones and the forgery applied; the conflicting genuine one kept aside, not applied.
+    wait_until(
+        lambda: applied(clean_engine, ODD_INSTANCE) == (len(odd) + 1, 1), 60, "the odd callbacks applied"
+    )
     assert applied(clean_engine, BAD_INSTANCE) == (0, 0), "a refused callback was stored"
 
     api = httpx.Client(base_url=stack.url, timeout=10, headers={"Authorization": f"Bearer {API_TOKEN}"})
@@ -162,8 +175,9 @@ def test_bad_callbacks_are_refused_odd_ones_kept_and_valid_traffic_applied(
         assert len(turns) == 6
         odd_turns = [t["text"] for t in api.get(f"/v1/sessions/{ODD_INSTANCE}/transcript").json()["turns"]]
         session = api.get(f"/v1/sessions/{ODD_INSTANCE}").json()
-    assert len(odd_turns) == 2
-    user_text, agent_text = odd_turns
+    assert len(odd_turns) == 3
+    forgery, user_text, agent_text = odd_turns  # Round 5 before Round 11
+    assert forgery == "forged"
     assert "\x00" not in user_text + agent_text
     assert user_text.startswith("nul") and user_text.endswith("inside \x1b[31mred")
     assert agent_text.startswith("answer") and agent_text.endswith("too")
