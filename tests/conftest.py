@@ -7,7 +7,7 @@ embedded path. Schemas come from ``alembic upgrade head``, never ``create_all``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PG_URL = os.environ.get(
@@ -30,7 +30,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from tests.deployment import deploy  # noqa: E402, F401
 from tests.emulator_fixture import emulator, emulator_factory  # noqa: E402, F401
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer  # noqa: E402
-from tests.processes import RedisServer  # noqa: E402
+from tests.processes import RedisServer, Stack  # noqa: E402
 from worker.db import Base, make_engine  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
@@ -145,3 +145,28 @@ def client(settings: Settings, clean_engine: Engine, redis_client: redis.Redis) 
 
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def receiver_process(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Stack]]:
+    """Start ``uvicorn webhooks.app:app`` as a real process on the test database, with extra settings."""
+    stacks: list[Stack] = []
+
+    def start(**overrides: str) -> Stack:
+        env = {
+            **os.environ,
+            "ROOMWARDEN_DATABASE_URL": database_url,
+            "ROOMWARDEN_ZEGO_APP_ID": str(APP_ID),
+            "ROOMWARDEN_ZEGO_CALLBACK_SECRET": CALLBACK_SECRET,
+            "ROOMWARDEN_API_TOKEN": API_TOKEN,
+            "ROOMWARDEN_LOG_FORMAT": "json",
+            **{f"ROOMWARDEN_{name.upper()}": value for name, value in overrides.items()},
+        }
+        stack = Stack(tmp_path, env)
+        stacks.append(stack)
+        stack.start_receiver()
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import sessionmaker
 from starlette.testclient import TestClient
 
+from tests.conftest import API_TOKEN
 from tests.factories import receiver_client
+from tests.processes import Stack, wait_until
 from tests.seeded import SEEDS, seed_committed
 from worker.models import Turn
 from worker.settings import Settings
@@ -137,3 +140,38 @@ def test_a_read_past_its_budget_is_503_read_timeout(
         assert response.status_code == 503, response.text[:300]
         assert response.json()["error"] == "read_timeout"
         assert client.get("/healthz").status_code == 200
+
+
+def lock_waiters(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_read_stops_in_the_database_when_its_client_goes_away(
+    receiver_process: Callable[..., Stack], database_url: str, clean_engine: Engine
+) -> None:
+    """A list request stuck behind a lock is cancelled in Postgres the moment its client hangs up,
+    not whenever the lock goes (a real uvicorn, a real socket closed mid-request)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip(
+            "SQLite readers wait on no lock in WAL mode; cancellation is in tests/worker/test_reads.py"
+        )
+    stack = receiver_process(read_timeout_seconds="120")
+    with clean_engine.connect() as locker:
+        held = locker.begin()
+        locker.execute(text("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE"))
+        client = socket.create_connection(("127.0.0.1", stack.port), timeout=10)
+        client.sendall(
+            f"GET /v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_TOKEN}\r\n\r\n".encode()
+        )
+        wait_until(lambda: lock_waiters(clean_engine) == 1, 10, "the read to wait on the lock")
+        client.close()
+        wait_until(lambda: lock_waiters(clean_engine) == 0, 10, "the read to be cancelled")
+        held.rollback()

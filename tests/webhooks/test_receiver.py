@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
-from tests.conftest import API_TOKEN, REDIS_URL
+from tests.conftest import REDIS_URL
 from tests.factories import (
     APP_ID,
     BODY_FORMS,
@@ -64,31 +62,6 @@ def assert_error(response: httpx.Response, status: int, error: str) -> None:
 
 def minutes_ago(minutes: float) -> int:
     return int((time.time() - minutes * 60) * 1000)
-
-
-@pytest.fixture
-def receiver_process(tmp_path: Path, database_url: str) -> Iterator[Callable[..., Stack]]:
-    """Start ``uvicorn webhooks.app:app`` as a real process on the test database, with extra settings."""
-    stacks: list[Stack] = []
-
-    def start(**overrides: str) -> Stack:
-        env = {
-            **os.environ,
-            "ROOMWARDEN_DATABASE_URL": database_url,
-            "ROOMWARDEN_ZEGO_APP_ID": str(APP_ID),
-            "ROOMWARDEN_ZEGO_CALLBACK_SECRET": CALLBACK_SECRET,
-            "ROOMWARDEN_API_TOKEN": API_TOKEN,
-            "ROOMWARDEN_LOG_FORMAT": "json",
-            **{f"ROOMWARDEN_{name.upper()}": value for name, value in overrides.items()},
-        }
-        stack = Stack(tmp_path, env)
-        stacks.append(stack)
-        stack.start_receiver()
-        return stack
-
-    yield start
-    for stack in stacks:
-        stack.stop()
 
 
 @contextlib.contextmanager

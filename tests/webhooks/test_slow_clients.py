@@ -5,34 +5,15 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
-from sqlalchemy import Engine
 
 from tests.factories import Signer
-from tests.processes import Stack, stack_env
+from tests.processes import Stack
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def web(tmp_path: Path, database_url: str, clean_engine: Engine) -> Iterator[Callable[..., Stack]]:
-    stacks: list[Stack] = []
-
-    def start(**settings: str) -> Stack:
-        env = stack_env(database_url, "redis://127.0.0.1:1/0")
-        env.update({f"ROOMWARDEN_{name.upper()}": value for name, value in settings.items()})
-        stack = Stack(tmp_path / f"web{len(stacks)}", env)
-        stacks.append(stack)
-        stack.start_receiver()
-        return stack
-
-    yield start
-    for stack in stacks:
-        stack.stop()
 
 
 def dribbler(stack: Stack, sent: bytes) -> socket.socket:
@@ -57,9 +38,9 @@ def closed_within(connection: socket.socket, seconds: float) -> tuple[bool, byte
 
 
 def test_a_request_whose_headers_never_finish_is_cut_off_and_others_are_served(
-    web: Callable[..., Stack],
+    receiver_process: Callable[..., Stack],
 ) -> None:
-    stack = web(header_timeout_seconds="1")
+    stack = receiver_process(header_timeout_seconds="1")
     slow = [dribbler(stack, b"POST /callbacks/zego HTTP/1.1\r\nHost: x\r\nContent-") for _ in range(20)]
     silent = dribbler(stack, b"")
     response = httpx.post(f"{stack.url}/callbacks/zego", json=Signer().callback("ASRResult"), timeout=5)
@@ -71,8 +52,8 @@ def test_a_request_whose_headers_never_finish_is_cut_off_and_others_are_served(
         connection.close()
 
 
-def test_a_body_that_stops_coming_is_408(web: Callable[..., Stack]) -> None:
-    stack = web(body_timeout_seconds="1")
+def test_a_body_that_stops_coming_is_408(receiver_process: Callable[..., Stack]) -> None:
+    stack = receiver_process(body_timeout_seconds="1")
     connection = dribbler(
         stack,
         b"POST /callbacks/zego HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -85,8 +66,10 @@ def test_a_body_that_stops_coming_is_408(web: Callable[..., Stack]) -> None:
     assert b"body_timeout" in said
 
 
-def test_past_the_connection_limit_new_requests_get_503_until_slots_free(web: Callable[..., Stack]) -> None:
-    stack = web(max_connections="5", header_timeout_seconds="2")
+def test_past_the_connection_limit_new_requests_get_503_until_slots_free(
+    receiver_process: Callable[..., Stack],
+) -> None:
+    stack = receiver_process(max_connections="5", header_timeout_seconds="2")
     held = [dribbler(stack, b"GET /healthz HTTP/1.1\r\n") for _ in range(5)]
     time.sleep(0.3)
     assert httpx.get(f"{stack.url}/healthz", timeout=5).status_code == 503
