@@ -1,7 +1,7 @@
 """How fast one process applies stored callbacks: the drain alone, no Celery, no HTTP.
 
 Stores a backlog in a fresh Postgres database with the receiver's own insert, then times
-``worker.drain.drain_until_done`` over it in this process (after one warm-up drain, so that
+``worker.inbox.drain.drain_until_done`` over it in this process (after one warm-up drain, so that
 SQLAlchemy's statement cache is warm as in a long-running worker). Prints callbacks/s and CPU
 microseconds per callback for each run and their medians. No targets: this is the figure to
 move when working on the drain; ``bench/pipeline`` says what it means end to end.
@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from tests.factories import Signer, ingest
 from worker.db import make_engine, make_sessionmaker, session_scope
-from worker.drain import drain_until_done
+from worker.inbox.drain import drain_until_done
 from worker.settings import Settings
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/roomwarden_drain_bench"

@@ -4,7 +4,7 @@
 Builds a fresh Postgres database (``INSERT ... SELECT generate_series``: 10,000 sessions of 100
 turns each, English and Chinese text, some interrupted), then exports the turns of the first
 N sessions (the ``until`` filter the API and CLI take) for N = 100k, 250k, 500k and 1M turns,
-each format, each export in a fresh child process running ``worker.exports.write`` to a file.
+each format, each export in a fresh child process running ``worker.analysis.exports.write`` to a file.
 The child reports its peak resident memory (VmHWM, /proc/self/status) and its resident memory
 just before the export, so the table shows whether memory grows with the export (it should
 not: rows stream from a server-side cursor and leave as chunks or Parquet row groups).
@@ -109,8 +109,8 @@ def rss_kb(field: str) -> int:
 
 def child(database_url: str, fmt: str, turns: int, out: str) -> int:
     """One export in this fresh process; prints its figures as JSON on stdout."""
-    from worker import exports
-    from worker.catalog import SessionFilter
+    from worker.analysis import exports
+    from worker.analysis.catalog import SessionFilter
     from worker.db import make_engine, make_sessionmaker
 
     engine = make_engine(database_url)

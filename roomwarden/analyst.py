@@ -1,7 +1,7 @@
 """The analyst's commands: find sessions, read a transcript, search what was said, count, export.
 
-Each command reads the database through the same functions as the read API (``worker.catalog``,
-``worker.search``, ``worker.stats``, ``worker.exports``), prints a table in a terminal and JSON
+Each command reads the database through the same functions as the read API (the modules of
+``worker.analysis``: catalog, search, stats, exports), prints a table in a terminal and JSON
 with ``--json``. The session filters are the API's query parameters as options (``--since``,
 ``--has-interruptions true``...), parsed by the same ``SessionFilter.from_query``.
 """
@@ -26,7 +26,7 @@ from roomwarden.terminal import lines, markup, plain
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session as DbSession
 
-    from worker.catalog import SessionFilter
+    from worker.analysis.catalog import SessionFilter
 
 sessions_app = typer.Typer(help="Find sessions and look at one.", no_args_is_help=True)
 
@@ -68,7 +68,7 @@ def with_filters(command: Callable[..., None]) -> Callable[..., None]:
     The options are written once, here, for list, search, stats and export alike; a bad value
     exits 2 naming the option, with the API's own message.
     """
-    from worker.catalog import FilterError, SessionFilter
+    from worker.analysis.catalog import FilterError, SessionFilter
 
     # The command's own options with their annotations resolved for typer (they are strings
     # under ``from __future__``); ``where`` is filled in here, its type imported only for mypy.
@@ -106,7 +106,7 @@ def with_filters(command: Callable[..., None]) -> Callable[..., None]:
 
 def session_or_exit(db: DbSession, key: str) -> Any:
     """The session with this id or AgentInstanceId; exit 1 with a message when there is none."""
-    from worker import sessions
+    from worker.sessions import reading as sessions
 
     found = sessions.find_session(db, key)
     if found is None:
@@ -138,7 +138,7 @@ def sessions_list(
     as_json: AsJson = False,
 ) -> None:
     """List sessions, newest first, with the filters below."""
-    from worker import catalog
+    from worker.analysis import catalog
     from worker.db import session_scope
 
     try:
@@ -183,7 +183,7 @@ def sessions_show(
     as_json: AsJson = False,
 ) -> None:
     """One session: instances, how it ended, policy actions, latency, exceptions."""
-    from worker import catalog
+    from worker.analysis import catalog
     from worker.db import session_scope
 
     with session_scope(_factory()) as db:
@@ -255,8 +255,9 @@ def transcript(
     as_json: AsJson = False,
 ) -> None:
     """Print a session's transcript: as text, WebVTT subtitles, or JSON."""
-    from worker import transcript_formats, transcripts
+    from worker.analysis import transcript_formats
     from worker.db import session_scope
+    from worker.sessions import transcripts
 
     chosen = "json" if as_json else format_
     if chosen not in ("text", "vtt", "json"):
@@ -288,7 +289,7 @@ def search(
     as_json: AsJson = False,
 ) -> None:
     """Find turns by what was said, with the session and the turns around them."""
-    from worker import search as searching
+    from worker.analysis import search as searching
     from worker.db import session_scope
 
     if not query.strip():
@@ -319,7 +320,7 @@ def search(
 @with_filters
 def stats(*, where: SessionFilter, as_json: AsJson = False) -> None:
     """Count sessions, turns, end reasons, interruptions and exceptions; latency percentiles; cost."""
-    from worker import stats as counting
+    from worker.analysis import stats as counting
     from worker.db import session_scope
     from worker.settings import get_settings
 
@@ -383,7 +384,7 @@ def export(
     """Export sessions or turns, streamed at constant memory, for a warehouse or a spreadsheet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from worker import exports
+    from worker.analysis import exports
     from worker.db import session_scope
 
     if kind not in exports.KINDS:

@@ -151,8 +151,8 @@ def emulator_command(ctx: typer.Context) -> None:
 @app.command()
 def session(key: Annotated[str, typer.Argument(help="A session id or an AgentInstanceId.")]) -> None:
     """Print a session as JSON: state, end reason, instances, exceptions."""
-    from worker import sessions
     from worker.db import session_scope
+    from worker.sessions import reading as sessions
 
     with session_scope(_factory()) as db:
         found = _session_or_exit(db, key)
@@ -162,7 +162,7 @@ def session(key: Annotated[str, typer.Argument(help="A session id or an AgentIns
 @app.command()
 def rebuild() -> None:
     """Re-derive every session and transcript from the stored callbacks. Stop the workers first."""
-    from worker.rebuild import rebuild as do_rebuild
+    from worker.sessions.rebuild import rebuild as do_rebuild
     from worker.settings import get_settings
 
     applied = do_rebuild(_factory(), get_settings())
@@ -175,8 +175,8 @@ def inbox_list(
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
 ) -> None:
     """List stored callbacks, newest first."""
-    from worker import inbox
     from worker.db import session_scope
+    from worker.inbox import store as inbox
     from worker.models import InboxState
 
     chosen = InboxState(state) if state else None
@@ -194,8 +194,8 @@ def inbox_replay(
     ids: Annotated[list[int] | None, typer.Argument(help="Inbox ids; all failed ones if none.")] = None,
 ) -> None:
     """Put failed (parked) callbacks back in line and ask a worker to apply them."""
-    from worker import inbox
     from worker.db import session_scope
+    from worker.inbox import store as inbox
     from worker.tasks import enqueue_drain
 
     with session_scope(_factory()) as db:

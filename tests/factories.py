@@ -7,7 +7,7 @@ import secrets
 import time
 from typing import Any
 
-from worker.signatures import callback_signature
+from worker.inbox.signatures import callback_signature
 
 APP_ID = 1234567
 CALLBACK_SECRET = "test-callback-secret-7f3a"
@@ -94,9 +94,9 @@ def ingest(db: Any, payloads: list[dict[str, Any]]) -> list[str]:
     """Store callbacks in the inbox as the receiver would (same function, same transaction rules)."""
     import orjson
 
-    from worker.callbacks import Callback, payload_hash
     from worker.db import utcnow
-    from worker.inbox import NewCallback, store_batch
+    from worker.inbox.callbacks import Callback, payload_hash
+    from worker.inbox.store import NewCallback, store_batch
 
     items = []
     for payload in payloads:
@@ -109,7 +109,7 @@ def ingest(db: Any, payloads: list[dict[str, Any]]) -> list[str]:
 
 def apply_pending(db: Any, settings: Any, *, instance: str = INSTANCE, app_id: int = APP_ID) -> int:
     """Drain one stream until nothing is left, as the worker's task does."""
-    from worker.drain import drain_stream
+    from worker.inbox.drain import drain_stream
 
     applied = 0
     while True:

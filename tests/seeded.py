@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer, apply_pending, ingest
-from worker.lifecycle import session_id_for
 from worker.models import Session
+from worker.sessions.lifecycle import session_id_for
 from worker.settings import Settings
 
 OTHER_APP_ID = 7654321

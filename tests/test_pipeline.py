@@ -18,9 +18,9 @@ from tests.conftest import API_TOKEN
 from tests.factories import APP_ID, INSTANCE, Signer
 from tests.processes import RedisServer, Stack, stack_env, wait_until
 from tests.worker.conversation import conversation
-from worker import transcripts
-from worker.lifecycle import session_id_for
 from worker.models import AgentException, InboxCallback, Turn
+from worker.sessions import transcripts
+from worker.sessions.lifecycle import session_id_for
 
 pytestmark = pytest.mark.slow
 

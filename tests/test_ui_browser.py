@@ -20,7 +20,7 @@ from tests.factories import APP_ID, CALLBACK_SECRET
 from tests.processes import Stack, stack_env
 from tests.seeded import SEEDS, Seed, seed_committed
 from worker.db import make_sessionmaker
-from worker.lifecycle import END_REASONS
+from worker.sessions.lifecycle import END_REASONS
 from worker.settings import Settings
 
 pytest.importorskip("playwright")

@@ -11,9 +11,9 @@ from starlette.responses import Response
 
 from webhooks.auth import readable
 from webhooks.queries import bounded, invalid_query, json, read
-from worker import catalog
-from worker import search as searching
-from worker import stats as statistics
+from worker.analysis import catalog
+from worker.analysis import search as searching
+from worker.analysis import stats as statistics
 from worker.settings import Settings
 
 

@@ -15,12 +15,14 @@ from starlette.responses import Response
 from webhooks.auth import authorized, readable
 from webhooks.queries import bounded, choice, invalid_query, json, read
 from webhooks.receiver import BodyTimeout, BodyTooLarge, error, read_body
-from worker import catalog, provisioning, sessions, transcript_formats, transcripts
-from worker.callbacks import MAX_DEPTH, MalformedCallback, check_depth
+from worker.analysis import catalog, transcript_formats
 from worker.db import session_scope, utcnow
+from worker.inbox.callbacks import MAX_DEPTH, MalformedCallback, check_depth
 from worker.models import ActionKind, ActionState, Provider
 from worker.policies import quotas, reports
 from worker.policies.config import PolicyBook
+from worker.sessions import provisioning, transcripts
+from worker.sessions import reading as sessions
 from worker.tasks import enqueue_actions, enqueue_end, enqueue_start
 
 

@@ -11,11 +11,11 @@ from starlette.routing import Route
 
 from webhooks import analysis, api, exports, health, receiver, ui
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
-from worker import templates
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
 from worker.policies.config import book_for
 from worker.sealing import Sealer
+from worker.sessions import templates
 from worker.settings import Settings, get_settings
 from worker.tasks import enqueue_drain
 

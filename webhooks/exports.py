@@ -1,6 +1,6 @@
 """GET /v1/exports/{kind}.{format}: sessions or turns as JSON Lines, CSV or Parquet (read scope).
 
-The body streams: ``worker.exports.stream`` is a sync iterator that holds its own database
+The body streams: ``worker.analysis.exports.stream`` is a sync iterator that holds its own database
 session, and Starlette pulls it a chunk at a time in its threadpool, so the event loop never
 waits on the database and memory stays flat whatever the size. When the client goes away
 mid-export, ``_ClosingStream`` closes the iterator, and with it the session and the server-side
@@ -21,8 +21,8 @@ from starlette.types import Receive, Scope, Send
 from webhooks.auth import readable
 from webhooks.queries import invalid_query
 from webhooks.receiver import error
-from worker import exports
-from worker.catalog import FilterError, SessionFilter
+from worker.analysis import exports
+from worker.analysis.catalog import FilterError, SessionFilter
 from worker.db import describe_failure
 
 log = structlog.get_logger(__name__)

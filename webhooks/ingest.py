@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from worker.db import utcnow
-from worker.inbox import (
+from worker.inbox.store import (
     POSTGRES_INSERT,
     POSTGRES_STORED_BODIES,
     POSTGRES_STORED_PAYLOADS,

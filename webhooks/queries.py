@@ -1,6 +1,6 @@
 """What every read endpoint shares: JSON answers, reads in a worker thread, query parameters.
 
-One parsing path (``worker.catalog``'s ``FilterError``) and one 400 answer,
+One parsing path (``worker.analysis.catalog``'s ``FilterError``) and one 400 answer,
 ``{"error": "invalid_query", "detail": ..., "field": ...}``, whichever endpoint a client calls.
 """
 
@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from worker import reads
-from worker.catalog import FilterError
+from worker.analysis import reads
+from worker.analysis.catalog import FilterError
 
 
 def json(data: Any, status: int = 200) -> Response:

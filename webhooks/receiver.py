@@ -17,10 +17,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from webhooks.ingest import StorageUnavailable
-from worker import callback_fields
-from worker.callbacks import Callback, MalformedCallback, parse_body, payload_hash
-from worker.inbox import NewCallback
-from worker.signatures import InvalidSignature, verify_callback
+from worker.inbox import callback_fields
+from worker.inbox.callbacks import Callback, MalformedCallback, parse_body, payload_hash
+from worker.inbox.signatures import InvalidSignature, verify_callback
+from worker.inbox.store import NewCallback
 
 log = structlog.get_logger(__name__)
 

@@ -11,17 +11,20 @@ import structlog
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session as DbSession
 
-from worker import coze_rooms, inbox, locks, provisioning, retention
 from worker.celery_app import app
 from worker.db import session_scope, sessions_for, utcnow
-from worker.drain import drain_until_done
-from worker.inbox import StreamKey
+from worker.inbox import retention
+from worker.inbox import store as inbox
+from worker.inbox.drain import drain_until_done
+from worker.inbox.store import StreamKey
+from worker.jobs import leases as locks
 from worker.models import ActionState, PolicyAction
 from worker.policies import actions, quotas, scans
 from worker.policies.config import PolicyBook, book_for
 from worker.sealing import Sealer
+from worker.sessions import coze_rooms, provisioning
 from worker.settings import get_settings
-from worker.vendors import VendorNotConfigured, Vendors, classify
+from worker.vendors.clients import VendorNotConfigured, Vendors, classify
 
 log = structlog.get_logger(__name__)
 

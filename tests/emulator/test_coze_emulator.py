@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.worker.coze.support import BOT, FULL, CozeServer
+from tests.worker.vendors.coze.support import BOT, FULL, CozeServer
 
 LOGID = re.compile(r"^\d{14}[0-9A-F]{18}$")
 ID19 = re.compile(r"^\d{19}$")

@@ -14,11 +14,11 @@ from typer.testing import CliRunner, Result
 
 from roomwarden.cli import app
 from tests.worker.policies.rows import deleted, live_session
-from worker import lifecycle
 from worker.db import utcnow
 from worker.models import PolicyAction
 from worker.policies import decisions
 from worker.policies.config import load
+from worker.sessions import lifecycle
 from worker.settings import get_settings
 
 

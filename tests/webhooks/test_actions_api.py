@@ -14,11 +14,11 @@ from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
 from tests.worker.policies.rows import deleted, live_session
-from worker import lifecycle
 from worker.db import utcnow
 from worker.models import PolicyAction
 from worker.policies import decisions
 from worker.policies.config import PolicyError, load
+from worker.sessions import lifecycle
 from worker.settings import Settings
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
 from tests.factories import APP_ID, EVENT_DATA, INSTANCE, Signer, apply_pending, encode_body, receiver_client
-from worker.lifecycle import session_id_for
+from worker.sessions.lifecycle import session_id_for
 from worker.settings import Settings
 
 AUTH = {"authorization": f"Bearer {API_TOKEN}"}

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
 from tests.factories import APP_ID, INSTANCE, changed, receiver_client
-from worker.lifecycle import session_id_for
+from worker.sessions.lifecycle import session_id_for
 from worker.settings import Settings
 
 READ_TOKEN = "analyst-read-token-4242"

@@ -19,9 +19,9 @@ from starlette.testclient import TestClient
 from tests.conftest import API_TOKEN
 from tests.processes import Stack, stack_env
 from tests.seeded import SEEDS, seed_committed
-from tests.worker.test_exports import expected_turns, parse
+from tests.worker.analysis.test_exports import expected_turns, parse
 from webhooks.app import create_app
-from worker import exports
+from worker.analysis import exports
 from worker.db import make_sessionmaker
 from worker.models import Turn
 from worker.settings import Settings

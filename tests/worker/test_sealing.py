@@ -7,9 +7,9 @@ import json
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.worker.zego.support import create_body
+from tests.worker.vendors.zego.support import create_body
 from worker.sealing import REDACTED, SEALED, Sealer, SealingError, redact, secret_paths
-from worker.zego import specs
+from worker.vendors.zego import specs
 
 BODY = {
     "AgentId": "concierge",

@@ -1,6 +1,6 @@
 """Carrying out a recorded policy action at the vendor: claim, execute, finish.
 
-The three steps mirror a session start (``worker.provisioning``) and for the same reason: no
+The three steps mirror a session start (``worker.sessions.provisioning``) and for the same reason: no
 database transaction is held open across a vendor call. ``claim`` marks the row running (a
 fresh claim held by another worker is left alone; a stale one, from a worker that died, is
 taken over); ``execute`` talks to the vendor and nothing else; ``finish`` records what came of
@@ -28,19 +28,19 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import utcnow
-from worker.lifecycle import refresh
 from worker.models import ActionKind, ActionState, PolicyAction, Provider, Session
 from worker.policies.decisions import Decision, record, recreatable
-from worker.provisioning import StartOrder, attach_instance, call_vendor, live_instances
 from worker.sealing import Sealer
-from worker.vendors import VendorNotConfigured, Vendors, classify
-from worker.zego.errors import (
+from worker.sessions.lifecycle import refresh
+from worker.sessions.provisioning import StartOrder, attach_instance, call_vendor, live_instances
+from worker.vendors.clients import VendorNotConfigured, Vendors, classify
+from worker.vendors.zego.errors import (
     ZegoError,
     ZegoInstanceBusyError,
     ZegoNotFoundError,
     ZegoQuotaError,
 )
-from worker.zego.specs import SpecError
+from worker.vendors.zego.specs import SpecError
 
 log = structlog.get_logger(__name__)
 

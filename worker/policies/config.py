@@ -70,7 +70,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.templates import merged
+from worker.sessions.templates import merged
 
 
 class PolicyError(ValueError):

@@ -18,9 +18,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
-from worker.callbacks import Callback, int_field
 from worker.db import from_ms, insert_ignoring_conflicts
-from worker.lifecycle import END_REASONS, Stream, end_reason, exception_family
+from worker.inbox.callbacks import Callback, int_field
 from worker.models import (
     ActionKind,
     ActionState,
@@ -31,6 +30,7 @@ from worker.models import (
     Session,
 )
 from worker.policies.config import Policy, PolicyBook
+from worker.sessions.lifecycle import END_REASONS, Stream, end_reason, exception_family
 
 
 @dataclass(frozen=True)

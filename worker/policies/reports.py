@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
-from worker import lifecycle
 from worker.models import (
     ActionKind,
     ActionState,
@@ -28,6 +27,7 @@ from worker.models import (
 from worker.policies import decisions, scans
 from worker.policies.config import Policy, PolicyBook
 from worker.policies.decisions import Decision
+from worker.sessions import lifecycle
 
 MANUAL_ACTIONS = ("end", "recreate", "recycle", "close_room")
 # A general code per exception family (vendor facts, Exception codes): what explain asks about.

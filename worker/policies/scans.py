@@ -25,7 +25,6 @@ import structlog
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
-from worker import lifecycle
 from worker.models import (
     COZE_APP_ID,
     ActionKind,
@@ -39,9 +38,10 @@ from worker.models import (
 from worker.policies import decisions
 from worker.policies.config import Policy, PolicyBook, Reconcile
 from worker.policies.decisions import Decision
-from worker.ratelimit import Limiter, RateLimitTimeout
-from worker.vendors import VendorNotConfigured, Vendors, classify
-from worker.zego.agent import ZegoAgentClient
+from worker.sessions import lifecycle
+from worker.vendors.clients import VendorNotConfigured, Vendors, classify
+from worker.vendors.ratelimit import Limiter, RateLimitTimeout
+from worker.vendors.zego.agent import ZegoAgentClient
 
 log = structlog.get_logger(__name__)
 
@@ -308,7 +308,7 @@ def within_budget(limiter: Limiter, app_id: int) -> bool:
 
 def ask(suspect: Suspect, vendors: Vendors) -> Verdict:
     """QueryAgentInstanceStatus: a status means alive, 410001002 means gone, anything else unknown."""
-    from worker.zego.errors import ZegoNotFoundError
+    from worker.vendors.zego.errors import ZegoNotFoundError
 
     try:
         # One attempt: the backoff between asks (``next_ask``) is the retry.

@@ -11,7 +11,7 @@ from emulator.control import EmulatorControl
 from tests.emulator_fixture import SERVER_SECRET, ZegoApi, register_agent
 from tests.factories import APP_ID, CALLBACK_SECRET
 from worker.settings import Settings
-from worker.vendors import Vendors
+from worker.vendors.clients import Vendors
 
 
 def settings_against(database_url: str, emulator: Emulator) -> Settings:

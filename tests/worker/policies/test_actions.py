@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session as DbSession
 from emulator.control import EmulatorControl
 from tests.emulator_fixture import instance_body
 from tests.factories import APP_ID
-from worker import provisioning
 from worker.db import session_scope, sessions_for, utcnow
-from worker.lifecycle import refresh
 from worker.models import ActionKind, ActionState, AgentInstance, PolicyAction, Provider, Session
 from worker.policies import actions
 from worker.policies.decisions import Decision, deletion_key, record
+from worker.sessions import provisioning
+from worker.sessions.lifecycle import refresh
 from worker.settings import Settings
-from worker.vendors import Vendors
+from worker.vendors.clients import Vendors
 
 STALE = 60.0
 

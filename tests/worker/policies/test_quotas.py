@@ -15,11 +15,11 @@ from tests.emulator_fixture import instance_body
 from tests.factories import APP_ID
 from tests.worker.policies.conftest import settings_against
 from tests.worker.policies.rows import live_session
-from worker import provisioning
 from worker.db import session_scope, sessions_for, utcnow
 from worker.models import COZE_APP_ID, ActionState, PolicyAction, Provider, Session, SessionState
 from worker.policies import quotas
 from worker.policies.config import parse
+from worker.sessions import provisioning
 from worker.settings import Settings
 
 BOOK = parse("")

@@ -30,8 +30,8 @@ from worker.models import (
 )
 from worker.policies import scans
 from worker.policies.config import PolicyBook, parse
-from worker.ratelimit import LocalLimiter
-from worker.vendors import Vendors
+from worker.vendors.clients import Vendors
+from worker.vendors.ratelimit import LocalLimiter
 
 BOOK = parse("[defaults.idle]\nafter_seconds = 600\n[defaults.max_length]\nseconds = 3600\n")
 

@@ -1,5 +1,0 @@
-"""The Coze emulator fixtures (``coze`` at real speed, ``fast_coze`` at 180x) for these tests."""
-
-from tests.worker.coze.support import coze, fast_coze
-
-__all__ = ["coze", "fast_coze"]

@@ -1,0 +1,229 @@
+"""Applying stored callbacks: a bad one is retried, then parked and replayable, never blocking the rest."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import structlog
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.orm import Session as DbSession
+
+from tests.factories import INSTANCE, Signer, apply_pending, ingest
+from worker.db import make_sessionmaker, session_scope, utcnow
+from worker.inbox import store as inbox
+from worker.inbox.drain import drain_stream, drain_streams
+from worker.models import InboxCallback, Session, Turn, UserAudio
+from worker.sessions import audio
+from worker.sessions.lifecycle import session_id_for
+from worker.settings import Settings
+
+BAD_AUDIO = {"UserId": "user_1", "Round": 5, "SampleRate": 16000, "Format": "pcm", "Audio": "%%%not-base64"}
+
+
+def _rows(db: DbSession) -> dict[str, InboxCallback]:
+    db.expire_all()
+    return {row.event: row for row in db.scalars(select(InboxCallback))}
+
+
+def test_a_failing_callback_is_retried_with_backoff_while_the_rest_apply(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """One callback that cannot be applied waits for its retry; the others of the stream are applied now."""
+    keep_audio = settings.model_copy(update={"store_user_audio": True, "apply_retry_base_seconds": 30})
+    ingest(db, [signer.callback("UserAudioData", BAD_AUDIO), signer.callback("ASRResult")])
+    result = drain_stream(db, app_id=signer.app_id, agent_instance_id=INSTANCE, settings=keep_audio)
+    assert (result.applied, result.retrying, result.parked) == (1, 1, 0)
+    assert result.retry_in is not None and 24 <= result.retry_in <= 36
+    rows = _rows(db)
+    assert rows["ASRResult"].state == "done"
+    failing = rows["UserAudioData"]
+    assert (failing.state, failing.attempts) == ("pending", 1)
+    assert failing.last_error is not None and "base64" in failing.last_error
+    assert failing.next_attempt_at is not None and failing.next_attempt_at > utcnow()
+    assert db.scalars(select(Turn)).one().text == "What's the weather like?"
+    # Not due yet: a second drain leaves it alone.
+    again = drain_stream(db, app_id=signer.app_id, agent_instance_id=INSTANCE, settings=keep_audio)
+    assert (again.applied, again.retrying) == (0, 0)
+
+
+def test_after_the_bound_a_callback_is_parked_as_failed_and_can_be_replayed(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """Past apply_max_attempts the callback is parked with its error; replay puts it back and it applies."""
+    keep_audio = settings.model_copy(update={"store_user_audio": True, "apply_max_attempts": 3})
+    ingest(db, [signer.callback("UserAudioData", BAD_AUDIO)])
+    for attempt in range(3):  # noqa: B007 - checked after the loop
+        db.execute(update(InboxCallback).values(next_attempt_at=None))
+        result = drain_stream(db, app_id=signer.app_id, agent_instance_id=INSTANCE, settings=keep_audio)
+    assert (result.parked, attempt) == (1, 2)
+    row = _rows(db)["UserAudioData"]
+    assert (row.state, row.attempts) == ("failed", 3)
+    assert inbox.list_callbacks(db, state=inbox.InboxState.FAILED)[0].id == row.id
+    # The sweeper does not pick up parked callbacks...
+    assert inbox.pending_streams(db, received_before=utcnow() + dt.timedelta(hours=1), now=utcnow()) == []
+    # ...an operator replays them (here, after turning audio storage off, which strips the audio).
+    assert inbox.replay_failed(db) == [(signer.app_id, INSTANCE)]
+    assert apply_pending(db, settings) == 1
+    row = _rows(db)["UserAudioData"]
+    assert (row.state, row.attempts) == ("done", 0)
+    assert '"Audio":null' in row.payload
+
+
+def test_user_audio_is_not_kept_by_default(db: DbSession, signer: Signer, settings: Settings) -> None:
+    """With audio storage off (the default) the base64 audio is stripped from the stored callback once applied."""
+    ingest(db, [signer.callback("UserAudioData")])
+    apply_pending(db, settings)
+    assert db.scalars(select(UserAudio)).all() == []
+    payload = _rows(db)["UserAudioData"].payload
+    assert "AAECAwQFBgcICQ==" not in payload
+    assert '"AudioDropped":true' in payload
+
+
+def test_user_audio_is_kept_when_enabled_and_purged_after_retention(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """With ROOMWARDEN_STORE_USER_AUDIO on, the PCM is kept, then deleted once past its retention."""
+    keep_audio = settings.model_copy(update={"store_user_audio": True})
+    ingest(db, [signer.callback("UserAudioData")])
+    apply_pending(db, keep_audio)
+    stored = db.scalars(select(UserAudio)).one()
+    assert stored.audio == bytes(range(10))
+    assert (stored.sample_rate, stored.format, stored.round, stored.user_id) == (
+        16000,
+        "pcm",
+        650459806,
+        "user_1",
+    )
+    assert audio.purge_expired(db, now=utcnow(), retention_days=7) == 0
+    db.execute(update(InboxCallback).values(received_at=utcnow() - dt.timedelta(days=8)))
+    db.execute(update(UserAudio).values(at=utcnow() - dt.timedelta(days=8)))
+    assert audio.purge_expired(db, now=utcnow(), retention_days=7) == 1
+    db.flush()
+    assert db.scalars(select(UserAudio)).all() == []
+    assert "AAECAwQFBgcICQ==" not in _rows(db)["UserAudioData"].payload
+
+
+def test_the_sweeper_finds_streams_left_pending(db: DbSession, signer: Signer, settings: Settings) -> None:
+    """Callbacks still pending after the sweep delay are found again, stream by stream."""
+    ingest(
+        db,
+        [
+            signer.callback("ASRResult"),
+            signer.callback("LLMResult"),
+            signer.callback("ASRResult", instance="42"),
+        ],
+    )
+    now = utcnow()
+    assert inbox.pending_streams(db, received_before=now - dt.timedelta(seconds=5), now=now) == []
+    later = now + dt.timedelta(seconds=10)
+    found = inbox.pending_streams(db, received_before=later - dt.timedelta(seconds=5), now=later)
+    assert sorted(found) == sorted([(signer.app_id, INSTANCE), (signer.app_id, "42")])
+
+
+def test_a_drain_message_only_opens_the_streams_with_work_due(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """Of the streams a drain message names, only those with callbacks due now are drained."""
+    ingest(db, [signer.callback("ASRResult"), signer.callback("ASRResult", instance="42")])
+    apply_pending(db, settings, instance="42")
+    named = [(signer.app_id, "42"), (signer.app_id, INSTANCE), (signer.app_id, "never-heard-of")]
+    assert inbox.due_streams(db, named, now=utcnow()) == [(signer.app_id, INSTANCE)]
+    assert inbox.due_streams(db, [], now=utcnow()) == []
+
+
+def test_a_session_held_by_another_worker_is_skipped_not_waited_for(
+    clean_engine: Engine, signer: Signer, settings: Settings
+) -> None:
+    """Two streams drained together: the one whose session another worker holds is handed back untouched."""
+    if clean_engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers with BEGIN IMMEDIATE; there is no row lock to skip")
+    factory = make_sessionmaker(clean_engine)
+    with session_scope(factory) as db:
+        ingest(db, [signer.callback("ASRResult"), signer.callback("ASRResult", instance="42")])
+        apply_pending(db, settings, instance="42")  # makes session "42" exist
+        ingest(db, [signer.callback("LLMResult", instance="42")])
+    other_worker = factory()
+    other_worker.execute(
+        select(Session).where(Session.id == session_id_for(signer.app_id, "42")).with_for_update()
+    )
+    try:
+        with session_scope(factory) as db:
+            result = drain_streams(
+                db, streams=[(signer.app_id, INSTANCE), (signer.app_id, "42")], settings=settings
+            )
+        assert result.locked == [(signer.app_id, "42")]
+        assert result.applied == 1
+    finally:
+        other_worker.rollback()
+        other_worker.close()
+    with session_scope(factory) as db:
+        assert inbox.due_streams(db, [(signer.app_id, INSTANCE), (signer.app_id, "42")], now=utcnow()) == [
+            (signer.app_id, "42")
+        ]
+        assert drain_streams(db, streams=[(signer.app_id, "42")], settings=settings).applied == 1
+
+
+def test_nul_and_escapes_are_applied_with_the_text_around_them(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """NUL, which Postgres text and JSONB cannot hold, arrives as U+FFFD on both databases; the rest of
+    the text, terminal escapes included, is kept as it came (escaped only where it meets a terminal)."""
+    ingest(
+        db,
+        [
+            signer.callback(
+                "ASRResult",
+                {"UserId": "user\x00_1", "Round": 3, "Text": "hi\x00there \x1b[2J"},
+                RoomId="room\x00_1",
+            ),
+            signer.callback("LLMResult", {"Round": 3, "Text": "ans\x00wer"}),
+            signer.callback("AgentInstanceMetaInfo", {"Round": 3, "MetaInfo": {"mood\x00": "calm\x00"}}),
+            signer.callback("Exception", {"Code": 2201, "Message": "bad\x00llm", "Round": 3}),
+        ],
+    )
+    assert apply_pending(db, settings) == 4
+    assert {row.state for row in db.scalars(select(InboxCallback))} == {"done"}
+    user, agent = sorted(db.scalars(select(Turn)), key=lambda t: t.speaker, reverse=True)
+    assert (user.text, user.user_id) == ("hi\ufffdthere \x1b[2J", "user\ufffd_1")
+    assert agent.text == "ans\ufffdwer"
+    assert agent.meta_info == {"mood\ufffd": "calm\ufffd"}
+    session = db.get(Session, session_id_for(signer.app_id, INSTANCE))
+    assert session is not None and session.room_id == "room\ufffd_1"
+
+
+def test_a_failed_batch_is_reported_by_error_class_and_ids_never_by_its_values(
+    db: DbSession,
+    engine: Engine,
+    signer: Signer,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When the database refuses a batch, the logs and last_error name the error and the callbacks, and
+    quote none of the contents: not the failing callback's, not the other callbacks' in the batch."""
+    room = "SECRET-ROOM-" + "r" * 200  # stored past the receiver's checks, as an older release did
+    if engine.dialect.name == "sqlite":  # SQLite takes any length: make it refuse, as Postgres does
+        for when in ("INSERT", "UPDATE"):
+            db.execute(
+                text(
+                    f"CREATE TEMP TRIGGER refuse_long_rooms_{when} BEFORE {when} ON agent_instances "
+                    "WHEN length(NEW.room_id) > 128 BEGIN SELECT RAISE(ABORT, 'room id too long'); END"
+                )
+            )
+    good = signer.callback("ASRResult", {"UserId": "user_1", "Round": 1, "Text": "SECRET-TEXT-4242"})
+    bad = signer.callback("LLMResult", {"Round": 1, "Text": "SECRET-ANSWER"}, instance="2", RoomId=room)
+    ingest(db, [good, bad])
+    with structlog.testing.capture_logs() as logs:
+        drain_streams(db, streams=[(signer.app_id, INSTANCE), (signer.app_id, "2")], settings=settings)
+    rows = {row.agent_instance_id: row for row in db.scalars(select(InboxCallback))}
+    assert rows[INSTANCE].state == "done"
+    failed = rows["2"]
+    assert failed.state == "pending" and failed.last_error is not None
+    assert failed.last_error.startswith(("DataError", "IntegrityError"))
+    # Loggers cached by an earlier test may write around capture_logs: read stderr too.
+    reported = repr(logs) + capsys.readouterr().err + failed.last_error
+    for secret in ("SECRET-ROOM", "SECRET-TEXT", "SECRET-ANSWER", "user_1"):
+        assert secret not in reported
+    assert "callback_apply_failed" in reported
+    assert "drain_batch_failed_isolating" in reported
+    assert f"[{rows[INSTANCE].id}, {failed.id}]" in reported  # the batch's inbox ids

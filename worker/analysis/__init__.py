@@ -1,0 +1,1 @@
+"""What analysts read: catalog, search, statistics, latency, exports and transcript formats."""

@@ -1,0 +1,194 @@
+"""Full-text search over what was said: the matching turns, their sessions, and the turns around them.
+
+Two engines, one behaviour a reader can rely on: every whitespace-separated term of the query
+must appear in the turn's text, case-insensitively.
+
+- Postgres: words through ``to_tsvector('simple', text) @@ websearch_to_tsquery('simple', q)``
+  (GIN expression index, ranked by ``ts_rank``; quotes, ``or`` and ``-word`` work as on a web
+  search engine). Chinese and Japanese have no spaces between words, so a query with CJK
+  characters, or one the word search finds nothing for (part of a word, punctuation), is a
+  substring search: ``text ILIKE '%term%'`` per term, backed by a pg_trgm GIN index.
+- SQLite: the FTS5 table ``turns_fts`` (trigram tokenizer, so substrings of any language), each
+  term quoted as a literal string and ranked by bm25. Trigrams need three characters: a query
+  with a shorter term is a ``LIKE`` substring search instead.
+
+User input never reaches a query as syntax: LIKE wildcards are escaped, FTS5 terms quoted, and
+``websearch_to_tsquery`` is built not to raise on any input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, column, func, literal_column, select, table
+from sqlalchemy.orm import Session as DbSession
+
+from worker.analysis import catalog
+from worker.models import AgentInstance, Turn
+
+MAX_LIMIT = 100
+MAX_CONTEXT = 10
+# Bounds on the query itself, so that no query costs more than a person could mean by it: a
+# 1,000-character term once held SQLite's write lock for minutes over one long turn.
+MAX_QUERY_CHARS = 256
+MAX_TERMS = 8
+MAX_TERM_CHARS = 64
+# The substring search without an index (SQLite, terms under three characters) reads at most
+# this much of each turn; Postgres's trigram index and the read's statement budget bound its own.
+MAX_SCANNED_CHARS = 20_000
+
+# Han, kana, Hangul, CJK punctuation and full-width forms: scripts written without spaces.
+_CJK = re.compile("[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+_FTS = table("turns_fts", column("rowid"), column("rank"))
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    session: dict[str, Any]  # catalog.summaries' summary
+    turn: dict[str, Any]
+    before: list[dict[str, Any]]
+    after: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"session": self.session, "turn": self.turn, "before": self.before, "after": self.after}
+
+
+def search(
+    db: DbSession, q: str, f: catalog.SessionFilter, *, limit: int = 20, context: int = 2
+) -> list[Hit]:
+    """The best ``limit`` turns matching ``q`` in the sessions ``f`` finds, each with ``context``
+    turns either side (same session, conversation order). FilterError on a query out of bounds."""
+    terms = terms_of(q)
+    q = " ".join(terms)
+    limit = max(1, min(limit, MAX_LIMIT))
+    context = max(0, min(context, MAX_CONTEXT))
+    scope = Turn.session_id.in_(catalog.filtered(f))
+    ids = _matching(db, q.strip(), terms, scope, limit)
+    return _hits(db, ids, context) if ids else []
+
+
+def terms_of(q: str) -> list[str]:
+    """The whitespace-separated terms of ``q``; FilterError (naming ``q``) when there are none, too
+    many or too long ones. NUL separates terms like a space: Postgres text cannot hold one, and
+    nobody searches for one (so a query of NULs alone is empty)."""
+    q = q.replace("\x00", " ")
+    if len(q) > MAX_QUERY_CHARS:
+        raise catalog.FilterError("q", f"q must be at most {MAX_QUERY_CHARS} characters")
+    terms = q.split()
+    if not terms:
+        raise catalog.FilterError("q", "q must not be empty")
+    if len(terms) > MAX_TERMS:
+        raise catalog.FilterError("q", f"q must have at most {MAX_TERMS} terms")
+    if any(len(term) > MAX_TERM_CHARS for term in terms):
+        raise catalog.FilterError("q", f"each term of q must be at most {MAX_TERM_CHARS} characters")
+    return terms
+
+
+def _matching(db: DbSession, q: str, terms: list[str], scope: ColumnElement[bool], limit: int) -> list[int]:
+    dialect = db.get_bind().dialect.name
+    found: list[int] = []
+    if dialect == "postgresql" and not _CJK.search(q):
+        config: ColumnElement[Any] = literal_column(
+            "'simple'::regconfig"
+        )  # a constant: the expression index matches it
+        vector = func.to_tsvector(config, Turn.text)
+        query = func.websearch_to_tsquery(config, q)
+        found = list(
+            db.scalars(
+                select(Turn.id)
+                .where(vector.op("@@")(query), scope)
+                .order_by(func.ts_rank(vector, query).desc(), Turn.id.desc())
+                .limit(limit)
+            )
+        )
+    elif dialect == "sqlite" and all(len(t) >= 3 for t in terms):
+        match = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        found = list(
+            db.scalars(
+                select(Turn.id)
+                .join(_FTS, _FTS.c.rowid == Turn.id)
+                .where(literal_column("turns_fts").op("MATCH")(match), scope)
+                .order_by(_FTS.c.rank, Turn.id.desc())
+                .limit(limit)
+            )
+        )
+    if found:
+        return found
+    return list(db.scalars(_substring(terms, scope, dialect).limit(limit)))
+
+
+def _substring(terms: Sequence[str], scope: ColumnElement[bool], dialect: str) -> Select[int]:
+    """Every term somewhere in the text, case-insensitively; newest turns first."""
+    text = Turn.text if dialect == "postgresql" else func.substr(Turn.text, 1, MAX_SCANNED_CHARS)
+    like = [text.ilike(f"%{escape_like(t)}%", escape="\\") for t in terms]
+    return select(Turn.id).where(and_(*like), scope).order_by(Turn.id.desc())
+
+
+def escape_like(term: str) -> str:
+    """``term`` matched literally by LIKE with ESCAPE '\\'."""
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _conversation_order() -> list[Any]:
+    # As worker/transcripts.py orders a transcript: instance by instance, Round by Round, user first.
+    return [AgentInstance.first_seen_at, AgentInstance.agent_instance_id, Turn.round, Turn.speaker.desc()]
+
+
+def _hits(db: DbSession, ids: list[int], context: int) -> list[Hit]:
+    """Neighbours by position in the conversation: one window query for every hit session."""
+    session_of = dict(db.execute(select(Turn.id, Turn.session_id).where(Turn.id.in_(ids))).all())
+    position = func.row_number().over(partition_by=Turn.session_id, order_by=_conversation_order())
+    ordered: dict[str, list[int]] = {}
+    where: dict[int, int] = {}
+    for turn_id, session_id, pos in db.execute(
+        select(Turn.id, Turn.session_id, position)
+        .join(AgentInstance, AgentInstance.id == Turn.instance_id)
+        .where(Turn.session_id.in_(set(session_of.values())))
+        .order_by(Turn.session_id, position)
+    ):
+        ordered.setdefault(session_id, []).append(turn_id)
+        where[turn_id] = int(pos) - 1
+    around: dict[int, tuple[list[int], list[int]]] = {}
+    for turn_id in ids:
+        row, at = ordered[session_of[turn_id]], where[turn_id]
+        around[turn_id] = (row[max(0, at - context) : at], row[at + 1 : at + 1 + context])
+    wanted = set(ids).union(*(b + a for b, a in around.values()))
+    turns = {
+        turn.id: _turn_dict(turn, instance)
+        for turn, instance in db.execute(
+            select(Turn, AgentInstance.agent_instance_id)
+            .join(AgentInstance, AgentInstance.id == Turn.instance_id)
+            .where(Turn.id.in_(wanted))
+        )
+    }
+    summaries = {s["id"]: s for s in catalog.summaries(db, list(dict.fromkeys(session_of.values())))}
+    return [
+        Hit(
+            session=summaries[session_of[turn_id]],
+            turn=turns[turn_id],
+            before=[turns[i] for i in around[turn_id][0]],
+            after=[turns[i] for i in around[turn_id][1]],
+        )
+        for turn_id in ids
+    ]
+
+
+def _turn_dict(turn: Turn, agent_instance_id: str) -> dict[str, Any]:
+    """A transcript turn (worker/transcripts.py's keys) with its row id and session."""
+    return {
+        "id": turn.id,
+        "session_id": turn.session_id,
+        "agent_instance_id": agent_instance_id,
+        "round": turn.round,
+        "speaker": turn.speaker,
+        "text": turn.text,
+        "spoken_at": turn.spoken_at.isoformat() if turn.spoken_at else None,
+        "interrupted": turn.interrupted,
+        "interrupt_reason": turn.interrupt_reason,
+        "played_text": turn.played_text,
+        "user_id": turn.user_id,
+        "meta_info": turn.meta_info,
+    }

@@ -1,0 +1,1 @@
+"""Where a callback enters: verified, bounded, stored once, then drained into sessions."""

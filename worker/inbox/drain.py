@@ -1,0 +1,342 @@
+"""Applying stored callbacks: per stream in Sequence order, under the session's lock, each exactly once.
+
+A stream is one agent instance's callbacks. A drain takes the pending callbacks of a group of
+streams (about ``BATCH_LIMIT`` callbacks in all), applies them in one transaction, and marks them
+done in that same transaction, so a callback's effects and its ``done`` mark commit or vanish
+together. The common case applies the whole batch under one savepoint; only if something raises
+does it go again one savepoint per callback, so that one bad callback is retried with backoff
+(and finally parked as ``failed``) without holding back the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
+
+from worker.db import Base, describe_failure, id_in, session_scope, utcnow
+from worker.inbox import callback_fields
+from worker.inbox import store as inbox
+from worker.inbox.callbacks import Callback, int_field
+from worker.inbox.store import StreamKey
+from worker.models import InboxCallback, InboxState, PolicyAction
+from worker.policies import decisions
+from worker.policies.config import PolicyBook, book_for
+from worker.sessions import audio, lifecycle, transcripts
+from worker.sessions.lifecycle import Stream
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[DbSession, Stream, Callback, int], None]
+
+HANDLERS: dict[str, Handler] = {
+    "AgentInstanceCreated": lifecycle.instance_created,
+    "AgentInstanceDeleted": lifecycle.instance_deleted,
+    "Exception": lifecycle.exception,
+    "UserSpeakAction": lifecycle.timeline,
+    "AgentSpeakAction": lifecycle.timeline,
+    "AgentInstanceStatus": lifecycle.timeline,
+    "ASRResult": transcripts.user_said,
+    "LLMResult": transcripts.agent_said,
+    "Interrupted": transcripts.interrupted,
+    "AgentInstanceMetaInfo": transcripts.meta_info,
+}
+
+BATCH_LIMIT = 500
+
+
+@dataclass
+class DrainResult:
+    applied: int = 0
+    retrying: int = 0
+    parked: int = 0
+    more: bool = False
+    retry_in: float | None = None
+    locked: list[StreamKey] = field(default_factory=list)
+    # Policy actions decided while applying (pending ones only): enqueue them after the commit.
+    actions: list[tuple[int, float]] = field(default_factory=list)
+
+    def totals(self) -> dict[str, int]:
+        return {"applied": self.applied, "retrying": self.retrying, "parked": self.parked}
+
+
+def drain_streams(
+    db: DbSession,
+    *,
+    streams: Sequence[StreamKey],
+    settings: Settings,
+    now: dt.datetime | None = None,
+    react: bool = True,
+) -> DrainResult:
+    """Apply what is pending for these instances. The caller commits (and so releases the locks).
+
+    With ``react`` (all but a rebuild), deletions and exceptions are put to the policies, and
+    the actions they decide are written in this same transaction (``result.actions``).
+
+    Many streams share one transaction, so a drain message naming a hundred instances with a few
+    new callbacks each costs a handful of statements, not a hundred transactions. Streams whose
+    session another worker holds are returned in ``locked``: that worker looks for pending
+    callbacks again after its commit (see ``inbox.due_streams``).
+    """
+    now = now or utcnow()
+    held = lifecycle.lock_streams(db, streams, skip_locked=True)
+    result = DrainResult(locked=[key for key in streams if key not in held])
+    if not held:
+        return result
+    rows = list(
+        db.scalars(
+            select(InboxCallback)
+            .where(
+                tuple_(InboxCallback.app_id, InboxCallback.agent_instance_id).in_(list(held)),
+                InboxCallback.state == InboxState.PENDING,
+                or_(InboxCallback.next_attempt_at.is_(None), InboxCallback.next_attempt_at <= now),
+            )
+            .order_by(
+                InboxCallback.app_id,
+                InboxCallback.agent_instance_id,
+                InboxCallback.sequence.asc().nulls_last(),
+                InboxCallback.callback_ts,
+                InboxCallback.id,
+            )
+            .limit(BATCH_LIMIT + 1)
+        )
+    )
+    result.more = len(rows) > BATCH_LIMIT
+    rows = rows[:BATCH_LIMIT]
+    if not rows:
+        return result
+    book = book_for(settings.policies_file) if react else None
+    reactions: list[PolicyAction] = []
+    try:
+        with db.begin_nested(), db.no_autoflush:
+            parsed = [(row, _callback(row)) for row in rows]
+            rounds: dict[StreamKey, set[int]] = {}
+            for row, cb in parsed:
+                round_ = int_field(cb.data.get("Round"))
+                if round_ is not None:
+                    rounds.setdefault(_key(row), set()).add(round_)
+            transcripts.preload_turns(db, {held[key]: wanted for key, wanted in rounds.items()})
+            for row, cb in parsed:
+                _apply(db, held[_key(row)], row, cb, settings, book, now, reactions)
+            _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)])
+        done = [row.id for row in rows]
+    except Exception as error:
+        log.warning(
+            "drain_batch_failed_isolating",
+            error=describe_failure(error),
+            inbox_ids=[row.id for row in rows],
+        )
+        held = _relock(db, list(held))
+        done, reactions = [], []
+        for row in rows:
+            decided: list[PolicyAction] = []
+            try:
+                with db.begin_nested():
+                    stream = held[_key(row)]
+                    cb = _callback(row)
+                    _apply(db, stream, row, cb, settings, book, now, decided)
+                    _settle(db, [stream])
+                done.append(row.id)
+                reactions.extend(decided)
+            except Exception as exc:
+                held = _relock(db, list(held))
+                _record_failure(db, row, exc, settings=settings, now=now, result=result)
+    if done:
+        db.execute(
+            update(InboxCallback)
+            .where(id_in(InboxCallback.id, done, db.get_bind().dialect.name))
+            .values(state=InboxState.DONE, processed_at=now, last_error=None)
+            # The loaded rows are not read again: skip matching them up in the identity map.
+            .execution_options(synchronize_session=False)
+        )
+    result.applied = len(done)
+    result.actions = [
+        (action.id, max(0.0, (action.not_before - now).total_seconds()))
+        for action in reactions
+        if not action.dry_run
+    ]
+    return result
+
+
+def drain_until_done(
+    factory: sessionmaker[DbSession],
+    streams: Sequence[StreamKey],
+    *,
+    settings: Settings,
+    retry_later: Callable[[list[StreamKey], float], None] | None = None,
+    react: bool = True,
+    on_actions: Callable[[list[tuple[int, float]]], None] | None = None,
+) -> DrainResult:
+    """Drain these streams until none has callbacks due, one transaction per ~BATCH_LIMIT callbacks.
+
+    Owns its transactions (it runs many), unlike ``drain_streams``. Streams another worker holds
+    are left to it. ``retry_later`` is told when callbacks that failed become due again, and
+    ``on_actions`` of the policy actions each committed transaction decided (id, delay).
+    """
+    total = DrainResult()
+    keys = list(dict.fromkeys(streams))
+    while keys:
+        # Asked with no lock held: whatever was stored while we worked, and whose message found
+        # us holding its session, is picked up on the next turn of this loop.
+        with session_scope(factory) as db:
+            counts = inbox.due_counts(db, keys, now=utcnow())
+        if not counts:
+            break
+        with session_scope(factory) as db:
+            lifecycle.ensure_streams(db, list(counts))  # committed now, not at the end of a drain
+        held_by_others: set[StreamKey] = set()
+        for batch in batches(counts, BATCH_LIMIT):
+            with session_scope(factory) as db:
+                result = drain_streams(db, streams=batch, settings=settings, react=react)
+            if result.actions and on_actions is not None:
+                on_actions(result.actions)
+            total.actions.extend(result.actions)
+            total.applied += result.applied
+            total.retrying += result.retrying
+            total.parked += result.parked
+            if result.retry_in is not None and retry_later is not None:
+                retry_later(batch, result.retry_in)
+            held_by_others.update(result.locked)
+        keys = [key for key in counts if key not in held_by_others]
+    return total
+
+
+def batches(counts: dict[StreamKey, int], budget: int) -> list[list[StreamKey]]:
+    """Streams grouped so that each transaction applies about ``budget`` callbacks.
+
+    A transaction locks only the sessions it will really work on, so a second worker handed the
+    same message takes the next group instead of finding every session held.
+    """
+    groups: list[list[StreamKey]] = [[]]
+    filled = 0
+    for key, count in counts.items():
+        if groups[-1] and filled + count > budget:
+            groups.append([])
+            filled = 0
+        groups[-1].append(key)
+        filled += count
+    return groups
+
+
+def drain_stream(
+    db: DbSession,
+    *,
+    app_id: int,
+    agent_instance_id: str,
+    settings: Settings,
+    now: dt.datetime | None = None,
+) -> DrainResult:
+    """``drain_streams`` for one instance."""
+    return drain_streams(db, streams=[(app_id, agent_instance_id)], settings=settings, now=now)
+
+
+def _key(row: InboxCallback) -> StreamKey:
+    return (row.app_id, row.agent_instance_id)
+
+
+def _relock(db: DbSession, keys: list[StreamKey]) -> dict[StreamKey, Stream]:
+    """After a savepoint rollback: forget cached objects, take the streams again (our own locks)."""
+    db.expire_all()
+    held = lifecycle.lock_streams(db, keys)
+    assert len(held) == len(keys)  # we hold the locks already; none can be skipped
+    return held
+
+
+def _apply(
+    db: DbSession,
+    stream: Stream,
+    row: InboxCallback,
+    cb: Callback,
+    settings: Settings,
+    book: PolicyBook | None,
+    now: dt.datetime,
+    reactions: list[PolicyAction],
+) -> None:
+    payload = cb.payload
+    lifecycle.observe(stream, cb)
+    handler = HANDLERS.get(cb.event)
+    if handler is not None:
+        handler(db, stream, cb, row.id)
+        if book is not None and cb.event in ("AgentInstanceDeleted", "Exception"):
+            action = decisions.react(db, stream, cb, book=book, now=now)
+            if action is not None:
+                reactions.append(action)
+    elif cb.event == "UserAudioData":
+        if settings.store_user_audio:
+            audio.user_audio(db, stream, cb, row.id)
+        else:
+            row.payload = orjson.dumps(audio.without_audio(payload)).decode()
+
+
+def _settle(db: DbSession, streams: list[Stream]) -> None:
+    inserts: dict[type[Base], list[dict[str, Any]]] = {}
+    for stream in streams:
+        for model, rows in stream.inserts.items():
+            inserts.setdefault(model, []).extend(rows)
+        stream.inserts.clear()
+    for model, rows in inserts.items():
+        db.execute(insert(model), rows)
+    transcripts.settle_agent_text(db, streams)
+    for stream in streams:
+        lifecycle.refresh_session_state(stream)
+    db.flush()
+
+
+def _callback(row: InboxCallback) -> Callback:
+    """The stored callback as the drain applies it: NUL in any string kept as U+FFFD (callback_fields)."""
+    payload = orjson.loads(row.payload)
+    if "\\u0000" in row.payload:
+        payload = callback_fields.scrub(payload)
+    return Callback.from_payload(payload)
+
+
+def _record_failure(
+    db: DbSession,
+    row: InboxCallback,
+    exc: Exception,
+    *,
+    settings: Settings,
+    now: dt.datetime,
+    result: DrainResult,
+) -> None:
+    attempts = row.attempts + 1
+    error = describe_failure(exc)
+    if attempts >= settings.apply_max_attempts:
+        values = {
+            "state": InboxState.FAILED,
+            "attempts": attempts,
+            "last_error": error,
+            "next_attempt_at": None,
+        }
+        result.parked += 1
+        log.error(
+            "callback_parked", inbox_id=row.id, callback_event=row.event, attempts=attempts, error=error
+        )
+    else:
+        delay = settings.apply_retry_base_seconds * 2 ** (attempts - 1)
+        delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+        values = {
+            "attempts": attempts,
+            "last_error": error,
+            "next_attempt_at": now + dt.timedelta(seconds=delay),
+        }
+        result.retrying += 1
+        result.retry_in = delay if result.retry_in is None else min(result.retry_in, delay)
+        log.warning(
+            "callback_apply_failed",
+            inbox_id=row.id,
+            callback_event=row.event,
+            attempts=attempts,
+            retry_in=round(delay, 2),
+            error=error,
+        )
+    db.execute(update(InboxCallback).where(InboxCallback.id == row.id).values(**values))

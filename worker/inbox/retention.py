@@ -1,0 +1,63 @@
+"""Retention: raw payloads and user audio are kept for a while, the transcripts derived from them stay.
+
+A stored callback is the source of truth while it can still matter (a rebuild, a support
+question about last week), but it also holds what users said, verbatim, with ids. Past
+``ROOMWARDEN_RAW_PAYLOAD_RETENTION_DAYS`` (0 keeps them for ever) an applied callback's payload
+is emptied and ``purged_at`` set. The row itself stays: timeline events, exceptions and
+sentences reference it, and its dedup key still turns away a late duplicate. A rebuild leaves
+sessions with purged callbacks as they are (see worker/rebuild.py): they cannot be re-derived.
+
+User audio has its own, shorter retention (``ROOMWARDEN_USER_AUDIO_RETENTION_DAYS``) and is
+purged here too, through ``audio.purge_expired``.
+
+Pending and failed callbacks are never purged: the first are yet to be applied, the second are
+waiting for an operator to look at them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session as DbSession
+
+from worker.db import id_in
+from worker.models import InboxCallback, InboxState
+from worker.sessions import audio
+from worker.settings import Settings
+
+EMPTIED = "{}"
+
+
+def purge(db: DbSession, now: dt.datetime, settings: Settings, *, batch: int = 5000) -> dict[str, int]:
+    """One batch of expired raw payloads, and expired user audio; counts of what was purged.
+
+    Batched so that a first run over a year of callbacks is many short transactions rather
+    than one that rewrites the whole table; the caller repeats while ``payloads == batch``.
+    """
+    payloads = 0
+    days = settings.raw_payload_retention_days
+    if days > 0:
+        cutoff = now - dt.timedelta(days=days)
+        ids = list(
+            db.scalars(
+                select(InboxCallback.id)
+                .where(
+                    InboxCallback.state == InboxState.DONE,
+                    InboxCallback.received_at < cutoff,
+                    InboxCallback.purged_at.is_(None),
+                )
+                .order_by(InboxCallback.id)
+                .limit(batch)
+            )
+        )
+        if ids:
+            db.execute(
+                update(InboxCallback)
+                .where(id_in(InboxCallback.id, ids, db.get_bind().dialect.name))
+                .values(payload=EMPTIED, purged_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        payloads = len(ids)
+    user_audio = audio.purge_expired(db, now=now, retention_days=settings.user_audio_retention_days)
+    return {"payloads": payloads, "user_audio": user_audio}

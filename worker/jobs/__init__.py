@@ -1,0 +1,1 @@
+"""What every Celery job shares: the per-process context, leases, publishing after a commit."""

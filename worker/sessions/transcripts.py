@@ -1,0 +1,217 @@
+"""Conversation transcripts: user and agent turns by Round, built from ASR, LLM and Interrupted callbacks.
+
+A Round has at most one user turn (its ASRResult; a later Sequence wins) and one agent turn
+(every LLMResult sentence of the Round joined in Sequence order). An agent turn may exist with
+no text at all: an Interrupted or MetaInfo callback can arrive before, or instead of, the words.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from worker.db import from_ms
+from worker.inbox.callbacks import Callback, int_field, text_field
+from worker.models import AgentInstance, AgentSentence, Turn
+from worker.sessions.lifecycle import Stream, earliest
+
+
+def preload_turns(db: DbSession, wanted: dict[Stream, set[int]]) -> None:
+    """Fetch the turns of the Rounds a batch touches, for every stream at once, in one query."""
+    missing = {stream: rounds - stream.loaded_rounds for stream, rounds in wanted.items()}
+    missing = {stream: rounds for stream, rounds in missing.items() if rounds}
+    if not missing:
+        return
+    by_instance = {stream.instance.id: stream for stream in missing}
+    all_rounds = set().union(*missing.values())
+    for turn in db.scalars(select(Turn).where(Turn.instance_id.in_(by_instance), Turn.round.in_(all_rounds))):
+        by_instance[turn.instance_id].turns.setdefault((turn.round, turn.speaker), turn)
+    for stream, rounds in missing.items():
+        stream.loaded_rounds |= rounds  # including Rounds that have no turn yet: no second look
+
+
+def _turn(db: DbSession, stream: Stream, round_: int, speaker: str) -> Turn:
+    turn = stream.turns.get((round_, speaker))
+    if turn is None:
+        preload_turns(db, {stream: {round_}})
+        turn = stream.turns.get((round_, speaker))
+    if turn is None:
+        turn = Turn(
+            session_id=stream.session.id,
+            instance_id=stream.instance.id,
+            round=round_,
+            speaker=speaker,
+            text="",
+            interrupted=False,
+        )
+        db.add(turn)
+        stream.turns[(round_, speaker)] = turn
+    return turn
+
+
+def user_said(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    round_ = int_field(cb.data.get("Round"))
+    if round_ is None:
+        return
+    turn = _turn(db, stream, round_, "user")
+    text = text_field(cb.data.get("Text")) or ""
+    seq = cb.sequence if cb.sequence is not None else -1
+    if turn.text_sequence is None or (seq, text) > (turn.text_sequence, turn.text):
+        turn.text = text
+        turn.text_sequence = seq
+    turn.user_id = turn.user_id or text_field(cb.data.get("UserId"))
+    turn.spoken_at = earliest(turn.spoken_at, from_ms(cb.timestamp_ms))
+
+
+def agent_said(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    round_ = int_field(cb.data.get("Round"))
+    if round_ is None:
+        return
+    stream.insert(
+        AgentSentence,
+        instance_id=stream.instance.id,
+        inbox_id=inbox_id,
+        round=round_,
+        sequence=cb.sequence,
+        callback_ts=cb.timestamp_ms,
+        text=text_field(cb.data.get("Text")) or "",
+    )
+    turn = _turn(db, stream, round_, "agent")
+    turn.spoken_at = earliest(turn.spoken_at, from_ms(cb.timestamp_ms))
+    stream.dirty_rounds.add(round_)
+
+
+def interrupted(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    round_ = int_field(cb.data.get("Round"))
+    if round_ is None:
+        return
+    turn = _turn(db, stream, round_, "agent")
+    turn.interrupted = True
+    turn.interrupt_reason = int_field(cb.data.get("Reason")) or turn.interrupt_reason
+    played = text_field(cb.data.get("PlayedText"))
+    if played is not None:
+        turn.played_text = played
+    turn.spoken_at = earliest(turn.spoken_at, from_ms(cb.timestamp_ms))
+
+
+def meta_info(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
+    round_ = int_field(cb.data.get("Round"))
+    info = cb.data.get("MetaInfo")
+    if round_ is None or not isinstance(info, dict):
+        return
+    turn = _turn(db, stream, round_, "agent")
+    turn.meta_info = {**(turn.meta_info or {}), **info}
+
+
+def settle_agent_text(db: DbSession, streams: list[Stream]) -> None:
+    """Re-join the sentences of every Round that got a new one: order-independent by construction."""
+    dirty = {stream.instance.id: stream for stream in streams if stream.dirty_rounds}
+    if not dirty:
+        return
+    all_rounds = set().union(*(stream.dirty_rounds for stream in dirty.values()))
+    rows = db.execute(
+        select(AgentSentence.instance_id, AgentSentence.round, AgentSentence.text)
+        .where(AgentSentence.instance_id.in_(dirty), AgentSentence.round.in_(all_rounds))
+        .order_by(
+            AgentSentence.instance_id,
+            AgentSentence.round,
+            AgentSentence.sequence.asc().nulls_last(),
+            AgentSentence.callback_ts,
+            AgentSentence.text,
+        )
+    ).all()
+    sentences: dict[tuple[int, int], list[str]] = {}
+    for instance_id, round_, text in rows:
+        if round_ in dirty[instance_id].dirty_rounds:
+            sentences.setdefault((instance_id, round_), []).append(text)
+    for (instance_id, round_), texts in sentences.items():
+        stream = dirty[instance_id]
+        _turn(db, stream, round_, "agent").text = join_sentences(texts)
+    for stream in dirty.values():
+        stream.dirty_rounds.clear()
+
+
+def join_sentences(sentences: list[str]) -> str:
+    """Sentences as one reply: a space between Latin sentences, nothing between CJK ones."""
+    out = ""
+    for sentence in (s.strip() for s in sentences):
+        if not sentence:
+            continue
+        if out and not (_is_wide(out[-1]) or _is_wide(sentence[0])):
+            out += " "
+        out += sentence
+    return out
+
+
+def _is_wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptTurn:
+    agent_instance_id: str
+    round: int
+    speaker: str
+    text: str
+    spoken_at: dt.datetime | None
+    interrupted: bool
+    interrupt_reason: int | None
+    played_text: str | None
+    user_id: str | None
+    meta_info: dict[str, Any] | None
+    new_instance: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent_instance_id": self.agent_instance_id,
+            "round": self.round,
+            "speaker": self.speaker,
+            "text": self.text,
+            "spoken_at": self.spoken_at.isoformat() if self.spoken_at else None,
+            "interrupted": self.interrupted,
+            "interrupt_reason": self.interrupt_reason,
+            "played_text": self.played_text,
+            "user_id": self.user_id,
+            "meta_info": self.meta_info,
+            "new_instance": self.new_instance,
+        }
+
+
+def transcript(db: DbSession, session_id: str) -> list[TranscriptTurn]:
+    """Turns in conversation order: instance by instance, Round by Round, the user before the agent."""
+    rows = db.execute(
+        select(Turn, AgentInstance.agent_instance_id)
+        .join(AgentInstance, AgentInstance.id == Turn.instance_id)
+        .where(Turn.session_id == session_id)
+        .order_by(
+            AgentInstance.first_seen_at,
+            AgentInstance.agent_instance_id,
+            Turn.round,
+            Turn.speaker.desc(),  # "user" sorts after "agent"; users speak first in a Round
+        )
+    ).all()
+    turns: list[TranscriptTurn] = []
+    previous_instance: str | None = None
+    for turn, instance_id in rows:
+        turns.append(
+            TranscriptTurn(
+                agent_instance_id=instance_id,
+                round=turn.round,
+                speaker=turn.speaker,
+                text=turn.text,
+                spoken_at=turn.spoken_at,
+                interrupted=turn.interrupted,
+                interrupt_reason=turn.interrupt_reason,
+                played_text=turn.played_text,
+                user_id=turn.user_id,
+                meta_info=turn.meta_info,
+                new_instance=previous_instance is not None and instance_id != previous_instance,
+            )
+        )
+        previous_instance = instance_id
+    return turns
