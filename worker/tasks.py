@@ -24,7 +24,8 @@ from worker.policies.config import PolicyBook, book_for
 from worker.sealing import Sealer
 from worker.sessions import coze_rooms, provisioning
 from worker.settings import get_settings
-from worker.vendors.clients import VendorNotConfigured, Vendors, classify
+from worker.vendors.clients import Vendors
+from worker.vendors.errors import VendorNotConfigured, classify
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ does it go again one savepoint per callback, so that one bad callback is retried
 from __future__ import annotations
 
 import datetime as dt
-import random
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from worker.policies.config import PolicyBook, book_for
 from worker.sessions import audio, lifecycle, transcripts
 from worker.sessions.lifecycle import Stream
 from worker.settings import Settings
+from worker.vendors.retries import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -322,8 +323,10 @@ def _record_failure(
             "callback_parked", inbox_id=row.id, callback_event=row.event, attempts=attempts, error=error
         )
     else:
-        delay = settings.apply_retry_base_seconds * 2 ** (attempts - 1)
-        delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not cryptography
+        backoff = RetryPolicy(
+            base=settings.apply_retry_base_seconds, cap=math.inf, jitter="band", deadline=None
+        )
+        delay = backoff.delay(attempts - 1)
         values = {
             "attempts": attempts,
             "last_error": error,

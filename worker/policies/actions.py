@@ -33,14 +33,15 @@ from worker.policies.decisions import Decision, record, recreatable
 from worker.sealing import Sealer
 from worker.sessions.lifecycle import refresh
 from worker.sessions.provisioning import StartOrder, attach_instance, call_vendor, live_instances
-from worker.vendors.clients import VendorNotConfigured, Vendors, classify
+from worker.vendors.clients import Vendors
+from worker.vendors.errors import SpecError, VendorNotConfigured, classify
+from worker.vendors.retries import RetryPolicy
 from worker.vendors.zego.errors import (
     ZegoError,
     ZegoInstanceBusyError,
     ZegoNotFoundError,
     ZegoQuotaError,
 )
-from worker.vendors.zego.specs import SpecError
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +50,7 @@ OutcomeState = Literal["done", "skipped", "failed", "retry", "later"]
 # Vendor errors that outlast the client's own quick retries: back off on the scale of minutes.
 RETRY_BASE_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
+BACKOFF = RetryPolicy(base=RETRY_BASE_SECONDS, cap=RETRY_MAX_SECONDS, jitter="none", deadline=None)
 # What the vendor says of an instance it no longer knows, or is deleting (410001041).
 GONE, SHUTTING_DOWN = "GONE", "SHUTTING_DOWN"
 
@@ -191,7 +193,7 @@ def execute(claimed: Claimed, vendors: Vendors) -> Outcome:
             return Outcome("failed", {"seen": seen}, error=f"{type(exc).__name__}: {exc}")
         # A full quota frees up as other sessions end: for a policy that is waiting, not failing.
         if failure.transient or isinstance(exc, ZegoQuotaError):
-            delay = min(RETRY_BASE_SECONDS * 2 ** (claimed.attempt - 1), RETRY_MAX_SECONDS)
+            delay = BACKOFF.delay(claimed.attempt - 1)
             return Outcome("retry", {"seen": seen}, error=failure.message, retry_in=delay)
         return Outcome("failed", {"seen": seen}, error=failure.message)
 

@@ -10,7 +10,6 @@ first sighting changes the session.
 from __future__ import annotations
 
 import datetime as dt
-import random
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -31,6 +30,7 @@ from worker.models import (
 )
 from worker.policies.config import Policy, PolicyBook
 from worker.sessions.lifecycle import END_REASONS, Stream, end_reason, exception_family
+from worker.vendors.retries import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,10 @@ def recent_recreations(db: DbSession, session_id: str, *, now: dt.datetime, wind
     )
 
 
+# Half to all of a decision's delay, at random (equal jitter).
+SPREAD = RetryPolicy(jitter="equal", deadline=None)
+
+
 def record(db: DbSession, session: Session, decision: Decision, *, now: dt.datetime) -> PolicyAction | None:
     """Store the decision once; the first sighting of its cause also marks the session.
 
@@ -235,7 +239,7 @@ def record(db: DbSession, session: Session, decision: Decision, *, now: dt.datet
     """
     # Jittered backoff: after a mass 1205 the recreations spread out instead of arriving at once
     # (the shared rate limiter then keeps each action under ZEGO's 10 requests a second).
-    delay = decision.delay * random.uniform(0.5, 1.0)  # noqa: S311 - spreading load, not a secret
+    delay = SPREAD.jittered(decision.delay)
     row_id = db.scalar(
         insert_ignoring_conflicts(PolicyAction, db.get_bind().dialect.name)
         .values(

@@ -39,8 +39,10 @@ from worker.policies import decisions
 from worker.policies.config import Policy, PolicyBook, Reconcile
 from worker.policies.decisions import Decision
 from worker.sessions import lifecycle
-from worker.vendors.clients import VendorNotConfigured, Vendors, classify
+from worker.vendors.clients import Vendors
+from worker.vendors.errors import VendorNotConfigured, classify
 from worker.vendors.ratelimit import Limiter, RateLimitTimeout
+from worker.vendors.retries import RetryPolicy
 from worker.vendors.zego.agent import ZegoAgentClient
 
 log = structlog.get_logger(__name__)
@@ -286,8 +288,10 @@ def next_ask(session: Session, rules: Reconcile) -> dt.datetime | None:
     doubled for each ask in a row that settled nothing, at most ``max_backoff_seconds``."""
     if session.reconciled_at is None:
         return None
-    wait = rules.recheck_seconds * 2 ** min(max(session.reconcile_attempts - 1, 0), 30)
-    return session.reconciled_at + dt.timedelta(seconds=min(wait, rules.max_backoff_seconds))
+    backoff = RetryPolicy(
+        base=rules.recheck_seconds, cap=rules.max_backoff_seconds, jitter="none", deadline=None
+    )
+    return session.reconciled_at + dt.timedelta(seconds=backoff.delay(session.reconcile_attempts - 1))
 
 
 # Reconciliation may use this share of ZEGO's QueryAgentInstanceStatus budget (10/s per app, paced

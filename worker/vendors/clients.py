@@ -3,49 +3,24 @@
 Every call to ZEGO or Coze goes through these: one httpx client per vendor and app, with the
 settings' timeouts, a rate limiter shared through Redis when there is one (so that twenty
 workers recovering at once still send ZEGO ten requests a second, not two hundred), and the
-vendor's error tree, which this module reduces to the two questions a task asks: may I try
-again, and what do I tell the user.
+vendor's error tree (``worker.vendors.errors``, which reduces any of them to the two questions a
+task asks: may I try again, and what do I tell the user).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from worker.settings import Settings
 from worker.vendors.coze.client import CozeClient
-from worker.vendors.coze.errors import CozeError, CozeTransientError
+from worker.vendors.errors import VendorNotConfigured
 from worker.vendors.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from worker.vendors.zego.agent import ZegoAgentClient
-from worker.vendors.zego.errors import ZegoError, ZegoTransientError
 from worker.vendors.zego.rtc import ZegoRtcClient
-from worker.vendors.zego.specs import SpecError
 
 Z = TypeVar("Z", ZegoAgentClient, ZegoRtcClient)
-
-
-class VendorNotConfigured(Exception):
-    """The request names an app or vendor this deployment has no credentials for."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    code: int | None
-    message: str
-    transient: bool
-
-
-def classify(exc: BaseException) -> Failure | None:
-    """What a vendor exception means for a session, or None for an exception that is ours."""
-    if isinstance(exc, ZegoError):
-        return Failure(exc.code, str(exc), isinstance(exc, ZegoTransientError))
-    if isinstance(exc, CozeError):
-        return Failure(exc.code, str(exc), isinstance(exc, CozeTransientError))
-    if isinstance(exc, SpecError):
-        return Failure(None, str(exc), False)
-    return None
 
 
 class Vendors:

@@ -7,6 +7,10 @@ spends more than ``deadline`` seconds sleeping between attempts, however the jit
 Full jitter (AWS architecture blog, "Exponential Backoff And Jitter") sleeps a uniform random
 time in ``[0, min(cap, base * 2**n)]``: many workers that failed together spread out instead of
 retrying in lockstep against a vendor that is already struggling.
+
+Every backoff in roomwarden is one of these policies, not only the vendor clients': the drain's
+retry of a callback that failed to apply, a policy action's retry, a session start's retry,
+reconciliation's growing recheck interval and the spread of recreations after a mass failure.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Literal, TypeVar
 
 T = TypeVar("T")
 
-Jitter = Literal["full", "equal", "none"]
+Jitter = Literal["full", "equal", "band", "none"]
 
 
 @dataclass(frozen=True)
@@ -43,15 +47,22 @@ class RetryPolicy:
 
     def ceiling(self, retry: int) -> float:
         """The largest sleep before retry number ``retry`` (0 = the sleep after the first failure)."""
-        return float(min(self.cap, self.base * (2**retry)))
+        if retry >= 64:  # past any cap worth having, and 2**retry would overflow a float
+            return float(self.cap)
+        return float(min(self.cap, self.base * (2 ** max(retry, 0))))
 
     def delay(self, retry: int) -> float:
         """One jittered sleep before retry number ``retry``."""
-        ceiling = self.ceiling(retry)
+        return self.jittered(self.ceiling(retry))
+
+    def jittered(self, ceiling: float) -> float:
+        """This policy's jitter applied to a given wait (a vendor's or a policy's own delay)."""
         if self.jitter == "full":
             return self.rng.uniform(0.0, ceiling)
         if self.jitter == "equal":
             return ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
+        if self.jitter == "band":  # within 20% either side: keeps the order of waits, breaks ties
+            return ceiling * self.rng.uniform(0.8, 1.2)
         return ceiling
 
     def delays(self) -> list[float]:

@@ -10,26 +10,25 @@ are retried on any transient failure; create-room and create-conversation only w
 certainly did nothing (a business code such as 4009/4020/5000, or a connection that never
 opened), because a room bills from the moment it exists. Each attempt logs one ``coze_api_call``
 event (endpoint, code, logid, duration_ms); neither the bearer token nor a room's join token is
-ever logged, put in an error or shown by ``repr``.
+ever logged, put in an error or shown by ``repr``. Each attempt is the vendors' shared routine
+(``worker.vendors.http``); this module supplies the envelope reader and the error mapping.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from worker.vendors.coze import specs
 from worker.vendors.coze.errors import CozeError, CozePermanentError, CozeTransientError, error_for
-from worker.vendors.ratelimit import Limiter, RateLimitTimeout
+from worker.vendors.http import Answer, Request, TransportFailure, VendorHttp
+from worker.vendors.ratelimit import Limiter
 from worker.vendors.retries import RetryPolicy
 
-log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_RETRY = RetryPolicy(attempts=3, base=0.2, cap=2.0, deadline=10.0)
@@ -57,7 +56,6 @@ class CozeClient:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self._timeout = timeout
-        self._limiter = limiter
         self._retry = retry if retry is not None else DEFAULT_RETRY
         self._rate = rate_per_second
         self._http = httpx.Client(
@@ -65,6 +63,15 @@ class CozeClient:
             timeout=timeout,
             transport=transport,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "roomwarden"},
+        )
+        self._attempts = VendorHttp(
+            self._http,
+            event="coze_api_call",
+            reference_name="logid",
+            limiter=limiter,
+            limit_timeout=timeout,
+            rate_limited=lambda endpoint, why: CozeTransientError(None, why, endpoint=endpoint),
+            transport_failed=self._transport_error,
         )
 
     def __repr__(self) -> str:
@@ -237,71 +244,58 @@ class CozeClient:
         json: Any,
         attempt: int,
     ) -> dict[str, Any]:
-        if self._limiter is not None:
-            try:
-                self._limiter.acquire(f"coze:{endpoint}", self._rate, self._timeout)
-            except RateLimitTimeout as error:
-                raise CozeTransientError(None, str(error), endpoint=endpoint) from None
-        started = time.perf_counter()
+        return self._attempts.attempt(
+            endpoint,
+            Request(method, path, params=params, json=json),
+            lambda response: self._envelope(endpoint, response),
+            attempt=attempt,
+            limit=(f"coze:{endpoint}", self._rate),
+            name="endpoint",
+        )
+
+    def _envelope(self, endpoint: str, response: httpx.Response) -> Answer[dict[str, Any]]:
+        """Coze raises whenever ``code > 0``, whatever the HTTP status, and so do we."""
+        status = response.status_code
+        logid = response.headers.get("x-tt-logid")
         code: int | None = None
-        logid: str | None = None
-        status: int | None = None
         try:
-            try:
-                response = self._http.request(method, path, params=params, json=json)
-            except httpx.TimeoutException as error:
-                unsent = isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout)
-                raise CozeTransientError(
-                    None,
-                    f"timed out ({type(error).__name__}) after {self._timeout}s",
-                    endpoint=endpoint,
-                    maybe_processed=not unsent,
-                ) from None
-            except httpx.TransportError as error:
-                unsent = isinstance(error, httpx.ConnectError)
-                raise CozeTransientError(
-                    None,
-                    f"connection error ({type(error).__name__}): {self._scrub(str(error))}",
-                    endpoint=endpoint,
-                    maybe_processed=not unsent,
-                ) from None
-            status = response.status_code
-            logid = response.headers.get("x-tt-logid")
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = None
-            if isinstance(payload, dict):
-                detail = payload.get("detail")
-                if isinstance(detail, dict) and isinstance(detail.get("logid"), str):
-                    logid = logid or detail["logid"]
-                raw_code = payload.get("code")
-                if isinstance(raw_code, int) and not isinstance(raw_code, bool):
-                    code = raw_code
-            if code is not None and code > 0:
-                assert isinstance(payload, dict)
-                msg = self._scrub(str(payload.get("msg") or ""))
-                raise error_for(code, msg, logid, endpoint=endpoint, http_status=status)
-            if code is None or status >= 400:
-                raise error_for(
-                    None,
-                    f"HTTP {status} without a Coze envelope",
-                    logid,
-                    endpoint=endpoint,
-                    http_status=status,
-                )
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict):
+            detail = payload.get("detail")
+            if isinstance(detail, dict) and isinstance(detail.get("logid"), str):
+                logid = logid or detail["logid"]
+            raw_code = payload.get("code")
+            if isinstance(raw_code, int) and not isinstance(raw_code, bool):
+                code = raw_code
+        if code is not None and code > 0:
             assert isinstance(payload, dict)
-            return payload
-        finally:
-            log.info(
-                "coze_api_call",
-                endpoint=endpoint,
-                code=code,
-                logid=logid,
-                http_status=status,
-                attempt=attempt,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            msg = self._scrub(str(payload.get("msg") or ""))
+            raise error_for(code, msg, logid, endpoint=endpoint, http_status=status)
+        if code is None or status >= 400:
+            raise error_for(
+                None, f"HTTP {status} without a Coze envelope", logid, endpoint=endpoint, http_status=status
             )
+        assert isinstance(payload, dict)
+        return Answer(payload, code, logid)
+
+    def _transport_error(self, endpoint: str, failure: TransportFailure) -> CozeError:
+        """No answer: only a connection that never opened is surely not a room billed."""
+        kind = type(failure.error).__name__
+        if failure.kind == "timeout":
+            return CozeTransientError(
+                None,
+                f"timed out ({kind}) after {self._timeout}s",
+                endpoint=endpoint,
+                maybe_processed=failure.sent,
+            )
+        return CozeTransientError(
+            None,
+            f"connection error ({kind}): {self._scrub(str(failure.error))}",
+            endpoint=endpoint,
+            maybe_processed=failure.kind != "connect",
+        )
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***")
@@ -322,5 +316,5 @@ def _unexpected(endpoint: str, envelope: dict[str, Any], what: str) -> CozeError
 
 def _required_id(value: str, name: str) -> str:
     if not value:
-        raise specs.SpecError([(name, "is required")])
+        raise specs.SpecError([(name, "is required")], spec="Coze")
     return value

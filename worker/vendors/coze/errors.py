@@ -3,14 +3,18 @@
 ::
 
     CozeError(code, msg, logid, endpoint, http_status, maybe_processed)
-    ├── CozeTransientError        retry with backoff: timeouts, connection errors, HTTP 5xx/429,
-    │                             4009 (system request cap), 4020 (RPM peak), 5000 (internal error)
-    └── CozePermanentError        do not retry: the same request fails the same way
+    │                             under worker.vendors.errors.VendorError
+    ├── CozeTransientError        (a TransientVendorError) retry with backoff: timeouts,
+    │                             connection errors, HTTP 5xx/429, 4009 (system request
+    │                             cap), 4020 (RPM peak), 5000 (internal error)
+    └── CozePermanentError        (a PermanentVendorError) do not retry: the same request
+                                  fails the same way
         ├── CozeAuthError         4100 (token invalid / wrong region), 4101 (permission point
         │                         missing), 700012006 (access token invalid)
         ├── CozeNotFoundError     4006 (bot), 4002 (conversation), 4200 (resource)
-        ├── CozeValidationError   4000 (bad parameter), 4003/4004/4005 (meta_data, messages)
-        │   └── SpecError         caught before sending: names the field (``.field``, ``.errors``)
+        ├── CozeValidationError   4000 (bad parameter), 4003/4004/4005 (meta_data, messages);
+        │                         a VendorValidationError, as the shared SpecError (raised
+        │                         before sending, naming the field) is
         └── CozeQuotaError        4008 (daily bot usage), 4011/4019/4022 (balance or arrears),
                                   4027/4028 (overdue, free credits gone) if they ever surface
 
@@ -27,6 +31,16 @@ or a connection that never opened); callers use the flag the same way.
 
 from __future__ import annotations
 
+from worker.vendors.errors import (
+    PermanentVendorError,
+    SpecError,
+    TransientVendorError,
+    VendorError,
+    VendorValidationError,
+)
+
+__all__ = ["SpecError"]  # the shared one, re-exported beside the Coze classes
+
 TRANSIENT_CODES = frozenset({4009, 4020, 5000})
 AUTH_CODES = frozenset({4100, 4101, 700012006})
 NOT_FOUND_CODES = frozenset({4002, 4006, 4200})
@@ -34,8 +48,10 @@ VALIDATION_CODES = frozenset({4000, 4003, 4004, 4005})
 QUOTA_CODES = frozenset({4008, 4011, 4019, 4022, 4027, 4028})
 
 
-class CozeError(Exception):
+class CozeError(VendorError):
     """A failed Coze call. ``code`` is the vendor's business code (None when there was none)."""
+
+    vendor = "coze"
 
     def __init__(
         self,
@@ -49,6 +65,7 @@ class CozeError(Exception):
     ) -> None:
         self.code = code
         self.msg = msg
+        self.message = msg
         self.logid = logid
         self.endpoint = endpoint
         self.http_status = http_status
@@ -65,16 +82,12 @@ class CozeError(Exception):
             parts.append(f"logid={self.logid}")
         return " ".join(parts)
 
-    @property
-    def transient(self) -> bool:
-        return isinstance(self, CozeTransientError)
 
-
-class CozeTransientError(CozeError):
+class CozeTransientError(CozeError, TransientVendorError):
     """Worth retrying later: the vendor was busy, rate-limited us, or could not be reached."""
 
 
-class CozePermanentError(CozeError):
+class CozePermanentError(CozeError, PermanentVendorError):
     """Retrying the same request will not help."""
 
 
@@ -86,29 +99,12 @@ class CozeNotFoundError(CozePermanentError):
     """The bot, conversation or resource does not exist (or belongs to someone else)."""
 
 
-class CozeValidationError(CozePermanentError):
+class CozeValidationError(CozePermanentError, VendorValidationError):
     """A parameter was refused."""
 
 
 class CozeQuotaError(CozePermanentError):
     """Usage or balance exhausted: needs a human (top-up, plan change) or tomorrow."""
-
-
-class SpecError(CozeValidationError, ValueError):
-    """A request that breaks a documented constraint, caught before anything is sent.
-
-    ``field`` is the first offending field as a dotted path (``config.video_config.video_frame_rate``);
-    ``errors`` lists every ``(field, message)``. It is also a ``ValueError``, as the ZEGO specs' is.
-    """
-
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        self.errors = errors
-        self.field = errors[0][0] if errors else ""
-        msg = "; ".join(f"{field}: {message}" for field, message in errors) or "invalid request"
-        super().__init__(None, msg)
-
-    def _describe(self) -> str:
-        return self.msg
 
 
 def error_for(

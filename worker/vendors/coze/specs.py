@@ -50,7 +50,7 @@ def _spec_error(error: ValidationError) -> SpecError:
         path = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
         message = str(item["msg"]).removeprefix("Value error, ")
         found.append((path or "body", message))
-    return SpecError(found)
+    return SpecError(found, spec="Coze")
 
 
 class _Spec(BaseModel):

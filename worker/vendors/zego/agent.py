@@ -1,8 +1,9 @@
 """The ZEGO AI Agent API client: signed POSTs, the envelope, typed errors, retries, rate limits.
 
-:class:`ZegoHttpClient` is the machinery both ZEGO APIs share (the RTC client in
-``worker.vendors.zego.rtc`` builds on it): every attempt takes a slot from the limiter (10 requests/s
-per action and AppId unless the action says otherwise), is signed afresh, and is logged as one
+:class:`ZegoHttpClient` is what both ZEGO APIs share (the RTC client in
+``worker.vendors.zego.rtc`` builds on it): every attempt goes through the vendors' one attempt
+routine (``worker.vendors.http``), takes a slot from the limiter (10 requests/s per action and
+AppId unless the action says otherwise), is signed afresh, and is logged as one
 ``zego_api_call`` event with the action, code, request id, duration and attempt number. The
 query string (it carries the Signature, replayable for ten minutes) and request bodies (they
 carry LLM and TTS keys) are never logged and never enter an error.
@@ -18,12 +19,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Self
 
 import httpx
 import structlog
 
-from worker.vendors.ratelimit import Limiter, LocalLimiter, RateLimitTimeout
+from worker.vendors.http import Answer, Request, TransportFailure, VendorHttp
+from worker.vendors.ratelimit import Limiter, LocalLimiter
 from worker.vendors.retries import RetryPolicy
 from worker.vendors.zego import specs
 from worker.vendors.zego.errors import (
@@ -73,16 +75,6 @@ if not any(isinstance(f, _RedactSignature) for f in logging.getLogger("httpx").f
     logging.getLogger("httpx").addFilter(_RedactSignature())
 
 
-def _timeout_phase(error: httpx.TimeoutException) -> Literal["connect", "read", "write", "pool"]:
-    if isinstance(error, httpx.ConnectTimeout):
-        return "connect"
-    if isinstance(error, httpx.PoolTimeout):
-        return "pool"
-    if isinstance(error, httpx.WriteTimeout):
-        return "write"
-    return "read"
-
-
 class ZegoHttpClient:
     """Signed requests to one ZEGO API over one ``httpx.Client``; subclasses add typed actions."""
 
@@ -121,6 +113,16 @@ class ZegoHttpClient:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
             follow_redirects=False,
+        )
+        self._attempts = VendorHttp(
+            self._http,
+            event="zego_api_call",
+            reference_name="request_id",
+            limiter=self._limiter,
+            limit_timeout=rate_limit_timeout,
+            rate_limited=lambda action, why: ZegoRateLimitError(None, why, action=action),
+            transport_failed=_transport_error,
+            log_fields={"api": self.API, "app_id": app_id},
         )
 
     def __repr__(self) -> str:
@@ -172,69 +174,21 @@ class ZegoHttpClient:
     def _attempt(
         self, action: str, method: str, body: dict[str, Any] | None, query: QueryItems, attempt: int
     ) -> tuple[Any, str | None]:
-        key = f"zego:{self.app_id}:{action}"
-        try:
-            rate = self.RATES.get(action, self.DEFAULT_RATE) * self.HEADROOM
-            self._limiter.acquire(key, rate, self._rate_limit_timeout)
-        except RateLimitTimeout as exc:
-            raise ZegoRateLimitError(None, str(exc), action=action) from None
         params: list[tuple[str, str | int | float | bool | None]] = [
             ("Action", action),
             *signed_params(self.app_id, self._server_secret, now=self._clock()).items(),
             *query,
         ]
-        started = time.perf_counter()
-        status: int | None = None
-        code: int | None = None
-        request_id: str | None = None
-        outcome = "ok"
-        try:
-            try:
-                response = self._http.request(method, "/", params=tuple(params), json=body)
-            except httpx.TimeoutException as exc:
-                phase = _timeout_phase(exc)
-                raise ZegoTimeoutError(
-                    f"{phase} timeout talking to ZEGO",
-                    phase=phase,
-                    action=action,
-                ) from None
-            except httpx.ConnectError as exc:
-                raise ZegoConnectError(None, f"cannot connect to ZEGO: {exc}", action=action) from None
-            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
-                raise ZegoPermanentError(
-                    None, f"bad request to ZEGO: {type(exc).__name__}", action=action
-                ) from None
-            except httpx.TransportError as exc:
-                raise ZegoProtocolError(
-                    None,
-                    f"connection to ZEGO failed mid-request: {type(exc).__name__}",
-                    action=action,
-                    maybe_processed=True,
-                ) from None
-            status = response.status_code
-            data, code, request_id = self._envelope(action, response)
-            return data, request_id
-        except ZegoError as error:
-            outcome = type(error).__name__
-            code = error.code if code is None else code
-            request_id = error.request_id or request_id
-            raise
-        finally:
-            _log().log(
-                logging.INFO if outcome == "ok" else logging.WARNING,
-                "zego_api_call",
-                api=self.API,
-                app_id=self.app_id,
-                action=action,
-                attempt=attempt,
-                http_status=status,
-                code=code,
-                request_id=request_id,
-                outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+        rate = self.RATES.get(action, self.DEFAULT_RATE) * self.HEADROOM
+        return self._attempts.attempt(
+            action,
+            Request(method, "/", params=tuple(params), json=body),
+            lambda response: self._envelope(action, response),
+            attempt=attempt,
+            limit=(f"zego:{self.app_id}:{action}", rate),
+        )
 
-    def _envelope(self, action: str, response: httpx.Response) -> tuple[Any, int, str | None]:
+    def _envelope(self, action: str, response: httpx.Response) -> Answer[tuple[Any, str | None]]:
         try:
             payload = response.json()
         except ValueError:
@@ -272,7 +226,24 @@ class ZegoHttpClient:
             )
         if response.status_code >= 400:
             raise error_for_http_status(response.status_code, action=action, request_id=request_id)
-        return payload.get("Data"), code, request_id
+        return Answer((payload.get("Data"), request_id), code, request_id)
+
+
+def _transport_error(action: str, failure: TransportFailure) -> ZegoError:
+    """No answer from ZEGO: whether it may have acted decides what a retry may repeat."""
+    kind = type(failure.error).__name__
+    if failure.kind == "timeout":
+        assert failure.phase is not None
+        return ZegoTimeoutError(
+            f"{failure.phase} timeout talking to ZEGO", phase=failure.phase, action=action
+        )
+    if failure.kind == "connect":
+        return ZegoConnectError(None, f"cannot connect to ZEGO: {failure.error}", action=action)
+    if failure.kind == "refused_locally":
+        return ZegoPermanentError(None, f"bad request to ZEGO: {kind}", action=action)
+    return ZegoProtocolError(
+        None, f"connection to ZEGO failed mid-request: {kind}", action=action, maybe_processed=True
+    )
 
 
 def _field(data: Any, name: str, action: str, request_id: str | None) -> Any:

@@ -2,8 +2,8 @@
 
 ::
 
-    ZegoError(code, message, request_id, action)
-    ├── ZegoTransientError            retried with backoff (worker.vendors.retries)
+    ZegoError(code, message, request_id, action)    under worker.vendors.errors.VendorError
+    ├── ZegoTransientError            (a TransientVendorError) retried with backoff (worker.vendors.retries)
     │   ├── ZegoConnectError          the request never reached ZEGO (refused, DNS, TLS)
     │   ├── ZegoTimeoutError          .phase connect|pool (not processed) or read|write (maybe)
     │   ├── ZegoHttpError             HTTP 5xx or 429 without a ZEGO envelope
@@ -13,11 +13,12 @@
     │       call failed, 410000010 insufficient resources, 41000100x/-11/-22/-24/-28/-32
     │       "... failed" on ZEGO's side, 410001025 digital-human resources, 410001029
     │       digital-human rate limit, RTC 1 failed, 206/207 QPS limited
-    └── ZegoPermanentError            never retried; unknown codes land here too
+    └── ZegoPermanentError            (a PermanentVendorError) never retried; unknown codes land here too
         ├── ZegoValidationError       410000003 bad parameter, 410000004 bad JSON, 410000014,
         │                             410001026/-27/-48 digital-human parameters, 100000001-3,
-        │                             -6-9, -12-14 malformed request, RTC 2/3/8/50011/50012;
-        │                             also specs.SpecError is raised client-side before sending
+        │                             -6-9, -12-14 malformed request, RTC 2/3/8/50011/50012
+        │                             (a VendorValidationError, as the shared SpecError raised
+        │                             client-side before sending is)
         ├── ZegoAuthError             100000000/-4/-5/-10/-11/-16/-17 signing, AppId, service
         │                             not enabled; 410000002/-5/-6; 410001033-35 test account
         │                             expired; 410001047 zego_test with a foreign LLM.Url; RTC 9
@@ -42,9 +43,18 @@ from __future__ import annotations
 
 from typing import Literal
 
+from worker.vendors.errors import (
+    PermanentVendorError,
+    TransientVendorError,
+    VendorError,
+    VendorValidationError,
+)
 
-class ZegoError(Exception):
+
+class ZegoError(VendorError):
     """A failed ZEGO API call; ``code`` is the vendor's Code, or None when no envelope came back."""
+
+    vendor = "zego"
 
     def __init__(
         self,
@@ -82,7 +92,7 @@ class ZegoError(Exception):
         )
 
 
-class ZegoTransientError(ZegoError):
+class ZegoTransientError(ZegoError, TransientVendorError):
     """Worth retrying: ZEGO was busy, unreachable or failed internally."""
 
 
@@ -112,11 +122,11 @@ class ZegoRateLimitError(ZegoTransientError):
     """The client-side limiter had no slot within its timeout; nothing was sent."""
 
 
-class ZegoPermanentError(ZegoError):
+class ZegoPermanentError(ZegoError, PermanentVendorError):
     """Retrying the same request cannot succeed; the caller must change something."""
 
 
-class ZegoValidationError(ZegoPermanentError):
+class ZegoValidationError(ZegoPermanentError, VendorValidationError):
     """ZEGO rejected a parameter (its Message names the field) or the request was malformed."""
 
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from worker.vendors.errors import SpecError
 from worker.vendors.zego import specs
 from worker.vendors.zego.agent import ZegoHttpClient
 from worker.vendors.zego.errors import ZegoNotFoundError, ZegoProtocolError
@@ -24,26 +25,26 @@ _ROOM_ID = re.compile(r"[0-9A-Za-z_.-]+")
 
 def _room_id(action: str, room_id: str, field: str = "RoomId") -> None:
     if not room_id:
-        raise specs.SpecError([(field, "must not be empty")], spec=action)
+        raise SpecError([(field, "must not be empty")], spec=action)
     if len(room_id.encode("utf-8")) > 128:
-        raise specs.SpecError([(field, "must be at most 128 bytes")], spec=action)
+        raise SpecError([(field, "must be at most 128 bytes")], spec=action)
     if not _ROOM_ID.fullmatch(room_id):
-        raise specs.SpecError([(field, "may only contain digits, letters, '_', '-' and '.'")], spec=action)
+        raise SpecError([(field, "may only contain digits, letters, '_', '-' and '.'")], spec=action)
 
 
 def _ids(action: str, field: str, values: Sequence[str], most: int) -> None:
     if isinstance(values, str):
-        raise specs.SpecError([(field, "must be a list of ids, not one string")], spec=action)
+        raise SpecError([(field, "must be a list of ids, not one string")], spec=action)
     if not 1 <= len(values) <= most:
-        raise specs.SpecError([(field, f"must hold 1 to {most} ids, got {len(values)}")], spec=action)
+        raise SpecError([(field, f"must hold 1 to {most} ids, got {len(values)}")], spec=action)
     for index, value in enumerate(values):
         if not value or len(value.encode("utf-8")) > 128:
-            raise specs.SpecError([(f"{field}[{index}]", "must be 1-128 bytes")], spec=action)
+            raise SpecError([(f"{field}[{index}]", "must be 1-128 bytes")], spec=action)
 
 
 def _reason(action: str, reason: str | None) -> None:
     if reason is not None and len(reason.encode("utf-8")) > 256:
-        raise specs.SpecError([("CustomReason", "must be at most 256 bytes")], spec=action)
+        raise SpecError([("CustomReason", "must be at most 256 bytes")], spec=action)
 
 
 def _rows(data: Any, name: str, action: str, request_id: str | None) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
@@ -45,29 +45,9 @@ from pydantic import (
     model_validator,
 )
 
-from worker.vendors.zego.errors import ZegoValidationError
+from worker.vendors.errors import SpecError
 
-# --- the one error type -----------------------------------------------------------------------
-
-
-class SpecError(ZegoValidationError, ValueError):
-    """A request broke a documented constraint; nothing was sent.
-
-    ``field`` is the first offending field, ``errors`` every (field, message) pair found.
-    """
-
-    def __init__(self, errors: Sequence[tuple[str, str]], *, spec: str | None = None) -> None:
-        self.errors: list[tuple[str, str]] = list(errors) or [("", "invalid request")]
-        self.field = self.errors[0][0]
-        self.spec = spec
-        super().__init__(None, "; ".join(_line(f, m) for f, m in self.errors), action=spec)
-
-    def __str__(self) -> str:
-        return f"invalid {self.spec or 'ZEGO'} request, nothing sent: {self.message}"
-
-
-def _line(field: str, message: str) -> str:
-    return f"{field}: {message}" if field else message
+# --- errors: the shared SpecError (worker.vendors.errors), with ZEGO's field paths -------------
 
 
 class _At(ValueError):
@@ -118,7 +98,7 @@ def spec_error(error: ValidationError, spec: str | None) -> SpecError:
         else:
             path, message = _path(loc), _MESSAGES.get(item["type"], item["msg"])
         problems.append((path, message))
-    return SpecError(problems, spec=spec)
+    return SpecError(problems, spec=spec or "ZEGO")
 
 
 # --- field types ------------------------------------------------------------------------------

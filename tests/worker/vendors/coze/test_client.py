@@ -23,6 +23,7 @@ from worker.vendors.coze.errors import (
     CozeValidationError,
     SpecError,
 )
+from worker.vendors.errors import VendorValidationError
 from worker.vendors.ratelimit import LocalLimiter
 from worker.vendors.retries import NO_RETRY, RetryPolicy
 
@@ -179,7 +180,7 @@ def test_broken_create_room_constraint_is_refused_before_sending(
         client.create_room(_room_body(change))
     assert caught.value.field == field
     assert field in str(caught.value)
-    assert isinstance(caught.value, ValueError) and isinstance(caught.value, CozeValidationError)
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, VendorValidationError)
     assert transport.sent == []
 
 

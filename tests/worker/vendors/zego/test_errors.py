@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from worker.vendors.errors import PermanentVendorError, SpecError, VendorValidationError
 from worker.vendors.zego.errors import (
     CODE_CLASSES,
     ZegoAuthError,
@@ -22,7 +23,6 @@ from worker.vendors.zego.errors import (
     is_transient,
     is_transient_unprocessed,
 )
-from worker.vendors.zego.specs import SpecError
 
 
 @pytest.mark.parametrize(
@@ -105,9 +105,9 @@ def test_timeouts_know_whether_the_request_went_out() -> None:
 
 
 def test_spec_errors_are_permanent_validation_errors_and_value_errors() -> None:
-    """Callers catching ZegoPermanentError or ValueError both see client-side validation failures."""
+    """Callers catching a vendor validation error or ValueError both see client-side failures."""
     error = SpecError([("LLM.Temperature", "too hot")], spec="CreateAgentInstance")
-    assert isinstance(error, ZegoValidationError)
+    assert isinstance(error, VendorValidationError) and isinstance(error, PermanentVendorError)
     assert isinstance(error, ValueError)
     assert error.field == "LLM.Temperature"
     assert "LLM.Temperature: too hot" in str(error)

@@ -10,9 +10,9 @@ import pytest
 
 from emulator import Emulator
 from tests.worker.vendors.zego.support import CountingTransport, agent_client, rtc_client, started
+from worker.vendors.errors import SpecError
 from worker.vendors.ratelimit import LocalLimiter
 from worker.vendors.zego.errors import ZegoNotFoundError
-from worker.vendors.zego.specs import SpecError
 
 
 def test_describe_users_reports_who_is_in_the_room(emulator: Emulator) -> None:

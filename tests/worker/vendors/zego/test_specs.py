@@ -26,8 +26,8 @@ from tests.worker.vendors.zego.support import (
     tts,
     with_value,
 )
+from worker.vendors.errors import SpecError
 from worker.vendors.zego import specs
-from worker.vendors.zego.specs import SpecError
 
 DROP = ...
 HOT_129 = ",".join(f"w{i}|5" for i in range(129))
