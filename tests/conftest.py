@@ -6,6 +6,7 @@ embedded path. Schemas come from ``alembic upgrade head``, never ``create_all``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ from tests.emulator_fixture import emulator, emulator_factory  # noqa: E402, F40
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer  # noqa: E402
 from tests.processes import RedisServer, Stack  # noqa: E402
 from worker.db import Base, make_engine  # noqa: E402
+from worker.jobs import context  # noqa: E402
+from worker.jobs.context import JobContext  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,3 +173,16 @@ def receiver_process(tmp_path: Path, database_url: str) -> Iterator[Callable[...
     yield start
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def run_tasks_with() -> Iterator[Callable[[JobContext], JobContext]]:
+    """Task bodies run in this process against a test's own job context (its settings, its
+    emulator); the process's context comes back, and the test's vendor clients close, afterwards."""
+    with contextlib.ExitStack() as stack:
+
+        def install(job: JobContext) -> JobContext:
+            stack.callback(job.close)
+            return stack.enter_context(context.installed(job))
+
+        yield install

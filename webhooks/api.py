@@ -21,8 +21,8 @@ from worker.inbox.callbacks import MAX_DEPTH, MalformedCallback, check_depth
 from worker.models import ActionKind, ActionState, Provider
 from worker.policies import quotas, reports
 from worker.policies.config import PolicyBook
-from worker.sessions import provisioning, transcripts
 from worker.sessions import reading as sessions
+from worker.sessions import requesting, transcripts
 from worker.tasks import enqueue_actions, enqueue_end, enqueue_start
 
 
@@ -115,7 +115,7 @@ async def list_sessions(request: Request) -> Response:
     return await read(request, fn)
 
 
-def _invalid(exc: provisioning.RequestError) -> Response:
+def _invalid(exc: requesting.RequestError) -> Response:
     return json(
         {
             "error": "invalid_request",
@@ -153,8 +153,8 @@ async def create_session(request: Request) -> Response:
         return body
     state = request.app.state
     try:
-        wanted = provisioning.parse_request(body, settings=state.settings, known_templates=state.templates)
-    except provisioning.RequestError as exc:
+        wanted = requesting.parse_request(body, settings=state.settings, known_templates=state.templates)
+    except requesting.RequestError as exc:
         return _invalid(exc)
     session_id = str(uuid.uuid4())
 
@@ -171,7 +171,7 @@ async def create_session(request: Request) -> Response:
                     },
                     status=409,
                 )
-            session = provisioning.request_session(
+            session = requesting.request_session(
                 db, wanted, session_id=session_id, sealer=state.sealer, now=utcnow()
             )
             described = sessions.describe(db, session)
@@ -180,11 +180,11 @@ async def create_session(request: Request) -> Response:
 
     try:
         return await run_in_threadpool(store)
-    except provisioning.RequestError as exc:
+    except requesting.RequestError as exc:
         return _invalid(exc)
 
 
-def _duplicate_coze_room(db: DbSession, wanted: provisioning.SessionRequest, book: PolicyBook) -> str | None:
+def _duplicate_coze_room(db: DbSession, wanted: requesting.SessionRequest, book: PolicyBook) -> str | None:
     """The cost guard: Coze bills every room from creation, three minutes at least."""
     if wanted.provider is not Provider.COZE or not wanted.params.get("uid"):
         return None  # without a uid every request is a different user
@@ -206,7 +206,7 @@ async def delete_session(request: Request) -> Response:
             session = sessions.find_session(db, key)
             if session is None:
                 return error(404, "not_found", "no session with that id or agent instance id")
-            outcome = provisioning.request_end(db, session, now=utcnow())
+            outcome = requesting.request_end(db, session, now=utcnow())
             described = sessions.describe(db, session)
             session_id = session.id
         if outcome == "deleting":
@@ -215,7 +215,7 @@ async def delete_session(request: Request) -> Response:
 
     try:
         return await run_in_threadpool(end)
-    except provisioning.RequestError as exc:
+    except requesting.RequestError as exc:
         return error(409, "cannot_end", exc.message)
 
 

@@ -87,8 +87,12 @@ def _check_policies(**_kwargs: Any) -> None:
 
 
 @worker_process_init.connect
-def _freeze_imports(**_kwargs: Any) -> None:
-    # Long-lived imported objects out of the collector's sight: no full-collection pauses mid-drain.
+def _start_process(**_kwargs: Any) -> None:
+    # The job context once per pool process, after the fork: no connection crosses it.
+    from worker.jobs import context
+
+    context.install(context.JobContext.from_settings(get_settings()))
+    # Long-lived objects out of the collector's sight: no full-collection pauses mid-drain.
     gc.collect()
     gc.freeze()
 

@@ -14,7 +14,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -34,6 +34,9 @@ from worker.sessions import audio, lifecycle, transcripts
 from worker.sessions.lifecycle import Stream
 from worker.settings import Settings
 from worker.vendors.retries import RetryPolicy
+
+if TYPE_CHECKING:
+    from worker.jobs.context import JobContext
 
 log = structlog.get_logger(__name__)
 
@@ -343,3 +346,15 @@ def _record_failure(
             error=error,
         )
     db.execute(update(InboxCallback).where(InboxCallback.id == row.id).values(**values))
+
+
+def overdue(job: JobContext) -> list[StreamKey]:
+    """Streams with callbacks still pending a while after they came: their message was lost."""
+    now = utcnow()
+    with session_scope(job.sessions) as db:
+        streams = inbox.pending_streams(
+            db, received_before=now - dt.timedelta(seconds=job.settings.sweep_after_seconds), now=now
+        )
+    if streams:
+        log.info("inbox_swept", streams=len(streams))
+    return streams

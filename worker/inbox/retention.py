@@ -17,16 +17,27 @@ waiting for an operator to look at them.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
-from worker.db import id_in
+from worker.db import id_in, session_scope, utcnow
+from worker.jobs import leases
 from worker.models import InboxCallback, InboxState
 from worker.sessions import audio
 from worker.settings import Settings
 
+if TYPE_CHECKING:
+    from worker.jobs.context import JobContext
+
+log = structlog.get_logger(__name__)
+
 EMPTIED = "{}"
+LEASE_SECONDS = 3600.0  # outlives any sane run; a crashed run delays the next by an hour at most
+BATCH = 5000
+MAX_BATCHES = 200  # a bounded run; what is left waits for the next hour
 
 
 def purge(db: DbSession, now: dt.datetime, settings: Settings, *, batch: int = 5000) -> dict[str, int]:
@@ -61,3 +72,21 @@ def purge(db: DbSession, now: dt.datetime, settings: Settings, *, batch: int = 5
         payloads = len(ids)
     user_audio = audio.purge_expired(db, now=now, retention_days=settings.user_audio_retention_days)
     return {"payloads": payloads, "user_audio": user_audio}
+
+
+def purge_all(job: JobContext) -> dict[str, int]:
+    """The hourly job: batches of :func:`purge`, one transaction each, under a lease."""
+    totals = {"payloads": 0, "user_audio": 0}
+    with leases.held(job.sessions, "purge-retention", LEASE_SECONDS) as mine:
+        if not mine:
+            return totals
+        for _ in range(MAX_BATCHES):
+            with session_scope(job.sessions) as db:
+                counts = purge(db, utcnow(), job.settings, batch=BATCH)
+            for key, value in counts.items():
+                totals[key] += value
+            if counts["payloads"] < BATCH:
+                break
+    if any(totals.values()):
+        log.info("retention_purged", **totals)
+    return totals

@@ -1,6 +1,6 @@
 """Carrying out a recorded policy action at the vendor: claim, execute, finish.
 
-The three steps mirror a session start (``worker.sessions.provisioning``) and for the same reason: no
+The three steps mirror a session start (``worker.sessions.starting``) and for the same reason: no
 database transaction is held open across a vendor call. ``claim`` marks the row running (a
 fresh claim held by another worker is left alone; a stale one, from a worker that died, is
 taken over); ``execute`` talks to the vendor and nothing else; ``finish`` records what came of
@@ -31,8 +31,9 @@ from worker.db import utcnow
 from worker.models import ActionKind, ActionState, PolicyAction, Provider, Session
 from worker.policies.decisions import Decision, record, recreatable
 from worker.sealing import Sealer
+from worker.sessions.ending import live_instances
 from worker.sessions.lifecycle import refresh
-from worker.sessions.provisioning import StartOrder, attach_instance, call_vendor, live_instances
+from worker.sessions.starting import StartOrder, attach_instance, call_vendor
 from worker.vendors.clients import Vendors
 from worker.vendors.errors import SpecError, VendorNotConfigured, classify
 from worker.vendors.retries import RetryPolicy

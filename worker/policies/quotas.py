@@ -5,7 +5,7 @@ refuses the 11th with 410000011 / 410001031. Coze bills every room from its crea
 three-minute minimum, so roomwarden caps room creations per minute and refuses a second live
 room for the same user and bot.
 
-``admit`` runs in ``start_session``, in the same transaction as ``provisioning.claim_start``:
+``admit`` runs in ``start_session``, in the same transaction as ``starting.claim_start``:
 
 - ZEGO: the app's live instances of the session's kind, plus starts already claimed and not yet
   answered, against ``quota.voice_instances`` / ``digital_human_instances``. Full, or others

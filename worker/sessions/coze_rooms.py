@@ -16,12 +16,20 @@ from __future__ import annotations
 import datetime as dt
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from worker.db import session_scope, utcnow
 from worker.models import AgentInstance, Provider, Session, SessionState, Turn
+from worker.vendors.errors import VendorNotConfigured, classify
+
+if TYPE_CHECKING:
+    from worker.jobs.context import JobContext
+
+log = structlog.get_logger(__name__)
 
 MAX_ROUND = 2**63 - 1
 
@@ -147,3 +155,30 @@ def messages_from(raw: list[Any]) -> list[Message]:
             )
         )
     return out
+
+
+def watch(job: JobContext) -> int:
+    """One beat: read every live room's new messages, end the rooms that have closed; how many ended.
+
+    A room the vendor cannot answer for now is skipped (the next beat reads it); an error of ours
+    is raised.
+    """
+    with session_scope(job.sessions) as db:
+        watches = live_rooms(db)
+    ended = 0
+    for room in watches:
+        try:
+            raw = list(job.vendors.coze().iter_messages(room.conversation_id, after_id=room.cursor))
+        except Exception as exc:
+            if classify(exc) is None and not isinstance(exc, VendorNotConfigured):
+                raise
+            log.warning("coze_messages_unavailable", session_id=room.session_id, error=str(exc))
+            continue
+        with session_scope(job.sessions) as db:
+            reason = record(
+                db, room, messages_from(raw), now=utcnow(), silence_seconds=job.settings.coze_silence_seconds
+            )
+        if reason is not None:
+            ended += 1
+            log.info("coze_room_closed", session_id=room.session_id, reason=reason)
+    return ended

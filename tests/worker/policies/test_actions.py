@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session as DbSession
 
 from emulator.control import EmulatorControl
 from tests.emulator_fixture import instance_body
 from tests.factories import APP_ID
-from worker.db import session_scope, sessions_for, utcnow
+from worker.db import session_scope, utcnow
+from worker.jobs.context import JobContext
 from worker.models import ActionKind, ActionState, AgentInstance, PolicyAction, Provider, Session
 from worker.policies import actions
 from worker.policies.decisions import Decision, deletion_key, record
-from worker.sessions import provisioning
+from worker.sessions import requesting, starting
 from worker.sessions.lifecycle import refresh
 from worker.settings import Settings
 from worker.vendors.clients import Vendors
@@ -38,16 +39,16 @@ def live_session(
         control.join(f"room_{n}", f"user_{n}")
     created = vendors.zego_agent(APP_ID).create_agent_instance(params)
     now = utcnow()
-    session = provisioning.request_session(
+    session = requesting.request_session(
         db,
-        provisioning.SessionRequest(Provider.ZEGO, APP_ID, params),
+        requesting.SessionRequest(Provider.ZEGO, APP_ID, params),
         session_id=str(uuid.uuid4()),
         sealer=None,
         now=now,
     )
     iid = created.agent_instance_id
-    provisioning.record_started(
-        db, session.id, provisioning.Started({"agent_instance_id": iid}, agent_instance_id=iid), now=now
+    starting.record_started(
+        db, session.id, starting.Started({"agent_instance_id": iid}, agent_instance_id=iid), now=now
     )
     instance(db, iid).state, instance(db, iid).created_at = "active", now
     session.started_at = now
@@ -409,15 +410,16 @@ def test_a_recreate_the_user_cancelled_through_the_api_is_dropped(
 
 
 def test_the_run_action_task_recreates_once_when_run_twice(
-    clean_engine: Engine, zego_settings: Settings, control: EmulatorControl, monkeypatch: pytest.MonkeyPatch
+    clean_engine: Engine,
+    zego_settings: Settings,
+    control: EmulatorControl,
+    run_tasks_with: Callable[[JobContext], JobContext],
 ) -> None:
     """The task body, run twice for one action (a duplicated message), makes one new agent."""
     from worker import tasks
 
-    monkeypatch.setattr(tasks, "get_settings", lambda: zego_settings)
-    monkeypatch.setattr(tasks, "_vendors", None)
-    factory = sessions_for(zego_settings.database_url)
-    vendors = tasks.vendors()
+    job = run_tasks_with(JobContext.from_settings(zego_settings))
+    factory, vendors = job.sessions, job.vendors
     with session_scope(factory) as db:
         session, old = live_session(db, vendors, control)
         control.rtc_fault(old, 1205)
@@ -432,4 +434,3 @@ def test_the_run_action_task_recreates_once_when_run_twice(
         action = db.get(PolicyAction, action_id)
         assert action is not None and action.state == ActionState.DONE and action.attempts == 1
         assert len(session_instances(db, db.get_one(Session, session_id))) == 2
-    vendors.close()

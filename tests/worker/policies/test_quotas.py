@@ -15,11 +15,12 @@ from tests.emulator_fixture import instance_body
 from tests.factories import APP_ID
 from tests.worker.policies.conftest import settings_against
 from tests.worker.policies.rows import live_session
-from worker.db import session_scope, sessions_for, utcnow
+from worker.db import session_scope, utcnow
+from worker.jobs.context import JobContext
 from worker.models import COZE_APP_ID, ActionState, PolicyAction, Provider, Session, SessionState
 from worker.policies import quotas
 from worker.policies.config import parse
-from worker.sessions import provisioning
+from worker.sessions import requesting, starting
 from worker.settings import Settings
 
 BOOK = parse("")
@@ -28,8 +29,8 @@ BOOK = parse("")
 def requested(db: DbSession, n: int = 99, *, provider: Provider = Provider.ZEGO) -> Session:
     """A session just requested through the API, as POST /v1/sessions leaves it."""
     params = instance_body(n)
-    request = provisioning.SessionRequest(provider, APP_ID, params)
-    return provisioning.request_session(db, request, session_id=str(uuid.uuid4()), sealer=None, now=utcnow())
+    request = requesting.SessionRequest(provider, APP_ID, params)
+    return requesting.request_session(db, request, session_id=str(uuid.uuid4()), sealer=None, now=utcnow())
 
 
 def running(db: DbSession, count: int, **values: object) -> list[Session]:
@@ -41,7 +42,7 @@ def test_the_eleventh_agent_is_queued_and_the_tenth_goes(db: DbSession) -> None:
     running(db, 9)
     tenth = requested(db, 10)
     assert quotas.admit(db, tenth.id, BOOK, utcnow()).go
-    provisioning.claim_start(db, tenth.id, sealer=None, now=utcnow(), stale_after=60)  # in flight
+    starting.claim_start(db, tenth.id, sealer=None, now=utcnow(), stale_after=60)  # in flight
     eleventh = requested(db, 11)
     admission = quotas.admit(db, eleventh.id, BOOK, utcnow())
     assert (admission.go, admission.queued, admission.reason) == (False, True, "quota")
@@ -153,15 +154,14 @@ def emulated_settings(database_url: str, emulator_factory: Callable[..., Emulato
 
 
 def test_a_start_zego_refuses_for_quota_is_queued_then_started(
-    clean_engine: Engine, emulated_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    clean_engine: Engine, emulated_settings: Settings, run_tasks_with: Callable[[JobContext], JobContext]
 ) -> None:
     """ZEGO's own limit is lower than configured: its 410000011 queues the session, which starts later."""
     from worker import tasks
 
-    monkeypatch.setattr(tasks, "get_settings", lambda: emulated_settings)
-    monkeypatch.setattr(tasks, "_vendors", None)
-    factory = sessions_for(emulated_settings.database_url)
-    other = tasks.vendors().zego_agent(APP_ID).create_agent_instance(instance_body(1))
+    job = run_tasks_with(JobContext.from_settings(emulated_settings))
+    factory = job.sessions
+    other = job.vendors.zego_agent(APP_ID).create_agent_instance(instance_body(1))
     with session_scope(factory) as db:
         session_id = requested(db, 2).id
 
@@ -171,10 +171,9 @@ def test_a_start_zego_refuses_for_quota_is_queued_then_started(
         session = db.get_one(Session, session_id)
         assert session.state == SessionState.QUEUED and session.end_reason is None
 
-    tasks.vendors().zego_agent(APP_ID).delete_agent_instance(other.agent_instance_id)
+    job.vendors.zego_agent(APP_ID).delete_agent_instance(other.agent_instance_id)
     with session_scope(factory) as db:
         assert quotas.dequeue(db, parse(""), utcnow()) == [session_id]
     assert tasks.start_session.run(session_id) == "started"
     with session_scope(factory) as db:
         assert db.get_one(Session, session_id).provisioned_at is not None
-    tasks.vendors().close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -17,6 +18,7 @@ from tests.emulator_fixture import instance_body
 from tests.factories import APP_ID
 from tests.worker.policies.rows import live_session
 from worker.db import session_scope, sessions_for, utcnow
+from worker.jobs.context import JobContext
 from worker.models import (
     COZE_APP_ID,
     ActionKind,
@@ -244,14 +246,13 @@ def test_the_reconcile_and_idle_tasks_run_twice_to_the_same_end(
     clean_engine: Engine,
     vendors: Vendors,
     redis_client: redis.Redis,
-    monkeypatch: pytest.MonkeyPatch,
+    run_tasks_with: Callable[[JobContext], JobContext],
 ) -> None:
     """The beat's tasks, run twice: one lost agent ended, one idle session recycled, once each."""
     from worker import tasks
 
-    monkeypatch.setattr(tasks, "get_settings", lambda: vendors.settings)
-    monkeypatch.setattr(tasks, "_vendors", vendors)
-    factory = sessions_for(vendors.settings.database_url)
+    job = JobContext(vendors.settings, sessions_for(vendors.settings.database_url), vendors, sealer=None)
+    factory = run_tasks_with(job).sessions
     with session_scope(factory) as db:
         lost, agent = running(db, vendors, silent_for=200)
         idle, _ = live_session(db, quiet_for=700, started_ago=800)

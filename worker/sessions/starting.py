@@ -1,14 +1,14 @@
-"""Starting and ending agent sessions through the vendors' APIs.
+"""Starting a session's agent at the vendor: the start saga, run by a worker.
 
-roomwarden starts the sessions it will later have to recreate, so a session started through
-``POST /v1/sessions`` keeps its whole vendor request (secrets sealed). The vendor call itself
-runs in a Celery task, in three short steps that never hold a database transaction open across
-an HTTP call (on the embedded SQLite that would stop every other writer):
+The vendor call never holds a database transaction open across HTTP (on the embedded SQLite that
+would stop every other writer), so a start is three short steps:
 
 1. ``claim_start``: mark the session as being started (a second task finding a fresh claim
    leaves it alone) and hand back the unsealed request;
 2. ``call_vendor``: the vendor call, no database;
 3. ``record_started`` / ``record_failed`` / ``release_claim``: what came of it.
+
+:func:`start` runs the three, with the quota check before and the retry decision after.
 
 Callbacks can outrun step 3: ZEGO may deliver AgentInstanceCreated before the task has written
 the new AgentInstanceId down, and the drain then files the instance under a session of its own.
@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as DbSession
 
-from worker.db import insert_ignoring_conflicts
+from worker.db import insert_ignoring_conflicts, session_scope, utcnow
 from worker.models import (
     COZE_APP_ID,
     AgentException,
@@ -38,32 +40,17 @@ from worker.models import (
     Turn,
     UserAudio,
 )
-from worker.sealing import Sealer, secret_paths
-from worker.sessions import templates
+from worker.policies import quotas
+from worker.sealing import Sealer
 from worker.sessions.lifecycle import earliest, latest, refresh
-from worker.settings import Settings
+from worker.vendors.errors import Failure, VendorNotConfigured, classify
+from worker.vendors.retries import RetryPolicy
 
 if TYPE_CHECKING:
+    from worker.jobs.context import JobContext
     from worker.vendors.clients import Vendors
 
-
-class RequestError(ValueError):
-    """A session request that cannot be started; ``field`` names the part that is wrong."""
-
-    def __init__(self, field: str | None, message: str, errors: list[tuple[str, str]] | None = None):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.errors = errors or ([(field, message)] if field else [])
-
-
-@dataclass(frozen=True)
-class SessionRequest:
-    provider: Provider
-    app_id: int
-    params: dict[str, Any]
-    template: str | None = None
-    agent: dict[str, Any] | None = None
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,124 +71,6 @@ class Started:
     room_id: str | None = None  # Coze: the vendor names the room
     uid: str | None = None
     conversation_id: str | None = None
-
-
-def parse_request(
-    body: Any, *, settings: Settings, known_templates: dict[str, templates.Template]
-) -> SessionRequest:
-    """Check a POST /v1/sessions body against the vendor's documented constraints, before any call."""
-    if not isinstance(body, dict):
-        raise RequestError(None, "the body must be a JSON object")
-    unknown = set(body) - {"provider", "app_id", "template", "params", "agent"}
-    if unknown:
-        raise RequestError(sorted(unknown)[0], f"unknown field(s): {', '.join(sorted(unknown))}")
-    template = None
-    if body.get("template") is not None:
-        template = known_templates.get(str(body["template"]))
-        if template is None:
-            raise RequestError("template", f"no agent template named {body['template']!r}")
-    provider_name = body.get("provider") or (template.provider if template else None)
-    try:
-        provider = Provider(str(provider_name))
-    except ValueError:
-        raise RequestError("provider", "provider must be one of zego, zego_digital_human, coze") from None
-    params = body.get("params", {})
-    agent = body.get("agent", template.agent if template else None)
-    if not isinstance(params, dict) or (agent is not None and not isinstance(agent, dict)):
-        raise RequestError("params", "params and agent must be JSON objects")
-    if template is not None:
-        params = templates.merged(template.params, params)
-    if provider is Provider.COZE:
-        _validate_coze(params)
-        return SessionRequest(provider, COZE_APP_ID, params, template.name if template else None)
-    app_id = _app_id(body.get("app_id", template.app_id if template else None), settings)
-    _validate_zego(provider, params, agent)
-    return SessionRequest(provider, app_id, params, template.name if template else None, agent)
-
-
-def _app_id(given: Any, settings: Settings) -> int:
-    configured = set(settings.zego_apps)
-    if settings.zego_app_id is not None:
-        configured.add(settings.zego_app_id)
-    if given is None:
-        if len(configured) != 1:
-            raise RequestError("app_id", "app_id is required when several ZEGO apps are configured")
-        given = next(iter(configured))
-    if not isinstance(given, int) or isinstance(given, bool):
-        raise RequestError("app_id", "app_id must be an integer")
-    app = settings.zego_app(given)
-    if app is None or app.server_secret is None:
-        raise RequestError("app_id", f"no ZEGO ServerSecret is configured for AppId {given}")
-    return given
-
-
-def _raise_spec_error(exc: ValueError, prefix: str) -> None:
-    field = getattr(exc, "field", None)
-    errors = [(f"{prefix}.{f}", m) for f, m in getattr(exc, "errors", [])]
-    raise RequestError(f"{prefix}.{field}" if field else prefix, str(exc), errors) from exc
-
-
-def _validate_zego(provider: Provider, params: dict[str, Any], agent: dict[str, Any] | None) -> None:
-    from worker.vendors.zego import specs
-
-    model = (
-        specs.CreateDigitalHumanAgentInstance
-        if provider is Provider.ZEGO_DIGITAL_HUMAN
-        else specs.CreateAgentInstance
-    )
-    try:
-        model.model_validate(params)
-    except ValueError as exc:
-        _raise_spec_error(exc, "params")
-    if agent is not None:
-        try:
-            specs.RegisterAgent.model_validate(agent)
-        except ValueError as exc:
-            _raise_spec_error(exc, "agent")
-
-
-def _validate_coze(params: dict[str, Any]) -> None:
-    from worker.vendors.coze import specs
-
-    try:
-        specs.CreateRoom.model_validate(params)
-    except ValueError as exc:
-        _raise_spec_error(exc, "params")
-
-
-def request_session(
-    db: DbSession, request: SessionRequest, *, session_id: str, sealer: Sealer | None, now: dt.datetime
-) -> Session:
-    """A new session in state ``starting``; the caller enqueues the start after committing."""
-    params, agent = request.params, request.agent
-    if sealer is not None:
-        params = sealer.seal(params, secret_paths(params))
-        agent = sealer.seal(agent, secret_paths(agent)) if agent is not None else None
-    elif secret_paths(params) or (agent is not None and secret_paths(agent)):
-        raise RequestError(None, "set ROOMWARDEN_SECRET_KEY: this request carries vendor secrets")
-    spec: dict[str, Any] = {"params": params}
-    if agent is not None:
-        spec["agent"] = agent
-    rtc = params.get("RTC") or {}
-    coze = request.provider is Provider.COZE
-    session = Session(
-        id=session_id,
-        app_id=request.app_id,
-        origin="api",
-        state=SessionState.STARTING,
-        provider=request.provider.value,
-        template=request.template,
-        spec=spec,
-        room_id=None if coze else rtc.get("RoomId"),
-        user_id=params.get("uid") if coze else params.get("UserId"),
-        agent_user_id=None if coze else rtc.get("AgentUserId"),
-        agent_id=params.get("bot_id") if coze else params.get("AgentId"),
-        created_at=now,
-        start_attempts=0,
-    )
-    db.add(session)
-    db.flush()
-    return session
 
 
 def claim_start(
@@ -326,36 +195,6 @@ def adopt(db: DbSession, session: Session, orphan_id: str) -> None:
     refresh(db, session)
 
 
-def request_end(db: DbSession, session: Session, *, now: dt.datetime) -> str:
-    """What DELETE /v1/sessions/{id} does: ``ended``, ``deleting`` (the task will call the vendor)."""
-    if session.state in (SessionState.ENDED, SessionState.FAILED):
-        return "ended"
-    if session.provider == Provider.COZE:
-        raise RequestError(
-            None,
-            "Coze has no API to end a room: it closes when the user leaves "
-            "(3 minutes without a user, or the silence timeout)",
-        )
-    if session.provisioned_at is None:
-        session.state = SessionState.ENDED
-        session.end_reason = "cancelled"
-        session.ended_at = now
-        session.end_requested_at = now
-        return "ended"
-    session.end_requested_at = session.end_requested_at or now
-    return "deleting"
-
-
-def live_instances(db: DbSession, session_id: str) -> list[tuple[int, str]]:
-    """The (AppId, AgentInstanceId) of every instance of the session not known to be deleted."""
-    rows = db.execute(
-        select(AgentInstance.app_id, AgentInstance.agent_instance_id).where(
-            AgentInstance.session_id == session_id, AgentInstance.state != "deleted"
-        )
-    )
-    return [(app_id, instance_id) for app_id, instance_id in rows]
-
-
 def starts_to_resume(db: DbSession, *, now: dt.datetime, stale_after: float) -> list[str]:
     """API sessions whose start message was lost or whose worker died mid-start."""
     cutoff = now - dt.timedelta(seconds=stale_after)
@@ -410,15 +249,94 @@ def call_vendor(order: StartOrder, vendors: Vendors) -> Started:
     )
 
 
-def delete_instances(vendors: Vendors, instances: list[tuple[int, str]], *, graceful: bool) -> int:
-    """DeleteAgentInstance for each; an instance ZEGO no longer knows is already what we want."""
-    from worker.vendors.zego.errors import ZegoNotFoundError
+# --- the saga, as a worker runs it -----------------------------------------------------------
 
-    deleted = 0
-    for app_id, agent_instance_id in instances:
-        try:
-            vendors.zego_agent(app_id).delete_agent_instance(agent_instance_id, graceful=graceful)
-            deleted += 1
-        except ZegoNotFoundError:
-            continue
-    return deleted
+
+@dataclass(frozen=True)
+class StartOutcome:
+    """What a start came to, and what the task must do after it (each after the commit)."""
+
+    result: str  # started, queued, skipped, failed, retry
+    actions: list[tuple[int, float]] = field(default_factory=list)  # policy actions to run
+    retry_in: float | None = None  # ask again after this many seconds
+    end_now: bool = False  # ended while it was starting: delete the agent just made
+    error: BaseException | None = None  # the vendor error a retry is for
+
+
+def start(job: JobContext, session_id: str) -> StartOutcome:
+    """Quota check and claim, vendor call, record: each its own transaction, none across HTTP."""
+    with session_scope(job.sessions) as db:
+        # In one transaction: the quota check's per-app lock lasts until the claim is visible.
+        admission = quotas.admit(db, session_id, job.book, now=utcnow())
+        order = None
+        if admission.go:
+            order = claim_start(
+                db,
+                session_id,
+                sealer=job.sealer,
+                now=utcnow(),
+                stale_after=job.settings.start_stale_seconds,
+            )
+    if admission.retry_in is not None:
+        return StartOutcome("retry", admission.actions, retry_in=admission.retry_in)
+    if order is None:
+        return StartOutcome("queued" if admission.queued else "skipped", admission.actions)
+    structlog.contextvars.bind_contextvars(session_id=session_id, provider=order.provider.value)
+    outcome = _call(job, order)
+    return StartOutcome(
+        outcome.result,
+        admission.actions,
+        retry_in=outcome.retry_in,
+        end_now=outcome.end_now,
+        error=outcome.error,
+    )
+
+
+def _call(job: JobContext, order: StartOrder) -> StartOutcome:
+    session_id = order.session_id
+    try:
+        started = call_vendor(order, job.vendors)
+    except VendorNotConfigured as exc:
+        with session_scope(job.sessions) as db:
+            record_failed(db, session_id, code=None, message=str(exc), now=utcnow())
+        return StartOutcome("failed")
+    except Exception as exc:
+        failure = classify(exc)
+        if failure is None:  # ours, not the vendor's: let the next attempt claim it again
+            with session_scope(job.sessions) as db:
+                release_claim(db, session_id)
+            raise
+        return _refused(job, order, exc, failure)
+    with session_scope(job.sessions) as db:
+        cancelled = record_started(db, session_id, started, now=utcnow())
+    log.info("session_started", agent_instance_id=started.agent_instance_id)
+    return StartOutcome("started", end_now=cancelled)
+
+
+def _refused(job: JobContext, order: StartOrder, exc: Exception, failure: Failure) -> StartOutcome:
+    """The vendor said no: wait in line (its quota), try again later (transient) or fail."""
+    session_id = order.session_id
+    if failure.code in quotas.VENDOR_QUOTA_CODES:  # full after all: wait in line, do not fail
+        with session_scope(job.sessions) as db:
+            quotas.on_vendor_quota(db, session_id, utcnow())
+        log.warning("session_start_queued", code=failure.code)
+        return StartOutcome("queued")
+    if failure.transient and order.attempt < job.settings.start_max_attempts:
+        with session_scope(job.sessions) as db:
+            release_claim(db, session_id)
+        backoff = RetryPolicy(
+            base=job.settings.start_retry_base_seconds, cap=math.inf, jitter="equal", deadline=None
+        )
+        delay = backoff.delay(order.attempt - 1)
+        log.warning("session_start_retry", attempt=order.attempt, code=failure.code, delay=delay)
+        return StartOutcome("retry", retry_in=delay, error=exc)
+    with session_scope(job.sessions) as db:
+        record_failed(db, session_id, code=failure.code, message=failure.message, now=utcnow())
+    log.warning("session_start_failed", code=failure.code, attempt=order.attempt)
+    return StartOutcome("failed")
+
+
+def resumable(job: JobContext) -> list[str]:
+    """The sessions ``resume_starts`` sends again: start message lost, or worker died mid-start."""
+    with session_scope(job.sessions) as db:
+        return starts_to_resume(db, now=utcnow(), stale_after=job.settings.start_stale_seconds)

@@ -13,7 +13,7 @@ from tests.factories import APP_ID, INSTANCE, Signer, apply_pending, ingest
 from worker.db import utcnow
 from worker.models import AgentInstance, Provider, Session, SessionState
 from worker.sealing import Sealer
-from worker.sessions import provisioning, transcripts
+from worker.sessions import ending, requesting, starting, transcripts
 from worker.settings import Settings
 
 PARAMS: dict[str, Any] = {
@@ -30,8 +30,8 @@ PARAMS: dict[str, Any] = {
 
 
 def _request(db: Any, *, sealer: Sealer | None = None, session_id: str = "s-1") -> Session:
-    wanted = provisioning.SessionRequest(Provider.ZEGO, APP_ID, PARAMS)
-    return provisioning.request_session(db, wanted, session_id=session_id, sealer=sealer, now=utcnow())
+    wanted = requesting.SessionRequest(Provider.ZEGO, APP_ID, PARAMS)
+    return requesting.request_session(db, wanted, session_id=session_id, sealer=sealer, now=utcnow())
 
 
 def test_a_requested_session_stores_its_spec_with_the_api_key_sealed(db: Any) -> None:
@@ -40,13 +40,13 @@ def test_a_requested_session_stores_its_spec_with_the_api_key_sealed(db: Any) ->
     session = _request(db, sealer=sealer)
     assert session.state == SessionState.STARTING and session.origin == "api"
     assert "sk-live-123" not in str(session.spec)
-    order = provisioning.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60)
+    order = starting.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60)
     assert order is not None and order.params == PARAMS and order.attempt == 1
 
 
 def test_a_request_with_secrets_and_no_secret_key_is_refused(db: Any) -> None:
     """Without ROOMWARDEN_SECRET_KEY roomwarden refuses to store an ApiKey in clear."""
-    with pytest.raises(provisioning.RequestError, match="ROOMWARDEN_SECRET_KEY"):
+    with pytest.raises(requesting.RequestError, match="ROOMWARDEN_SECRET_KEY"):
         _request(db, sealer=None)
 
 
@@ -55,11 +55,11 @@ def test_a_start_claimed_by_one_task_is_left_alone_by_a_second(db: Any) -> None:
     sealer = Sealer(Fernet.generate_key().decode())
     session = _request(db, sealer=sealer)
     now = utcnow()
-    assert provisioning.claim_start(db, session.id, sealer=sealer, now=now, stale_after=60) is not None
-    assert provisioning.claim_start(db, session.id, sealer=sealer, now=now, stale_after=60) is None
+    assert starting.claim_start(db, session.id, sealer=sealer, now=now, stale_after=60) is not None
+    assert starting.claim_start(db, session.id, sealer=sealer, now=now, stale_after=60) is None
     # A claim left by a worker that died is taken over once it is stale.
     later = now + dt.timedelta(seconds=61)
-    again = provisioning.claim_start(db, session.id, sealer=sealer, now=later, stale_after=60)
+    again = starting.claim_start(db, session.id, sealer=sealer, now=later, stale_after=60)
     assert again is not None and again.attempt == 2
 
 
@@ -67,10 +67,10 @@ def test_a_vendor_refusal_fails_the_session_with_the_vendors_code(db: Any) -> No
     """Quota reached: the session shows failed with ZEGO's code and message, and is not retried."""
     sealer = Sealer(Fernet.generate_key().decode())
     session = _request(db, sealer=sealer)
-    provisioning.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60)
-    provisioning.record_failed(db, session.id, code=410000011, message="concurrency limit", now=utcnow())
+    starting.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60)
+    starting.record_failed(db, session.id, code=410000011, message="concurrency limit", now=utcnow())
     assert (session.state, session.end_code, session.end_reason) == ("failed", 410000011, "vendor_error")
-    assert provisioning.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60) is None
+    assert starting.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60) is None
 
 
 def test_callbacks_that_arrive_before_the_start_is_recorded_end_up_on_the_session(
@@ -92,11 +92,11 @@ def test_callbacks_that_arrive_before_the_start_is_recorded_end_up_on_the_sessio
     orphan = db.scalar(select(AgentInstance.session_id).where(AgentInstance.agent_instance_id == INSTANCE))
     assert orphan != session.id  # the drain filed it under a session of its own
 
-    started = provisioning.Started(join_info={"agent_instance_id": INSTANCE}, agent_instance_id=INSTANCE)
-    assert provisioning.record_started(db, session.id, started, now=utcnow()) is False
+    started = starting.Started(join_info={"agent_instance_id": INSTANCE}, agent_instance_id=INSTANCE)
+    assert starting.record_started(db, session.id, started, now=utcnow()) is False
     db.flush()
     assert db.get(Session, orphan) is None
-    assert [i.agent_instance_id for i in provisioning_instances(db, session.id)] == [INSTANCE]
+    assert [i.agent_instance_id for i in instances_of(db, session.id)] == [INSTANCE]
     assert session.state == SessionState.ACTIVE
     said = [(t.speaker, t.text) for t in transcripts.transcript(db, session.id)]
     assert said == [("user", "What's the weather like?"), ("agent", "It is sunny today.")]
@@ -108,7 +108,7 @@ def test_callbacks_that_arrive_before_the_start_is_recorded_end_up_on_the_sessio
     assert (session.state, session.end_reason) == ("ended", "deleted")
 
 
-def provisioning_instances(db: Any, session_id: str) -> list[AgentInstance]:
+def instances_of(db: Any, session_id: str) -> list[AgentInstance]:
     return list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session_id)))
 
 
@@ -116,13 +116,13 @@ def test_ending_a_session_the_vendor_has_not_started_yet_cancels_it(db: Any) -> 
     """DELETE before the agent exists: ended as cancelled, and a late start deletes what it made."""
     sealer = Sealer(Fernet.generate_key().decode())
     session = _request(db, sealer=sealer)
-    order = provisioning.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60)
+    order = starting.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60)
     assert order is not None
-    assert provisioning.request_end(db, session, now=utcnow()) == "ended"
+    assert requesting.request_end(db, session, now=utcnow()) == "ended"
     assert (session.state, session.end_reason) == ("ended", "cancelled")
-    started = provisioning.Started(join_info={}, agent_instance_id=INSTANCE)
-    assert provisioning.record_started(db, session.id, started, now=utcnow()) is True
-    assert provisioning.live_instances(db, session.id) == [(APP_ID, INSTANCE)]
+    started = starting.Started(join_info={}, agent_instance_id=INSTANCE)
+    assert starting.record_started(db, session.id, started, now=utcnow()) is True
+    assert ending.live_instances(db, session.id) == [(APP_ID, INSTANCE)]
 
 
 def test_a_lost_start_message_is_found_again(db: Any) -> None:
@@ -130,6 +130,6 @@ def test_a_lost_start_message_is_found_again(db: Any) -> None:
     sealer = Sealer(Fernet.generate_key().decode())
     session = _request(db, sealer=sealer)
     soon = utcnow() + dt.timedelta(seconds=5)
-    assert provisioning.starts_to_resume(db, now=soon, stale_after=60) == []
+    assert starting.starts_to_resume(db, now=soon, stale_after=60) == []
     later = utcnow() + dt.timedelta(seconds=120)
-    assert provisioning.starts_to_resume(db, now=later, stale_after=60) == [session.id]
+    assert starting.starts_to_resume(db, now=later, stale_after=60) == [session.id]

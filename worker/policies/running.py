@@ -1,0 +1,69 @@
+"""Running one policy action, as a worker does: claim it, carry it out at the vendor, record it.
+
+The three steps (``actions.claim``, ``actions.execute``, ``actions.finish``) each stand alone so
+that no transaction is open across a vendor call; this module strings them together for the
+``run_action`` task, and finds the actions whose message was lost for ``sweep_actions``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from worker.db import session_scope, utcnow
+from worker.models import ActionState, PolicyAction
+from worker.policies import actions
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from worker.jobs.context import JobContext
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Ran:
+    state: str  # done, failed, retry... or skipped when the action was not ours to run
+    follow_up: list[tuple[int, float]] = field(default_factory=list)  # (action id, delay) to send
+
+
+def run(job: JobContext, action_id: int) -> Ran:
+    """Run the action if it is due and unclaimed; a duplicate message finds it done and skips."""
+    with session_scope(job.sessions) as db:
+        claimed = actions.claim(
+            db,
+            action_id,
+            sealer=job.sealer,
+            now=utcnow(),
+            stale_after=job.settings.action_stale_seconds,
+        )
+    if claimed is None:
+        return Ran("skipped")
+    structlog.contextvars.bind_contextvars(
+        session_id=claimed.session_id, action_id=action_id, action=claimed.kind.value
+    )
+    outcome = actions.execute(claimed, job.vendors)
+    with session_scope(job.sessions) as db:
+        follow_up = actions.finish(
+            db, claimed, outcome, now=utcnow(), max_attempts=job.settings.action_max_attempts
+        )
+    log.info("policy_action_run", outcome=outcome.state, reason=claimed.reason)
+    return Ran(str(outcome.state), follow_up)
+
+
+def due(job: JobContext) -> list[int]:
+    """Actions whose message was lost, whose backoff has passed, or whose worker died mid-way."""
+    with session_scope(job.sessions) as db:
+        return actions.due(db, now=utcnow(), stale_after=job.settings.action_stale_seconds)
+
+
+def runnable(decided: list[PolicyAction], now: dt.datetime) -> list[tuple[int, float]]:
+    """The recorded actions to run (dry-run ones are only shown), each with its backoff."""
+    return [
+        (a.id, max(0.0, (a.not_before - now).total_seconds()))
+        for a in decided
+        if a.state == ActionState.PENDING
+    ]
