@@ -257,7 +257,7 @@ def _frame_key(frame: str) -> str:
 
 
 def _is_application(frame: str) -> bool:
-    # py-spy prints paths relative to the working directory or site-packages: "(worker/drain.py:42)"
+    # py-spy prints paths relative to the working directory or site-packages: "(worker/inbox/drain.py:42)"
     return any(marker in frame for marker in ("(worker/", "(webhooks/", "/main/worker/", "/main/webhooks/"))
 
 

@@ -183,11 +183,11 @@ def sessions_show(
     as_json: AsJson = False,
 ) -> None:
     """One session: instances, how it ended, policy actions, latency, exceptions."""
-    from worker.analysis import catalog
+    from worker.analysis.detail import session_detail
     from worker.db import session_scope
 
     with session_scope(_factory()) as db:
-        detail = catalog.detail(db, session_or_exit(db, key))
+        detail = session_detail(db, session_or_exit(db, key))
     if as_json:
         typer.echo(json.dumps(detail, indent=2, ensure_ascii=False))
         return

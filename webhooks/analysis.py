@@ -1,4 +1,4 @@
-"""GET /v1/search and GET /v1/stats (read scope): thin over worker/search.py and worker/stats.py.
+"""GET /v1/search and GET /v1/stats (read scope): thin over worker/analysis/ (search, stats).
 
 Both take the session filters every analyst view shares (``catalog.SessionFilter`` names), and
 answer 400 ``invalid_query`` naming the parameter when one cannot be understood.

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from webhooks.auth import authorized, readable
 from webhooks.queries import bounded, choice, invalid_query, json, read
 from webhooks.receiver import BodyTimeout, BodyTooLarge, error, read_body
-from worker.analysis import catalog, transcript_formats
+from worker.analysis import catalog, detail, transcript_formats
 from worker.db import session_scope, utcnow
 from worker.inbox.callbacks import MAX_DEPTH, MalformedCallback, check_depth
 from worker.models import ActionKind, ActionState, Provider
@@ -35,7 +35,7 @@ async def get_session(request: Request) -> Response:
         session = sessions.find_session(db, key)
         if session is None:
             return error(404, "not_found", "no session with that id or agent instance id")
-        return json(catalog.detail(db, session))
+        return json(detail.session_detail(db, session))
 
     return await read(request, fn)
 

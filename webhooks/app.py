@@ -6,6 +6,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.routing import Route
 
@@ -19,6 +20,27 @@ from worker.sessions import templates
 from worker.settings import Settings, get_settings
 from worker.tasks import enqueue_drain
 
+ROUTES = [
+    Route("/callbacks/zego", receiver.zego_callback, methods=["POST"]),
+    Route("/healthz", health.healthz),
+    Route("/readyz", health.readyz),
+    Route("/metrics", health.metrics),
+    Route("/v1/sessions", api.list_sessions, methods=["GET"]),
+    Route("/v1/sessions", api.create_session, methods=["POST"]),
+    Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
+    Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
+    Route("/v1/sessions/{session_id}/actions", api.session_actions),
+    Route("/v1/sessions/{session_id}/why", api.session_why),
+    Route("/v1/sessions/{session_id}/policy", api.session_policy),
+    Route("/v1/sessions/{session_id}/policy/run", api.run_policy, methods=["POST"]),
+    Route("/v1/actions", api.list_actions),
+    Route("/v1/search", analysis.search),
+    Route("/v1/stats", analysis.stats),
+    Route("/v1/exports/{kind}.{format}", exports.export),
+    *ui.routes(),
+]
+
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
@@ -28,34 +50,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging(settings)
         engine = make_engine(settings.database_url)
         enqueuer = Enqueuer(enqueue_drain)
-        writer: InboxWriter | PostgresInboxWriter
-        if engine.dialect.name == "postgresql":
-            writer = PostgresInboxWriter(
-                postgres_conninfo(settings.database_url),
-                writers=settings.ingest_writers,
-                batch_max=settings.ingest_batch_max,
-                timeout=settings.ingest_timeout_seconds,
-                on_stored=enqueuer.mark,
-            )
-        else:  # SQLite has one writer at a time anyway
-            writer = InboxWriter(
-                engine,
-                writers=1,
-                batch_max=settings.ingest_batch_max,
-                timeout=settings.ingest_timeout_seconds,
-                on_stored=enqueuer.mark,
-            )
-        app.state.settings = settings
-        # Mistakes in templates or the secret key stop the start-up, not a request later.
-        app.state.templates = templates.load(settings.templates_file)
-        # A PolicyError names the file and the key; every app/template combination is checked.
-        app.state.policies = book_for(settings.policies_file)
-        key = settings.secret_key
-        app.state.sealer = Sealer(key.get_secret_value()) if key is not None else None
+        writer = _inbox_writer(settings, engine, enqueuer)
+        _load_state(app, settings)
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.writer = writer
-        app.state.callback_secrets = _callback_secrets(settings)
         enqueuer.start()
         writer.start()
         # Everything imported so far (Celery, SQLAlchemy, kombu...) lives as long as the process;
@@ -69,29 +68,40 @@ def create_app(settings: Settings | None = None) -> Starlette:
             enqueuer.stop()
             engine.dispose()
 
-    return Starlette(
-        routes=[
-            Route("/callbacks/zego", receiver.zego_callback, methods=["POST"]),
-            Route("/healthz", health.healthz),
-            Route("/readyz", health.readyz),
-            Route("/metrics", health.metrics),
-            Route("/v1/sessions", api.list_sessions, methods=["GET"]),
-            Route("/v1/sessions", api.create_session, methods=["POST"]),
-            Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
-            Route("/v1/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
-            Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
-            Route("/v1/sessions/{session_id}/actions", api.session_actions),
-            Route("/v1/sessions/{session_id}/why", api.session_why),
-            Route("/v1/sessions/{session_id}/policy", api.session_policy),
-            Route("/v1/sessions/{session_id}/policy/run", api.run_policy, methods=["POST"]),
-            Route("/v1/actions", api.list_actions),
-            Route("/v1/search", analysis.search),
-            Route("/v1/stats", analysis.stats),
-            Route("/v1/exports/{kind}.{format}", exports.export),
-            *ui.routes(),
-        ],
-        lifespan=lifespan,
+    return Starlette(routes=ROUTES, lifespan=lifespan)
+
+
+def _inbox_writer(
+    settings: Settings, engine: Engine, enqueuer: Enqueuer
+) -> InboxWriter | PostgresInboxWriter:
+    """Postgres: psycopg's async connections in the event loop; SQLite: one writer thread, as
+    SQLite has one writer at a time anyway."""
+    if engine.dialect.name == "postgresql":
+        return PostgresInboxWriter(
+            postgres_conninfo(settings.database_url),
+            writers=settings.ingest_writers,
+            batch_max=settings.ingest_batch_max,
+            timeout=settings.ingest_timeout_seconds,
+            on_stored=enqueuer.mark,
+        )
+    return InboxWriter(
+        engine,
+        writers=1,
+        batch_max=settings.ingest_batch_max,
+        timeout=settings.ingest_timeout_seconds,
+        on_stored=enqueuer.mark,
     )
+
+
+def _load_state(app: Starlette, settings: Settings) -> None:
+    """What requests read, loaded at start-up: a mistake in a file stops the start, not a request."""
+    app.state.settings = settings
+    app.state.templates = templates.load(settings.templates_file)
+    # A PolicyError names the file and the key; every app/template combination is checked.
+    app.state.policies = book_for(settings.policies_file)
+    key = settings.secret_key
+    app.state.sealer = Sealer(key.get_secret_value()) if key is not None else None
+    app.state.callback_secrets = _callback_secrets(settings)
 
 
 def _callback_secrets(settings: Settings) -> dict[int, str]:

@@ -5,7 +5,7 @@ Two scopes, two kinds of token, so that an analyst's dashboard cannot end a sess
 - ``admin`` (``ROOMWARDEN_API_TOKEN``): everything, starting and ending sessions, running policies;
 - ``read`` (``ROOMWARDEN_READ_TOKEN``): sessions, transcripts, search, stats, exports and ``/ui``.
 
-Ingest has no token: ZEGO's callbacks are verified by their signatures (``worker/signatures.py``).
+Ingest has no token: ZEGO's callbacks are verified by their signatures (``worker/inbox/signatures.py``).
 Several tokens of one scope may be given comma-separated, so that one can be rotated out.
 """
 

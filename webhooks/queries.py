@@ -26,7 +26,7 @@ def json(data: Any, status: int = 200) -> Response:
 
 async def read(request: Request, fn: Callable[[DbSession], Response]) -> Response:
     """Run ``fn`` in a worker thread (the event loop never waits on SQL) with a read-only session on
-    the settings' time budget (worker/reads.py), and stop it as soon as the client disconnects."""
+    the settings' time budget (worker/analysis/reads.py), and stop it as soon as the client disconnects."""
     handle = reads.ReadHandle()
     budget = request.app.state.settings.read_timeout_seconds
 

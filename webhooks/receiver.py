@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 _STORED = Response(b'{"status":"stored"}', media_type="application/json")
 _DUPLICATE = Response(b'{"status":"duplicate"}', media_type="application/json")
-# Stored too, beside the callback that holds its dedup key (worker/inbox.py); 200 so that ZEGO
+# Stored too, beside the callback that holds its dedup key (worker/inbox/store.py); 200 so that ZEGO
 # stops retrying: a retry could only add the same conflict again.
 _CONFLICT = Response(b'{"status":"conflict"}', media_type="application/json")
 

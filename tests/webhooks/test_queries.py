@@ -130,7 +130,7 @@ def test_a_read_past_its_budget_is_503_read_timeout(
     """With a budget nothing can meet, the read stops and says so; the next request is served as usual."""
     if not settings.is_sqlite:
         pytest.skip(
-            "SQLite's progress handler stops any statement; Postgres is covered in tests/worker/test_reads.py"
+            "SQLite's progress handler stops any statement; Postgres is covered in tests/worker/analysis/test_reads.py"
         )
     seed_committed(sessionmaker(clean_engine), settings, SEEDS)
     with receiver_client(settings, read_token=READ_TOKEN, read_timeout_seconds=1e-9) as client:
@@ -161,7 +161,7 @@ def test_a_read_stops_in_the_database_when_its_client_goes_away(
     not whenever the lock goes (a real uvicorn, a real socket closed mid-request)."""
     if not database_url.startswith("postgresql"):
         pytest.skip(
-            "SQLite readers wait on no lock in WAL mode; cancellation is in tests/worker/test_reads.py"
+            "SQLite readers wait on no lock in WAL mode; cancellation is in tests/worker/analysis/test_reads.py"
         )
     stack = receiver_process(read_timeout_seconds="120")
     with clean_engine.connect() as locker:

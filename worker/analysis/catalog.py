@@ -10,20 +10,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, and_, case, exists, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from worker.analysis.latency import round_latencies
-from worker.models import AgentException, AgentInstance, Provider, Session, TimelineEvent, Turn
-from worker.sessions.reading import describe
+from worker.analysis.summary import summaries
+from worker.models import AgentException, AgentInstance, Provider, Session, Turn
 
 session_start = func.coalesce(Session.started_at, Session.created_at)
 
@@ -192,96 +190,6 @@ session_duration_ms = duration_ms(Session.started_at, Session.ended_at)
 # --- Summaries: one row per session, every count in a constant number of queries. ---
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def summaries(db: DbSession, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The one-line view of each session, in the order of ``ids`` (unknown ids are left out).
-
-    Four queries whatever the number of sessions (sessions, turn counts, exceptions, instances),
-    so a page of 500 costs the same round trips as a page of one. Heavy columns (spec, join info)
-    are not read.
-    """
-    wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return []
-    rows = db.execute(
-        select(
-            Session.id,
-            Session.app_id,
-            Session.provider,
-            Session.template,
-            Session.agent_id,
-            Session.agent_name,
-            Session.room_id,
-            Session.user_id,
-            Session.state,
-            Session.end_reason,
-            Session.end_code,
-            Session.flag,
-            Session.created_at,
-            Session.started_at,
-            Session.ended_at,
-        ).where(Session.id.in_(wanted))
-    ).all()
-    user = case((Turn.speaker == "user", 1), else_=0)
-    agent = case((Turn.speaker == "agent", 1), else_=0)
-    cut = case((and_(Turn.speaker == "agent", Turn.interrupted.is_(True)), 1), else_=0)
-    turns = {
-        session_id: (int(total), int(users or 0), int(agents or 0), int(cuts or 0))
-        for session_id, total, users, agents, cuts in db.execute(
-            select(Turn.session_id, func.count(), func.sum(user), func.sum(agent), func.sum(cut))
-            .where(Turn.session_id.in_(wanted))
-            .group_by(Turn.session_id)
-        )
-    }
-    exceptions = _counts(db, AgentException.session_id, wanted)
-    instances = _counts(db, AgentInstance.session_id, wanted)
-    by_id: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        total, users, agents, cuts = turns.get(row.id, (0, 0, 0, 0))
-        duration = (
-            (row.ended_at - row.started_at).total_seconds()
-            if row.started_at is not None and row.ended_at is not None
-            else None
-        )
-        count = instances.get(row.id, 0)
-        by_id[row.id] = {
-            "id": row.id,
-            "app_id": row.app_id,
-            "provider": row.provider,
-            "template": row.template,
-            "agent_id": row.agent_id,
-            "agent_name": row.agent_name,
-            "room_id": row.room_id,
-            "user_id": row.user_id,
-            "state": row.state,
-            "end_reason": row.end_reason,
-            "end_code": row.end_code,
-            "flag": row.flag,
-            "started_at": _iso(row.started_at or row.created_at),
-            "ended_at": _iso(row.ended_at),
-            "duration_seconds": duration,
-            "turns": total,
-            "user_turns": users,
-            "agent_turns": agents,
-            "interruptions": cuts,
-            "exceptions": exceptions.get(row.id, 0),
-            "instances": count,
-            # A new agent in the same session (after a deletion, by a policy): what users notice.
-            "recreations": max(count - 1, 0),
-        }
-    return [by_id[i] for i in wanted if i in by_id]
-
-
-def _counts(db: DbSession, column: InstrumentedAttribute[str], ids: list[str]) -> dict[str, int]:
-    return {
-        key: int(n)
-        for key, n in db.execute(select(column, func.count()).where(column.in_(ids)).group_by(column))
-    }
-
-
 # --- Listing: keyset pages, stable while new sessions arrive. ---
 
 SORTS = ("started_at", "duration")
@@ -378,63 +286,3 @@ def _decode_cursor(cursor: str, sort: str, order: str) -> tuple[Any, str]:
 
 
 # --- One session in full: what describe() shows, plus its summary, timeline and rounds. ---
-
-
-def detail(db: DbSession, session: Session) -> dict[str, Any]:
-    """``sessions.describe`` plus the summary, one time-ordered event stream and per-round latency."""
-    body = describe(db, session)
-    body["summary"] = summaries(db, [session.id])[0]
-    body["timeline"] = timeline(db, session.id)
-    body["rounds"] = [
-        {k: v for k, v in r.as_dict().items() if k != "session_id"}
-        for r in round_latencies(db, session_id=session.id)
-    ]
-    return body
-
-
-def timeline(db: DbSession, session_id: str) -> list[dict[str, Any]]:
-    """What happened, in time order: speech and status events as ZEGO sent them, and, under ZEGO's
-    own event names, each instance's creation and deletion (``code``) and each exception, so a
-    reader sees a recreation or an error where it happened without merging lists."""
-    events: list[tuple[dt.datetime, int, int, dict[str, Any]]] = []
-    rows = db.execute(
-        select(TimelineEvent, AgentInstance.agent_instance_id)
-        .join(AgentInstance, AgentInstance.id == TimelineEvent.instance_id)
-        .where(TimelineEvent.session_id == session_id)
-    ).all()
-    for event, instance_id in rows:
-        entry = _event(event.at, event.event, event.round, instance_id, event.detail)
-        events.append((event.at, 1, event.sequence if event.sequence is not None else -1, entry))
-    for i in db.scalars(select(AgentInstance).where(AgentInstance.session_id == session_id)):
-        created = i.created_at or i.first_seen_at
-        if created is not None:
-            events.append(
-                (created, 0, -1, _event(created, "AgentInstanceCreated", None, i.agent_instance_id, {}))
-            )
-        if i.deleted_at is not None:
-            gone = _event(
-                i.deleted_at, "AgentInstanceDeleted", None, i.agent_instance_id, {"code": i.delete_code}
-            )
-            events.append((i.deleted_at, 3, 2**62, gone))
-    for e, instance_id in db.execute(
-        select(AgentException, AgentInstance.agent_instance_id)
-        .join(AgentInstance, AgentInstance.id == AgentException.instance_id)
-        .where(AgentException.session_id == session_id)
-    ):
-        detail = {"code": e.code, "family": e.family, "message": e.message}
-        seq = e.sequence if e.sequence is not None else -1
-        events.append((e.at, 2, seq, _event(e.at, "Exception", e.round, instance_id, detail)))
-    events.sort(key=lambda item: item[:3])
-    return [entry for *_, entry in events]
-
-
-def _event(
-    at: dt.datetime, event: str, round_: int | None, instance_id: str, detail: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "at": at.isoformat(),
-        "event": event,
-        "round": round_,
-        "agent_instance_id": instance_id,
-        "detail": detail,
-    }

@@ -31,7 +31,8 @@ from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from worker.analysis.catalog import SessionFilter, session_start, summaries
+from worker.analysis.catalog import SessionFilter, session_start
+from worker.analysis.summary import summaries
 from worker.models import AgentInstance, Session, Turn
 
 KINDS = ("sessions", "turns")
@@ -140,7 +141,7 @@ def _turns_query(f: SessionFilter) -> Select[*tuple[Any, ...]]:
         .select_from(Turn)
         .join(picked, picked.c.id == Turn.session_id)
         .join(AgentInstance, AgentInstance.id == Turn.instance_id)
-        # Sessions by their start, then the transcript's own order (worker/transcripts.py):
+        # Sessions by their start, then the transcript's own order (worker/sessions/transcripts.py):
         # instance by instance, Round by Round, the user before the agent.
         .order_by(
             picked.c.start,

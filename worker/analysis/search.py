@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, column, func, literal_column, select, table
 from sqlalchemy.orm import Session as DbSession
 
-from worker.analysis import catalog
+from worker.analysis import catalog, summary
 from worker.models import AgentInstance, Turn
 
 MAX_LIMIT = 100
@@ -47,7 +47,7 @@ _FTS = table("turns_fts", column("rowid"), column("rank"))
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    session: dict[str, Any]  # catalog.summaries' summary
+    session: dict[str, Any]  # summary.summaries' summary
     turn: dict[str, Any]
     before: list[dict[str, Any]]
     after: list[dict[str, Any]]
@@ -133,7 +133,7 @@ def escape_like(term: str) -> str:
 
 
 def _conversation_order() -> list[Any]:
-    # As worker/transcripts.py orders a transcript: instance by instance, Round by Round, user first.
+    # As worker/sessions/transcripts.py orders a transcript: instance by instance, Round by Round, user first.
     return [AgentInstance.first_seen_at, AgentInstance.agent_instance_id, Turn.round, Turn.speaker.desc()]
 
 
@@ -164,7 +164,7 @@ def _hits(db: DbSession, ids: list[int], context: int) -> list[Hit]:
             .where(Turn.id.in_(wanted))
         )
     }
-    summaries = {s["id"]: s for s in catalog.summaries(db, list(dict.fromkeys(session_of.values())))}
+    summaries = {s["id"]: s for s in summary.summaries(db, list(dict.fromkeys(session_of.values())))}
     return [
         Hit(
             session=summaries[session_of[turn_id]],
@@ -177,7 +177,7 @@ def _hits(db: DbSession, ids: list[int], context: int) -> list[Hit]:
 
 
 def _turn_dict(turn: Turn, agent_instance_id: str) -> dict[str, Any]:
-    """A transcript turn (worker/transcripts.py's keys) with its row id and session."""
+    """A transcript turn (worker/sessions/transcripts.py's keys) with its row id and session."""
     return {
         "id": turn.id,
         "session_id": turn.session_id,

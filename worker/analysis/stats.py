@@ -6,7 +6,7 @@ because SQLite has no ``percentile_cont``; the method is Postgres's ``percentile
 numpy's default): linear interpolation between the two closest ranks, p = (n - 1) * q.
 
 Durations and cost count ended sessions that had a live agent: ``ended_at - started_at``, the
-same duration as ``catalog.summaries``. A live session has no duration yet.
+same duration as ``summary.summaries``. A live session has no duration yet.
 """
 
 from __future__ import annotations

@@ -96,6 +96,41 @@ def drain_streams(
     result = DrainResult(locked=[key for key in streams if key not in held])
     if not held:
         return result
+    rows, result.more = _due_rows(db, held, now)
+    if not rows:
+        return result
+    book = book_for(settings.policies_file) if react else None
+    try:
+        done, reactions = _apply_together(db, held, rows, settings, book, now)
+    except Exception as error:
+        log.warning(
+            "drain_batch_failed_isolating",
+            error=describe_failure(error),
+            inbox_ids=[row.id for row in rows],
+        )
+        done, reactions = _apply_one_by_one(db, held, rows, settings, book, now, result)
+    if done:
+        db.execute(
+            update(InboxCallback)
+            .where(id_in(InboxCallback.id, done, db.get_bind().dialect.name))
+            .values(state=InboxState.DONE, processed_at=now, last_error=None)
+            # The loaded rows are not read again: skip matching them up in the identity map.
+            .execution_options(synchronize_session=False)
+        )
+    result.applied = len(done)
+    result.actions = [
+        (action.id, max(0.0, (action.not_before - now).total_seconds()))
+        for action in reactions
+        if not action.dry_run
+    ]
+    return result
+
+
+def _due_rows(
+    db: DbSession, held: dict[StreamKey, Stream], now: dt.datetime
+) -> tuple[list[InboxCallback], bool]:
+    """The held streams' due callbacks in the order ZEGO sent them, at most BATCH_LIMIT; and
+    whether more are waiting."""
     rows = list(
         db.scalars(
             select(InboxCallback)
@@ -114,61 +149,60 @@ def drain_streams(
             .limit(BATCH_LIMIT + 1)
         )
     )
-    result.more = len(rows) > BATCH_LIMIT
-    rows = rows[:BATCH_LIMIT]
-    if not rows:
-        return result
-    book = book_for(settings.policies_file) if react else None
+    return rows[:BATCH_LIMIT], len(rows) > BATCH_LIMIT
+
+
+def _apply_together(
+    db: DbSession,
+    held: dict[StreamKey, Stream],
+    rows: list[InboxCallback],
+    settings: Settings,
+    book: PolicyBook | None,
+    now: dt.datetime,
+) -> tuple[list[int], list[PolicyAction]]:
+    """The fast path: the whole batch in one savepoint, the turns it touches loaded at once."""
     reactions: list[PolicyAction] = []
-    try:
-        with db.begin_nested(), db.no_autoflush:
-            parsed = [(row, _callback(row)) for row in rows]
-            rounds: dict[StreamKey, set[int]] = {}
-            for row, cb in parsed:
-                round_ = int_field(cb.data.get("Round"))
-                if round_ is not None:
-                    rounds.setdefault(_key(row), set()).add(round_)
-            transcripts.preload_turns(db, {held[key]: wanted for key, wanted in rounds.items()})
-            for row, cb in parsed:
-                _apply(db, held[_key(row)], row, cb, settings, book, now, reactions)
-            _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)])
-        done = [row.id for row in rows]
-    except Exception as error:
-        log.warning(
-            "drain_batch_failed_isolating",
-            error=describe_failure(error),
-            inbox_ids=[row.id for row in rows],
-        )
-        held = _relock(db, list(held))
-        done, reactions = [], []
-        for row in rows:
-            decided: list[PolicyAction] = []
-            try:
-                with db.begin_nested():
-                    stream = held[_key(row)]
-                    cb = _callback(row)
-                    _apply(db, stream, row, cb, settings, book, now, decided)
-                    _settle(db, [stream])
-                done.append(row.id)
-                reactions.extend(decided)
-            except Exception as exc:
-                held = _relock(db, list(held))
-                _record_failure(db, row, exc, settings=settings, now=now, result=result)
-    if done:
-        db.execute(
-            update(InboxCallback)
-            .where(id_in(InboxCallback.id, done, db.get_bind().dialect.name))
-            .values(state=InboxState.DONE, processed_at=now, last_error=None)
-            # The loaded rows are not read again: skip matching them up in the identity map.
-            .execution_options(synchronize_session=False)
-        )
-    result.applied = len(done)
-    result.actions = [
-        (action.id, max(0.0, (action.not_before - now).total_seconds()))
-        for action in reactions
-        if not action.dry_run
-    ]
-    return result
+    with db.begin_nested(), db.no_autoflush:
+        parsed = [(row, _callback(row)) for row in rows]
+        rounds: dict[StreamKey, set[int]] = {}
+        for row, cb in parsed:
+            round_ = int_field(cb.data.get("Round"))
+            if round_ is not None:
+                rounds.setdefault(_key(row), set()).add(round_)
+        transcripts.preload_turns(db, {held[key]: wanted for key, wanted in rounds.items()})
+        for row, cb in parsed:
+            _apply(db, held[_key(row)], row, cb, settings, book, now, reactions)
+        _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)])
+    return [row.id for row in rows], reactions
+
+
+def _apply_one_by_one(
+    db: DbSession,
+    held: dict[StreamKey, Stream],
+    rows: list[InboxCallback],
+    settings: Settings,
+    book: PolicyBook | None,
+    now: dt.datetime,
+    result: DrainResult,
+) -> tuple[list[int], list[PolicyAction]]:
+    """Something in the batch failed: each callback in its own savepoint, so one bad callback
+    is retried or parked (in ``result``) and the rest still apply."""
+    held = _relock(db, list(held))
+    done: list[int] = []
+    reactions: list[PolicyAction] = []
+    for row in rows:
+        decided: list[PolicyAction] = []
+        try:
+            with db.begin_nested():
+                stream = held[_key(row)]
+                _apply(db, stream, row, _callback(row), settings, book, now, decided)
+                _settle(db, [stream])
+            done.append(row.id)
+            reactions.extend(decided)
+        except Exception as exc:
+            held = _relock(db, list(held))
+            _record_failure(db, row, exc, settings=settings, now=now, result=result)
+    return done, reactions
 
 
 def drain_until_done(

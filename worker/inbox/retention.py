@@ -5,7 +5,7 @@ question about last week), but it also holds what users said, verbatim, with ids
 ``ROOMWARDEN_RAW_PAYLOAD_RETENTION_DAYS`` (0 keeps them for ever) an applied callback's payload
 is emptied and ``purged_at`` set. The row itself stays: timeline events, exceptions and
 sentences reference it, and its dedup key still turns away a late duplicate. A rebuild leaves
-sessions with purged callbacks as they are (see worker/rebuild.py): they cannot be re-derived.
+sessions with purged callbacks as they are (see worker/sessions/rebuild.py): they cannot be re-derived.
 
 User audio has its own, shorter retention (``ROOMWARDEN_USER_AUDIO_RETENTION_DAYS``) and is
 purged here too, through ``audio.purge_expired``.

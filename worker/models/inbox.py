@@ -45,7 +45,7 @@ class InboxCallback(Base):
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    # Retention emptied ``payload`` (see worker/retention.py); what was derived from it stays.
+    # Retention emptied ``payload`` (see worker/inbox/retention.py); what was derived from it stays.
     purged_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (

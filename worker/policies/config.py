@@ -52,7 +52,7 @@
     [apps.1234567.quota]             # per ZEGO AppId
     when_full = "recycle_idle"
 
-    [templates.concierge.idle]       # per agent template (worker/templates.py)
+    [templates.concierge.idle]       # per agent template (worker/sessions/templates.py)
     after_seconds = 120
 
 Template values win over app values, which win over defaults. Every combination is validated

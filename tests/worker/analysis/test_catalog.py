@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session as DbSession
 
 from tests.seeded import DAY, OTHER_APP_ID, SEEDS, Seed, seed
-from worker.analysis import catalog
+from worker.analysis import catalog, detail, summary
 from worker.analysis.catalog import FilterError, SessionFilter
 from worker.models import Session
 from worker.settings import Settings
@@ -146,8 +146,8 @@ def test_summaries_say_what_the_seed_did(seeded: DbSession) -> None:
 def test_summaries_keep_the_order_asked_and_skip_unknown_ids(seeded: DbSession) -> None:
     """summaries() answers in the order of the ids given, once each, without unknown ones."""
     ids = [SEEDS[3].session_id, "nope", SEEDS[0].session_id, SEEDS[3].session_id]
-    assert [s["id"] for s in catalog.summaries(seeded, ids)] == [SEEDS[3].session_id, SEEDS[0].session_id]
-    assert catalog.summaries(seeded, []) == []
+    assert [s["id"] for s in summary.summaries(seeded, ids)] == [SEEDS[3].session_id, SEEDS[0].session_id]
+    assert summary.summaries(seeded, []) == []
 
 
 def test_summaries_cost_the_same_queries_for_one_session_or_all(seeded: DbSession) -> None:
@@ -160,10 +160,10 @@ def test_summaries_cost_the_same_queries_for_one_session_or_all(seeded: DbSessio
 
     event.listen(connection, "before_cursor_execute", count)
     try:
-        catalog.summaries(seeded, [SEEDS[0].session_id])
+        summary.summaries(seeded, [SEEDS[0].session_id])
         one = len(statements)
         statements.clear()
-        catalog.summaries(seeded, [s.session_id for s in SEEDS])
+        summary.summaries(seeded, [s.session_id for s in SEEDS])
         assert len(statements) == one <= 4
     finally:
         event.remove(connection, "before_cursor_execute", count)
@@ -319,9 +319,9 @@ def test_detail_adds_summary_timeline_and_round_latency(seeded: DbSession) -> No
     s = next(x for x in SEEDS if x.key == "inst-zh-tts-errors")
     session = seeded.get(Session, s.session_id)
     assert session is not None
-    body = catalog.detail(seeded, session)
+    body = detail.session_detail(seeded, session)
     assert body["id"] == s.session_id and body["instances"][0]["agent_instance_id"] == s.key
-    assert body["summary"] == catalog.summaries(seeded, [s.session_id])[0]
+    assert body["summary"] == summary.summaries(seeded, [s.session_id])[0]
     assert body["summary"]["exceptions"] == 2
 
     timeline = body["timeline"]
@@ -355,7 +355,7 @@ def test_detail_of_a_live_session(seeded: DbSession) -> None:
     s = next(x for x in SEEDS if x.delete_code is None)
     session = seeded.get(Session, s.session_id)
     assert session is not None
-    body = catalog.detail(seeded, session)
+    body = detail.session_detail(seeded, session)
     assert body["summary"]["duration_seconds"] is None
     assert "AgentInstanceDeleted" not in {e["event"] for e in body["timeline"]}
     assert [r["response_ms"] for r in body["rounds"]] == [pytest.approx(r.response_ms) for r in s.rounds]
