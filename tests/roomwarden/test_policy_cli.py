@@ -48,7 +48,7 @@ def _sessions(engine: Engine) -> tuple[str, str, str]:
         assert decision is not None
         decisions.record(db, ended, decision, now=utcnow())
         deleted(db, agent, 1205)
-        lifecycle.refresh(db, ended)
+        lifecycle.refresh(db, ended, learned="policy")
         live, _ = live_session(db, started_ago=1200.0, quiet_for=700.0)
         db.commit()
         return ended.id, agent.agent_instance_id, live.id

@@ -56,7 +56,7 @@ def _gave_up(engine: Engine) -> tuple[str, str]:
         assert decision is not None
         decisions.record(db, session, decision, now=utcnow())
         deleted(db, agent, 1205)
-        lifecycle.refresh(db, session)
+        lifecycle.refresh(db, session, learned="policy")
         db.commit()
         return session.id, agent.agent_instance_id
 

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from worker.db import Base, describe_failure, id_in, session_scope, utcnow
+from worker.events import callbacks as callback_events
+from worker.events import turns as turn_events
 from worker.inbox import callback_fields
 from worker.inbox import store as inbox
 from worker.inbox.callbacks import Callback, int_field
@@ -324,8 +326,12 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
     for model, rows in inserts.items():
         db.execute(insert(model), rows)
     transcripts.settle_agent_text(db, streams)
+    db.flush()
     for stream in streams:
-        lifecycle.refresh_session_state(stream)
+        if stream.complete_through is not None:
+            turn_events.complete(db, stream.session, stream.instance, stream.complete_through)
+            stream.complete_through = None
+        lifecycle.refresh_session_state(db, stream)
     db.flush()
 
 
@@ -356,6 +362,7 @@ def _record_failure(
             "next_attempt_at": None,
         }
         result.parked += 1
+        callback_events.parked(db, row, attempts=attempts, error=error)
         log.error(
             "callback_parked", inbox_id=row.id, callback_event=row.event, attempts=attempts, error=error
         )

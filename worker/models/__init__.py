@@ -3,6 +3,14 @@
 from worker.models.actions import ActionKind, ActionState, JobLock, PolicyAction
 from worker.models.events import AgentException, TimelineEvent, UserAudio
 from worker.models.inbox import InboxCallback, InboxState
+from worker.models.outbound import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    Endpoint,
+    OutboxCursor,
+    OutboxEvent,
+)
 from worker.models.sessions import COZE_APP_ID, AgentInstance, Provider, Session, SessionState
 from worker.models.transcripts import AgentSentence, Turn
 
@@ -13,9 +21,15 @@ __all__ = [
     "AgentException",
     "AgentInstance",
     "AgentSentence",
+    "Delivery",
+    "DeliveryAttempt",
+    "DeliveryState",
+    "Endpoint",
     "InboxCallback",
     "InboxState",
     "JobLock",
+    "OutboxCursor",
+    "OutboxEvent",
     "PolicyAction",
     "Provider",
     "Session",

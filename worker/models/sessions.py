@@ -114,6 +114,8 @@ class AgentInstance(Base):
     first_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_event_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    # Turns of Rounds up to this one are completed and announced (turn.completed, worker/events).
+    completed_round: Mapped[int | None] = mapped_column(BigInteger)
 
     session: Mapped[Session] = relationship(back_populates="instances")
 

@@ -28,6 +28,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import utcnow
+from worker.events import actions as action_events
 from worker.models import ActionKind, ActionState, PolicyAction, Provider, Session
 from worker.policies.decisions import Decision, record, recreatable
 from worker.sealing import Sealer
@@ -104,7 +105,7 @@ def claim(
         row.state, row.finished_at = ActionState.SKIPPED, now
         row.result = {**(row.result or {}), "why": "end_requested"}
         session.recovering_since = None
-        refresh(db, session)
+        refresh(db, session, learned="policy")
         return None
     if row.kind == ActionKind.RECYCLE and _answered_warning(row, session):
         # The user spoke after the idle warning: they are there, so the agent stays.
@@ -345,6 +346,7 @@ def finish(
         return [(row.id, delay)]
     row.state, row.finished_at = state, now
     session = db.scalars(select(Session).where(Session.id == row.session_id).with_for_update()).one()
+    action_events.finished(db, row, session)
     return _settle(db, row, session, outcome, now=now)
 
 
@@ -372,7 +374,7 @@ def _settle(
             _give_up(session, "user_absent" if state == ActionState.DONE else "gave_up")
     elif kind in (ActionKind.END, ActionKind.RECYCLE) and not outcome.result.get("nothing_live", True):
         return []  # the deletion callbacks end the session, with the reason set at decision
-    refresh(db, session)
+    refresh(db, session, learned="policy")
     return follow_up
 
 

@@ -36,6 +36,7 @@ import structlog
 from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.orm import Session as DbSession
 
+from worker.events import sessions as session_events
 from worker.models import COZE_APP_ID, AgentInstance, Provider, Session, SessionState
 from worker.policies import decisions
 from worker.policies.config import Policy, PolicyBook
@@ -266,6 +267,7 @@ def dequeue(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[str]:
             session.end_reason = "queue_timeout"
             session.failure_message = f"waited {timeout:g} s for a free agent slot"
             session.ended_at = now
+            session_events.changed(db, session, SessionState.QUEUED, instances=[], learned="policy")
             log.warning("session_queue_timeout", session_id=session.id)
             continue
         key = (session.app_id, session.provider == Provider.ZEGO_DIGITAL_HUMAN)

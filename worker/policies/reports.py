@@ -388,5 +388,5 @@ def run_by_hand(
     row = decisions.record(db, session, decision, now=now)
     assert row is not None  # a fresh uuid cannot collide
     if recovering and not decision.dry_run:
-        lifecycle.refresh(db, session)
+        lifecycle.refresh(db, session, learned="policy")
     return row

@@ -393,7 +393,7 @@ def settle(
     if decision is None and not others_live and session.policy_reason is None:
         session.policy_reason = "reconciled"  # ended on purpose, but the callback never came
     action = decisions.record(db, session, decision, now=now) if decision is not None else None
-    lifecycle.refresh(db, session)
+    lifecycle.refresh(db, session, learned="reconciliation")
     log.info("reconciled_gone", session_id=session.id, agent_instance_id=instance.agent_instance_id)
     return [action] if action is not None else []
 
@@ -422,6 +422,6 @@ def coze_overdue(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[str]
             if instance.state != "deleted":
                 instance.state, instance.deleted_at = "deleted", now
         session.policy_reason = session.policy_reason or "reconciled"
-        lifecycle.refresh(db, session)
+        lifecycle.refresh(db, session, learned="reconciliation")
         ended.append(session_id)
     return ended

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import session_scope, utcnow
+from worker.events import sessions as session_events
 from worker.models import AgentInstance, Provider, Session, SessionState, Turn
 from worker.vendors.errors import VendorNotConfigured, classify
 
@@ -125,11 +126,14 @@ def record(
     if now < closes_at:
         return None
     reason = "silence" if session.last_user_speech_at is not None else "no_user"
+    before = session.state
     session.state = SessionState.ENDED
     session.end_reason = reason
     session.ended_at = closes_at
     instance.state = "deleted"
     instance.deleted_at = closes_at
+    db.flush()
+    session_events.changed(db, session, before, instances=[instance], learned="reconciliation")
     return reason
 
 

@@ -19,6 +19,8 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import Base, from_ms, insert_ignoring_conflicts, utcnow
+from worker.events import sessions as session_events
+from worker.events import turns as turn_events
 from worker.inbox.callbacks import Callback, int_field, text_field
 from worker.inbox.store import StreamKey
 from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent, Turn
@@ -69,6 +71,12 @@ class Stream:
     # Rows nothing reads back in this transaction (sentences, timeline, exceptions, audio): kept
     # as plain values and inserted with one executemany per table when the batch settles.
     inserts: dict[type[Base], list[dict[str, Any]]] = field(default_factory=dict)
+    # The highest Round this batch showed to be over (turn.completed, worker/events/turns.py).
+    complete_through: int | None = None
+
+    def complete(self, round_: int | None) -> None:
+        if round_ is not None and (self.complete_through is None or round_ > self.complete_through):
+            self.complete_through = round_
 
     def insert(self, model: type[Base], **values: Any) -> None:
         self.inserts.setdefault(model, []).append(values)
@@ -122,8 +130,10 @@ def ensure_streams(db: DbSession, keys: Sequence[StreamKey]) -> dict[StreamKey, 
     if missing:
         dialect = db.get_bind().dialect.name
         now = utcnow()
-        db.execute(
-            insert_ignoring_conflicts(Session, dialect).values(
+        made = db.execute(
+            insert_ignoring_conflicts(Session, dialect)
+            .returning(Session)
+            .values(
                 [
                     {
                         "id": session_id_for(*key),
@@ -135,7 +145,10 @@ def ensure_streams(db: DbSession, keys: Sequence[StreamKey]) -> dict[StreamKey, 
                     for key in missing
                 ]
             )
-        )
+        ).scalars()
+        first_seen = {session_id_for(*key): key[1] for key in missing}
+        for session in made:
+            session_events.created(db, session, first_seen[session.id])
         db.execute(
             insert_ignoring_conflicts(AgentInstance, dialect).values(
                 [
@@ -224,6 +237,7 @@ def instance_deleted(db: DbSession, stream: Stream, cb: Callback, inbox_id: int)
     instance.state = "deleted"
     instance.deleted_at = at
     instance.delete_code = int_field(data.get("Code"))
+    stream.complete(turn_events.ALL_ROUNDS)
     latency = data.get("LatencyData")
     instance.latency = latency if isinstance(latency, dict) else None
 
@@ -251,6 +265,8 @@ def timeline(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None
         if stream.instance.status_sequence is None or seq > stream.instance.status_sequence:
             stream.instance.status = data["Status"]
             stream.instance.status_sequence = seq
+        if data["Status"] == "IDLE":
+            stream.complete(int_field(data.get("Round")))  # this Round and every earlier one
     stream.insert(
         TimelineEvent,
         session_id=stream.session.id,
@@ -264,7 +280,14 @@ def timeline(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None
     )
 
 
-def refresh_session_state(stream: Stream) -> None:
+def refresh_session_state(db: DbSession, stream: Stream, *, learned: str = "callback") -> None:
+    """Recompute the session's state (``settle_state``) and announce a change (worker/events)."""
+    before = stream.session.state
+    settle_state(stream)
+    session_events.changed(db, stream.session, before, instances=stream.siblings, learned=learned)
+
+
+def settle_state(stream: Stream) -> None:
     """A session's state is a function of its instances and of what policies have decided.
 
     Ended only once every instance is deleted and no policy is bringing a new one; the end
@@ -295,9 +318,15 @@ def refresh_session_state(stream: Stream) -> None:
         session.state = SessionState.STARTING
 
 
-def refresh(db: DbSession, session: Session) -> None:
-    """``refresh_session_state`` outside a drain: after a policy attached or gave up an instance."""
+def refresh(db: DbSession, session: Session, *, learned: str) -> None:
+    """``refresh_session_state`` outside a drain: after a policy attached or gave up an instance.
+
+    ``learned`` says how the change became known ("policy", "reconciliation", ...) for the
+    ``session.ended`` event.
+    """
     db.flush()
     family = list(db.scalars(select(AgentInstance).where(AgentInstance.session_id == session.id)))
     if family:
-        refresh_session_state(Stream(session=session, instance=family[0], siblings=family))
+        refresh_session_state(
+            db, Stream(session=session, instance=family[0], siblings=family), learned=learned
+        )

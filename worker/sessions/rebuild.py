@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased, sessionmaker
 
 from worker.db import session_scope
+from worker.events import outbox
 from worker.inbox import store as inbox
 from worker.inbox.drain import drain_until_done
 from worker.models import (
@@ -106,5 +107,7 @@ def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
     with session_scope(factory) as db:
         reset_derived(db)
         streams = inbox.all_streams(db)
-    # react=False: replaying history decides nothing anew (the decisions made are kept).
-    return drain_until_done(factory, streams, settings=settings, react=False).applied
+    # react=False: replaying history decides nothing anew (the decisions made are kept), and
+    # announces nothing: the events of that history went out when it happened.
+    replaying = outbox.quiet_sessions(factory)
+    return drain_until_done(replaying, streams, settings=settings, react=False).applied

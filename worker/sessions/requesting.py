@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session as DbSession
 
+from worker.events import sessions as session_events
 from worker.models import (
     COZE_APP_ID,
     Provider,
@@ -162,6 +163,7 @@ def request_session(
     )
     db.add(session)
     db.flush()
+    session_events.created(db, session)
     return session
 
 
@@ -176,10 +178,12 @@ def request_end(db: DbSession, session: Session, *, now: dt.datetime) -> str:
             "(3 minutes without a user, or the silence timeout)",
         )
     if session.provisioned_at is None:
+        before = session.state
         session.state = SessionState.ENDED
         session.end_reason = "cancelled"
         session.ended_at = now
         session.end_requested_at = now
+        session_events.changed(db, session, before, instances=[], learned="api")
         return "ended"
     session.end_requested_at = session.end_requested_at or now
     return "deleting"

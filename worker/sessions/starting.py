@@ -29,6 +29,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import insert_ignoring_conflicts, session_scope, utcnow
+from worker.events import sessions as session_events
 from worker.models import (
     COZE_APP_ID,
     AgentException,
@@ -110,12 +111,14 @@ def record_failed(
     session = db.scalars(select(Session).where(Session.id == session_id).with_for_update()).one_or_none()
     if session is None or session.state != SessionState.STARTING or session.provisioned_at is not None:
         return
+    before = session.state
     session.state = SessionState.FAILED
     session.end_reason = "vendor_error"
     session.end_code = code
     session.failure_message = message[:1024]
     session.ended_at = now
     session.start_claimed_at = None
+    session_events.changed(db, session, before, instances=[], learned="api")
 
 
 def record_started(db: DbSession, session_id: str, started: Started, *, now: dt.datetime) -> bool:
@@ -137,7 +140,6 @@ def _record_coze_room(db: DbSession, session: Session, started: Started, *, now:
     session.conversation_id = started.conversation_id
     session.room_id = started.room_id
     session.user_id = started.uid or session.user_id
-    session.state = SessionState.ACTIVE
     session.started_at = session.last_activity_at = now
     db.execute(
         insert_ignoring_conflicts(AgentInstance, db.get_bind().dialect.name).values(
@@ -152,6 +154,7 @@ def _record_coze_room(db: DbSession, session: Session, started: Started, *, now:
             last_event_at=now,
         )
     )
+    refresh(db, session, learned="callback")  # active: its one instance is
 
 
 def attach_instance(db: DbSession, session: Session, agent_instance_id: str) -> None:
@@ -192,7 +195,7 @@ def adopt(db: DbSession, session: Session, orphan_id: str) -> None:
     session.agent_name = session.agent_name or orphan.agent_name
     db.execute(delete(Session).where(Session.id == orphan_id))
     db.expire(session, ["instances"])
-    refresh(db, session)
+    refresh(db, session, learned="callback")
 
 
 def starts_to_resume(db: DbSession, *, now: dt.datetime, stale_after: float) -> list[str]:

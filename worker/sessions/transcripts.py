@@ -66,6 +66,7 @@ def user_said(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> Non
         turn.text_sequence = seq
     turn.user_id = turn.user_id or text_field(cb.data.get("UserId"))
     turn.spoken_at = earliest(turn.spoken_at, from_ms(cb.timestamp_ms))
+    stream.complete(round_ - 1)  # the user speaking again: every earlier Round is over
 
 
 def agent_said(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:

@@ -52,7 +52,7 @@ def live_session(
     )
     instance(db, iid).state, instance(db, iid).created_at = "active", now
     session.started_at = now
-    refresh(db, session)
+    refresh(db, session, learned="policy")
     return session, iid
 
 
@@ -78,7 +78,7 @@ def decide(db: DbSession, session: Session, kind: ActionKind, iid: str, **change
     values.update(changes)
     row = record(db, session, Decision(kind, **values), now=utcnow())
     assert row is not None
-    refresh(db, session)
+    refresh(db, session, learned="policy")
     return row
 
 
