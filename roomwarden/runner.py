@@ -51,6 +51,21 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
             "--without-gossip",
         ],
         "beat": [*celery, "beat"],
+        # Deliveries to the app's endpoints: threads, as each waits on the network, not the CPU.
+        "outbound": [
+            *celery,
+            "worker",
+            "-Q",
+            "roomwarden.outbound",
+            "-n",
+            "outbound@%h",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "8",
+            "--without-mingle",
+            "--without-gossip",
+        ],
     }
 
 
@@ -138,7 +153,7 @@ def supervise(
     try:
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
-            echo(f"logs: {log_dir}/web.log, worker.log, beat.log")
+            echo(f"logs: {log_dir}/web.log, worker.log, beat.log, outbound.log")
         for name, argv in {**(extra or {}), **commands(host, port)}.items():
             output = None if log_dir is None else (log_dir / f"{name}.log").open("ab")
             # Own process group: Ctrl-C reaches us once, and we stop the children in order.

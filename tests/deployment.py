@@ -93,9 +93,11 @@ def deploy(
         coze_token: str = COZE_FULL_TOKEN,
         policies: str | None = None,
         env: dict[str, str] | None = None,
+        outbound: bool = False,
         **emulator_changes: Any,
     ) -> Deployment:
-        """``policies``: the policy file's TOML; ``env``: more ROOMWARDEN_* settings."""
+        """``policies``: the policy file's TOML; ``env``: more ROOMWARDEN_* settings;
+        ``outbound``: also run the outbound worker that delivers events to endpoints."""
         port = free_port()
         emu = emulator_factory(
             callback_url=f"http://127.0.0.1:{port}/callbacks/zego", time_scale=TIME_SCALE, **emulator_changes
@@ -123,6 +125,8 @@ def deploy(
         stack.start_receiver()
         stack.worker.start()
         stack.beat.start()
+        if outbound:
+            stack.outbound.start()
         deployment = Deployment(stack, emu)
         made.append(deployment)
         return deployment

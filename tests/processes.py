@@ -112,6 +112,7 @@ class Stack:
         self.receiver = Process("receiver", argv["web"], env, cwd)
         self.worker = Process("worker", argv["worker"], env, cwd)
         self.beat = Process("beat", argv["beat"], env, cwd)
+        self.outbound = Process("outbound", argv["outbound"], env, cwd)
 
     def start_receiver(self) -> None:
         self.receiver.start()
@@ -125,12 +126,12 @@ class Stack:
         wait_until(healthy, 20, "the receiver to answer /healthz")
 
     def stop(self) -> None:
-        for process in (self.receiver, self.beat, self.worker):
+        for process in (self.receiver, self.beat, self.worker, self.outbound):
             process.stop()
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.receiver, self.worker, self.beat)
+            f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.receiver, self.worker, self.beat, self.outbound)
         )
 
 

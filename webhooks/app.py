@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from webhooks import analysis, api, exports, health, receiver, ui
+from webhooks import analysis, api, endpoints, events, exports, health, receiver, ui
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
@@ -30,6 +30,7 @@ ROUTES = [
     Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
     Route("/v1/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
     Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
+    Route("/v1/sessions/{session_id}/events", events.session_events),
     Route("/v1/sessions/{session_id}/actions", api.session_actions),
     Route("/v1/sessions/{session_id}/why", api.session_why),
     Route("/v1/sessions/{session_id}/policy", api.session_policy),
@@ -38,6 +39,17 @@ ROUTES = [
     Route("/v1/search", analysis.search),
     Route("/v1/stats", analysis.stats),
     Route("/v1/exports/{kind}.{format}", exports.export),
+    Route("/v1/events", events.all_events),
+    Route("/v1/endpoints", endpoints.list_endpoints, methods=["GET"]),
+    Route("/v1/endpoints", endpoints.create_endpoint, methods=["POST"]),
+    Route("/v1/endpoints/{endpoint_id}", endpoints.get_endpoint, methods=["GET"]),
+    Route("/v1/endpoints/{endpoint_id}", endpoints.update_endpoint, methods=["PATCH"]),
+    Route("/v1/endpoints/{endpoint_id}", endpoints.delete_endpoint, methods=["DELETE"]),
+    Route("/v1/endpoints/{endpoint_id}/rotate-secret", endpoints.rotate_secret, methods=["POST"]),
+    Route("/v1/endpoints/{endpoint_id}/test", endpoints.test_endpoint, methods=["POST"]),
+    Route("/v1/endpoints/{endpoint_id}/deliveries", endpoints.list_deliveries),
+    Route("/v1/endpoints/{endpoint_id}/deliveries/{delivery_id}", endpoints.get_delivery),
+    Route("/v1/endpoints/{endpoint_id}/replay", endpoints.replay, methods=["POST"]),
     *ui.routes(),
 ]
 
@@ -55,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.writer = writer
+        postgres = engine.dialect.name == "postgresql"
+        app.state.waker = events.Waker(postgres_conninfo(settings.database_url) if postgres else None)
         enqueuer.start()
         writer.start()
         # Everything imported so far (Celery, SQLAlchemy, kombu...) lives as long as the process;
@@ -64,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await app.state.waker.close()
             await writer.stop()
             enqueuer.stop()
             engine.dispose()

@@ -19,6 +19,10 @@ from worker.schedule import beat_schedule
 from worker.settings import VAR_DIR, get_settings
 
 QUEUE = "roomwarden"
+# Deliveries to the app's endpoints have their own queue and workers (Procfile "outbound"):
+# endpoints that are slow or down then cost those workers' time, never a drain's.
+OUTBOUND_QUEUE = "roomwarden.outbound"
+ROUTES = {"worker.tasks.deliver_endpoint": {"queue": OUTBOUND_QUEUE}}
 
 
 def broker_options(broker_url: str) -> dict[str, Any]:
@@ -47,6 +51,7 @@ def create_celery() -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=QUEUE,
+        task_routes=ROUTES,
         broker_transport_options=broker_options(settings.broker_url),
         broker_connection_timeout=2,
         broker_connection_retry_on_startup=True,

@@ -39,6 +39,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": 3600.0,
             "options": {"expires": 3600.0},
         },
+        # Every second or so: new outbox events become deliveries, and each endpoint with
+        # deliveries due (new ones, or retries whose wait is over) gets a sender.
+        "dispatch-deliveries": {
+            "task": "worker.tasks.dispatch_deliveries",
+            "schedule": settings.outbound_interval_seconds,
+            "options": {"expires": settings.outbound_interval_seconds * 5},
+        },
         # Every policy interval: actions whose message was lost, whose backoff has passed, or
         # whose worker died mid-way. Recovery waits on this no longer than one interval.
         "sweep-actions": {

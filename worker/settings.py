@@ -118,6 +118,24 @@ class Settings(BaseSettings):
     cost_per_minute: dict[str, float] = Field(default_factory=dict)
     cost_currency: str = "USD"
 
+    # Events out (worker/events/): endpoints on loopback, link-local or private addresses are
+    # refused unless this is true (tests and the local demo), so the API cannot be turned on
+    # the network it runs in.
+    endpoints_allow_private: bool = False
+    # Each POST to an app's endpoint: this long at most, and this many at once per endpoint.
+    delivery_timeout_seconds: float = 10.0
+    delivery_concurrency: int = 4
+    # Seconds to wait after each failed attempt (timeouts, connection errors, 429, 5xx): about
+    # 27 hours in all, as Svix does. Other 4xx fail the delivery after delivery_4xx_attempts.
+    delivery_retry_schedule: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    delivery_4xx_attempts: int = 3
+    # How often beat turns new outbox events into deliveries and wakes endpoints with due ones.
+    outbound_interval_seconds: float = 1.0
+    # How long one delivery task works for one endpoint before it makes way (a new one follows).
+    delivery_budget_seconds: float = 10.0
+
     @field_validator(
         "timestamp_window_seconds",
         "max_body_bytes",
@@ -128,6 +146,11 @@ class Settings(BaseSettings):
         "header_timeout_seconds",
         "body_timeout_seconds",
         "max_connections",
+        "delivery_timeout_seconds",
+        "delivery_concurrency",
+        "delivery_4xx_attempts",
+        "outbound_interval_seconds",
+        "delivery_budget_seconds",
     )
     @classmethod
     def _positive(cls, value: float) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from worker.celery_app import app
+from worker.events import delivery, dispatch
 from worker.inbox import drain as draining
 from worker.inbox import retention
 from worker.inbox.store import StreamKey
@@ -122,6 +123,33 @@ def resume_starts() -> int:
 def watch_coze_rooms() -> int:
     """Read new Coze room messages into transcripts; end sessions whose room has closed."""
     return coze_rooms.watch(context.current())
+
+
+# --- Events out (worker/events/): outbox to deliveries, each endpoint on its own. ---
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def dispatch_deliveries() -> int:
+    """Fan new outbox events out into deliveries; wake every endpoint that has some due."""
+    job = context.current()
+    dispatch.fan_out(job)
+    wanted = dispatch.endpoints_with_work(job)
+    for endpoint_id in wanted:
+        enqueue_delivery(endpoint_id)
+    return len(wanted)
+
+
+# On the outbound queue (celery_app.ROUTES), served by its own workers: a slow endpoint never
+# holds up a drain. Idempotent: a run killed mid-request leaves its deliveries pending.
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def deliver_endpoint(endpoint_id: str) -> int:
+    """Send one endpoint's due deliveries, in order per session, for a bounded time."""
+    return delivery.deliver(context.current(), endpoint_id).sent
+
+
+def enqueue_delivery(endpoint_id: str) -> bool:
+    """Wake an endpoint's sender; a lost message costs one beat interval (dispatch_deliveries)."""
+    return publish(deliver_endpoint, endpoint_id)
 
 
 # --- Policies (worker/policies/): decided in drains and scans, executed here, once each. ---

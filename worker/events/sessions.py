@@ -26,6 +26,18 @@ def created(db: DbSession, session: Session, agent_instance_id: str | None = Non
     emit(db, [_event("session.created", session, agent_instance_id, key=session.id)])
 
 
+def live(db: DbSession, session: Session, agent_instance_id: str | None) -> None:
+    """``session.active``: an agent instance is live in the session (the first, or a recreated one).
+
+    Said when the instance's creation is applied, not only when the session's state moves: a
+    backlog applied in one batch may take a session from starting to ended without ever
+    resting in "active", and the app still hears that its agent was live.
+    """
+    event = _event("session.active", session, agent_instance_id, key=f"{session.id}:{agent_instance_id}")
+    event.data["state"] = SessionState.ACTIVE.value
+    emit(db, [event])
+
+
 def changed(
     db: DbSession,
     session: Session,
@@ -41,7 +53,7 @@ def changed(
     current = _current(instances)
     instance_id = current.agent_instance_id if current is not None else None
     if state == SessionState.ACTIVE:
-        emit(db, [_event("session.active", session, instance_id, key=f"{session.id}:{instance_id}")])
+        live(db, session, instance_id)
     elif state == SessionState.RECOVERING:
         recovering = _event(
             "session.recovering",

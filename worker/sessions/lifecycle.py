@@ -227,6 +227,7 @@ def instance_created(db: DbSession, stream: Stream, cb: Callback, inbox_id: int)
     stream.instance.created_at = earliest(stream.instance.created_at, at)
     if stream.instance.state != "deleted":
         stream.instance.state = "active"
+        session_events.live(db, stream.session, stream.instance.agent_instance_id)
     stream.session.started_at = earliest(stream.session.started_at, at)
 
 
