@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from roomwarden import analyst
+from roomwarden.endpoints import endpoints_app
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session as DbSession
@@ -30,6 +31,7 @@ policy_app = typer.Typer(
 )
 app.add_typer(policy_app, name="policy")
 app.add_typer(analyst.sessions_app, name="sessions")
+app.add_typer(endpoints_app, name="endpoints")
 for _command in (analyst.transcript, analyst.search, analyst.stats, analyst.export):
     app.command(_command.__name__)(_command)
 
@@ -100,6 +102,8 @@ def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, st
     port = port or settings.port
     if emulator:
         env, extra["emulator"], control_url = runner.with_emulator(host, port, env)
+    if demo:
+        env.setdefault("ROOMWARDEN_ENDPOINTS_ALLOW_PRIVATE", "true")  # the demo's endpoint is local
     os.environ.update(env)
     settings = Settings()
     _migrate(settings.database_url)

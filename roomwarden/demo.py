@@ -6,13 +6,19 @@ the room, has a scripted user talk to it (the user cuts the agent off once), end
 and prints the transcript roomwarden built from the callbacks. Delivery is made untidy on
 purpose, as ZEGO warns real delivery can be: one callback arrives twice and two arrive in the
 wrong order; the transcript is the same as if they had not.
+
+It also plays the app's back end: a local endpoint registered through ``POST /v1/endpoints``
+receives the session's events (signed; the demo checks each signature) and the demo prints them.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -76,9 +82,64 @@ def session_request(room: str) -> dict[str, Any]:
     }
 
 
+class AppEndpoint:
+    """The app's side of events out: a local HTTP endpoint that checks signatures and keeps events."""
+
+    def __init__(self) -> None:
+        self.secret = ""
+        self.events: list[tuple[bool, dict[str, Any]]] = []
+        received = self.events
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                from worker.events.signing import sign
+
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                expected = sign(
+                    endpoint.secret, self.headers["webhook-id"], int(self.headers["webhook-timestamp"]), body
+                )
+                signed = expected in self.headers.get("webhook-signature", "").split(" ")
+                received.append((signed, json.loads(body)))
+                self.send_response(204 if signed else 401)
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/roomwarden-events"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def has(self, event_type: str) -> bool:
+        return any(event["type"] == event_type for _, event in self.events)
+
+
 def run_demo(url: str, token: str, control: EmulatorControl, echo: Callable[[str], None]) -> bool:
+    app = AppEndpoint()
+    try:
+        return _converse(url, token, control, echo, app)
+    finally:
+        app.close()
+
+
+def _converse(
+    url: str, token: str, control: EmulatorControl, echo: Callable[[str], None], app: AppEndpoint
+) -> bool:
     room = f"demo-room-{secrets.token_hex(3)}"
     with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as api:
+        registered = api.post(
+            "/v1/endpoints", json={"url": app.url, "description": "the demo's app back end"}
+        )
+        if registered.status_code != 201:
+            echo(f"POST /v1/endpoints -> {registered.status_code}: {registered.text}")
+            return False
+        app.secret = registered.json()["secret"]
+        echo(f"POST /v1/endpoints -> 201: events go to {app.url}, signed with a whsec_ secret")
         response = api.post("/v1/sessions", json=session_request(room))
         if response.status_code != 202:
             echo(f"POST /v1/sessions -> {response.status_code}: {response.text}")
@@ -125,7 +186,30 @@ def run_demo(url: str, token: str, control: EmulatorControl, echo: Callable[[str
             f"  Latency: LLM first token {latency['LLMTTFT']} ms, TTS first frame "
             f"{latency['TTSAudioFirstFrameTime']} ms"
         )
-    return True
+    return _show_events(app, echo)
+
+
+def _show_events(app: AppEndpoint, echo: Callable[[str], None]) -> bool:
+    deadline = time.monotonic() + 30
+    while not app.has("session.ended") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    echo("")
+    echo(f"Events the app's endpoint received ({app.url}):")
+    for signed, event in app.events:
+        data = event["data"]
+        if event["type"] == "turn.completed":
+            detail = f"round {data['round']} {data['speaker']}" + (
+                ", interrupted" if data["interrupted"] else ""
+            )
+        elif event["type"] == "session.ended":
+            detail = f"{data['end_reason']}, learned by {data['learned']}, {data['turn_count']} turns"
+        else:
+            detail = f"session {data.get('session_id')}"
+        echo(f"  {event['type']:<16} {detail}  (signature {'verified' if signed else 'WRONG'})")
+    if not app.has("session.ended"):
+        echo("session.ended did not arrive within 30 s: is the outbound worker running?")
+        return False
+    return all(signed for signed, _ in app.events)
 
 
 def _wait(

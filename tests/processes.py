@@ -131,7 +131,8 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.output()[-4000:]}" for p in (self.receiver, self.worker, self.beat, self.outbound)
+            f"--- {p.name}\n{p.output()[-4000:]}"
+            for p in (self.receiver, self.worker, self.beat, self.outbound)
         )
 
 

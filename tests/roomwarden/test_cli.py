@@ -67,6 +67,9 @@ def test_run_with_demo_shows_a_conversation_then_stops_cleanly_on_ctrl_c(tmp_pat
         assert "ended (deleted)" in output
         assert "Agent: Of course! What time would you like to come in?" in output
         assert '(interrupted; the user heard: "Thank you, Ms Chen' in output
+        assert "POST /v1/endpoints -> 201" in output
+        assert re.search(r"session.ended +deleted, learned by api, 8 turns  \(signature verified\)", output)
+        assert output.count("turn.completed") == 2 * len(CONVERSATION)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
     finally:

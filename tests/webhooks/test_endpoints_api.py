@@ -93,7 +93,9 @@ def test_a_test_event_is_queued_and_listed_with_its_attempts(app: TestClient) ->
         ({"url": "http://127.0.0.1:9/a", "description": "x" * 513}, "description"),
     ],
 )
-def test_bad_endpoints_get_a_400_naming_the_field(app: TestClient, body: dict[str, object], field: str) -> None:
+def test_bad_endpoints_get_a_400_naming_the_field(
+    app: TestClient, body: dict[str, object], field: str
+) -> None:
     refused = app.post("/v1/endpoints", json=body, headers=ADMIN)
     assert refused.status_code == 400
     assert (refused.json()["error"], refused.json()["field"]) == ("invalid_request", field)
@@ -111,7 +113,12 @@ def test_a_private_address_is_refused_unless_allowed(
 def test_endpoints_are_admin_only(app: TestClient) -> None:
     assert app.get("/v1/endpoints").status_code == 401
     assert app.get("/v1/endpoints", headers=bearer(READ_TOKEN)).status_code == 403
-    assert app.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/a"}, headers=bearer(READ_TOKEN)).status_code == 403
+    assert (
+        app.post(
+            "/v1/endpoints", json={"url": "http://127.0.0.1:9/a"}, headers=bearer(READ_TOKEN)
+        ).status_code
+        == 403
+    )
 
 
 @pytest.mark.parametrize(

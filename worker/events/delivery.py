@@ -155,7 +155,8 @@ def deliver(job: JobContext, endpoint_id: str) -> Tally:
     """Send what is due for one endpoint until nothing is or the time budget is spent."""
     settings = job.settings
     total = Tally()
-    ttl = settings.delivery_budget_seconds + settings.delivery_timeout_seconds + 30
+    # Covers a whole run: the budget, a last round of requests, and the database around it.
+    ttl = settings.delivery_budget_seconds + 2 * settings.delivery_timeout_seconds + 5
     with leases.held(job.sessions, f"deliver:{endpoint_id}", ttl=ttl) as mine:
         if not mine:
             return total

@@ -13,7 +13,9 @@ from worker.events import addresses
 def resolves_to(*ips: str) -> addresses.Resolver:
     def resolve(host: str, port: int) -> list[Any]:
         family = socket.AF_INET6
-        return [(family if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ips]
+        return [
+            (family if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in ips
+        ]
 
     return resolve
 
@@ -47,7 +49,11 @@ def test_each_class_of_inside_address_is_refused(url: str, kind: str) -> None:
 
 def test_a_name_that_resolves_inside_is_refused_even_among_public_addresses() -> None:
     with pytest.raises(addresses.AddressRefused, match="private"):
-        addresses.check("https://hooks.example.com/x", allow_private=False, resolve=resolves_to("93.184.216.34", "10.0.0.7"))
+        addresses.check(
+            "https://hooks.example.com/x",
+            allow_private=False,
+            resolve=resolves_to("93.184.216.34", "10.0.0.7"),
+        )
 
 
 def test_a_public_address_is_accepted() -> None:

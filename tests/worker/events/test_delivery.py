@@ -14,7 +14,7 @@ from sqlalchemy.orm import sessionmaker
 from tests.factories import INSTANCE, Signer, changed, ingest
 from tests.sinks import Sink, dead_url, verify
 from tests.worker.conversation import conversation
-from worker.db import make_sessionmaker, session_scope, utcnow
+from worker.db import session_scope, utcnow
 from worker.events import delivery, dispatch, endpoints, history
 from worker.inbox.drain import drain_until_done
 from worker.jobs.context import JobContext
@@ -25,7 +25,9 @@ FAST = [0.05, 0.05, 0.05]
 
 
 @pytest.fixture
-def job(settings: Settings, clean_engine: Engine, run_tasks_with: Callable[[JobContext], JobContext]) -> JobContext:
+def job(
+    settings: Settings, clean_engine: Engine, run_tasks_with: Callable[[JobContext], JobContext]
+) -> JobContext:
     fast = changed(
         settings,
         endpoints_allow_private=True,
@@ -118,7 +120,9 @@ def test_an_endpoint_that_fails_then_recovers_gets_every_event_once_in_order(
         first = db.scalars(select(Delivery).order_by(Delivery.id)).first()
         assert first is not None and (first.state, first.attempts) == ("succeeded", 4)
         attempts = db.scalars(
-            select(DeliveryAttempt).where(DeliveryAttempt.delivery_id == first.id).order_by(DeliveryAttempt.id)
+            select(DeliveryAttempt)
+            .where(DeliveryAttempt.delivery_id == first.id)
+            .order_by(DeliveryAttempt.id)
         ).all()
         assert [a.status for a in attempts] == [503, 429, 500, 200]
         assert all(a.latency_ms >= 0 and a.response_excerpt == "ok" for a in attempts)
@@ -132,7 +136,9 @@ def test_a_4xx_fails_the_message_after_a_few_tries_and_the_next_ones_go(
     converse(job, signer)
     deliver_until_settled(job, endpoint_id)
     with session_scope(job.sessions) as db:
-        states = [(d.state, d.attempts, d.last_status) for d in db.scalars(select(Delivery).order_by(Delivery.id))]
+        states = [
+            (d.state, d.attempts, d.last_status) for d in db.scalars(select(Delivery).order_by(Delivery.id))
+        ]
     assert states[0] == ("failed", job.settings.delivery_4xx_attempts, 400)
     assert all(state == "succeeded" for state, _, _ in states[1:])
 
@@ -190,14 +196,21 @@ def test_filters_replay_and_rotation(job: JobContext, signer: Signer, sinks: Cal
         assert endpoint is not None
         new_secret = endpoints.rotate(endpoint, sealer=job.sealer, now=utcnow())
         count = history.replay(
-            db, endpoint, since=utcnow() - dt.timedelta(hours=1), until=None, types=["session.ended"], now=utcnow()
+            db,
+            endpoint,
+            since=utcnow() - dt.timedelta(hours=1),
+            until=None,
+            types=["session.ended"],
+            now=utcnow(),
         )
         assert count == 1
         assert db.scalars(select(Delivery).where(Delivery.endpoint_id == other)).first() is None
     delivery.deliver(job, endpoint_id)
     replayed = sink.received[-1]
     assert replayed.headers["webhook-id"] == first[-1][0]
-    assert verify(new_secret, replayed.headers, replayed.body) and verify(old_secret, replayed.headers, replayed.body)
+    assert verify(new_secret, replayed.headers, replayed.body) and verify(
+        old_secret, replayed.headers, replayed.body
+    )
 
 
 def test_secrets_are_sealed_at_rest(job: JobContext) -> None:

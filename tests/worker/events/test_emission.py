@@ -91,7 +91,9 @@ def test_callbacks_applied_again_tell_nothing_new(db: DbSession, signer: Signer,
     assert len(told(db)) == before
 
 
-def test_a_parked_callback_is_told_as_callback_failed(db: DbSession, signer: Signer, settings: Settings) -> None:
+def test_a_parked_callback_is_told_as_callback_failed(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
     keep_audio = settings.model_copy(update={"store_user_audio": True, "apply_max_attempts": 1})
     ingest(db, [signer.callback("AgentInstanceCreated", {}), signer.callback("UserAudioData", BAD_AUDIO)])
     apply_pending(db, keep_audio)
