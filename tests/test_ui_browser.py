@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import REDIS_URL, ROOT, wipe
-from tests.factories import APP_ID, CALLBACK_SECRET
+from tests.factories import APP_ID, CALLBACK_SECRET, Signer, apply_pending, ingest
 from tests.processes import Stack, stack_env
 from tests.seeded import SEEDS, Seed, seed_committed
-from worker.db import make_sessionmaker
-from worker.sessions.lifecycle import END_REASONS
+from worker.db import make_sessionmaker, session_scope
+from worker.sessions.lifecycle import END_REASONS, session_id_for
 from worker.settings import Settings
 
 pytest.importorskip("playwright")
@@ -197,3 +197,39 @@ def test_overview_draws_sessions_per_day_end_reasons_and_latency(page: Page, ser
     expect(page.locator("#kpis .kpi-value").first).to_have_text(str(len(SEEDS)))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "ui-overview.png"), full_page=True)
+
+
+def test_a_live_session_fills_in_as_it_happens(page: Page, served: str, engine: Engine) -> None:
+    """The session page follows the session's event stream: a new turn shows without a reload.
+
+    Last in this module: it adds a session to the seeded set the other tests count.
+    """
+    signer = Signer()
+    instance = "live-instance-4242"
+    factory = make_sessionmaker(engine)
+    settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), _env_file=None)
+
+    def arrive(*callbacks: tuple[str, dict[str, object]]) -> None:
+        with session_scope(factory) as db:
+            ingest(db, [signer.callback(event, data, instance=instance) for event, data in callbacks])
+            apply_pending(db, settings, instance=instance)
+
+    arrive(
+        ("AgentInstanceCreated", {}),
+        ("ASRResult", {"UserId": "guest", "Round": 1, "Text": "Is the pool open?"}),
+    )
+    session_id = session_id_for(APP_ID, instance)
+    enter_token(page, served)
+    page.goto(f"{served}/ui#/session/{session_id}")
+    chat = page.locator("#chat")
+    expect(chat.locator(".turn")).to_have_count(1)
+    expect(page.locator(".badge.live")).to_be_visible()
+
+    arrive(
+        ("LLMResult", {"Round": 1, "Text": "Yes, until ten tonight."}),
+        ("AgentInstanceStatus", {"Status": "IDLE", "Round": 1}),
+    )
+    expect(chat.locator(".turn.agent .bubble")).to_have_text("Yes, until ten tonight.", timeout=15_000)
+    arrive(("AgentInstanceDeleted", {"Code": 0}))
+    expect(page.locator(".badge.state-ended")).to_be_visible(timeout=15_000)
+    expect(page.locator(".badge.live")).to_have_count(0)

@@ -228,6 +228,35 @@ export async function renderSession(main, id, ctx) {
     h("div", { class: "session-body" }, h("div", { class: "conversation" }, h("h2", {}, "Conversation"), chat(turns, detail, start)), side),
     timelineTable(detail.timeline, start),
   );
+  if (!["ended", "failed"].includes(summary.state)) live(main, root, id, detail.last_event_id ?? null, ctx);
+}
+
+// A live session fills in as it happens: each event from the session's stream redraws the
+// page (once per burst) from the API, while this page is still the one shown.
+function live(main, root, id, lastEventId, ctx) {
+  const head = root.querySelector(".badges");
+  if (head) head.append(h("span", { class: "badge live", title: "following the session's events" }, "live"));
+  let timer = null;
+  let stopped = false;
+  const wanted = () => !stopped && ctx.current() && root.isConnected;
+  const redraw = async () => {
+    timer = null;
+    if (!wanted()) return;
+    stopped = true;
+    try {
+      const placeholder = h("div", {});
+      main.append(placeholder);
+      await renderSession(placeholder, id, ctx);
+      if (!ctx.current()) return placeholder.remove();
+      root.replaceWith(...placeholder.childNodes);
+      placeholder.remove();
+    } catch (error) {
+      if (ctx.current()) ctx.showError(root, error);
+    }
+  };
+  api.follow(`/v1/sessions/${encodeURIComponent(id)}/events`, lastEventId, () => {
+    if (timer === null) timer = setTimeout(redraw, 250);
+  }, wanted);
 }
 
 function durationOf(detail, start) {

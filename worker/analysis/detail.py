@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.analysis.latency import round_latencies
 from worker.analysis.summary import summaries
+from worker.events import outbox
 from worker.models import AgentException, AgentInstance, Session, TimelineEvent
 from worker.sessions.reading import describe
 
@@ -23,6 +24,8 @@ def session_detail(db: DbSession, session: Session) -> dict[str, Any]:
         {k: v for k, v in r.as_dict().items() if k != "session_id"}
         for r in round_latencies(db, session_id=session.id)
     ]
+    # A page showing this detail follows the session live from here (GET .../events).
+    body["last_event_id"] = outbox.last_id(db, session.id)
     return body
 
 

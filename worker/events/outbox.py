@@ -171,6 +171,16 @@ def after(
     return list(db.scalars(query.limit(limit)))
 
 
+def last_id(db: DbSession, session_id: str) -> int | None:
+    """The session's latest event (in commit order): where a page that has just read it streams from."""
+    return db.scalar(
+        select(OutboxEvent.id)
+        .where(OutboxEvent.session_id == session_id)
+        .order_by(OutboxEvent.txid.desc().nulls_last(), OutboxEvent.id.desc())
+        .limit(1)
+    )
+
+
 def as_message(event: OutboxEvent) -> dict[str, Any]:
     """The event as a webhook body and an SSE ``data:`` line carry it (Standard Webhooks' shape)."""
     return {
