@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import orjson
 import structlog
-from sqlalchemy import and_, exists, insert, select
+from sqlalchemy import and_, exists, func, insert, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session as DbSession
-from sqlalchemy.orm import aliased
 
 from worker.db import session_scope, utcnow
 from worker.events import endpoints, outbox, signing
@@ -45,22 +45,39 @@ def message_id(event_id: int) -> str:
 def due(
     db: DbSession, endpoint_id: str, *, now: dt.datetime, limit: int
 ) -> list[tuple[Delivery, OutboxEvent]]:
-    """Deliveries ready to go, each the oldest pending one of its session for this endpoint."""
-    earlier = aliased(Delivery)
-    waiting = exists().where(
-        earlier.endpoint_id == Delivery.endpoint_id,
-        earlier.session_id == Delivery.session_id,
-        earlier.state == DeliveryState.PENDING,
-        earlier.id < Delivery.id,
-    )
+    """Deliveries ready to go, each the oldest pending one of its session for this endpoint.
+
+    The heads of the sessions' queues come from one pass over the endpoint's pending
+    deliveries (DISTINCT ON along the partial index on endpoint, session, id); a correlated
+    "no earlier pending one" test reads the same but lets a planner with stale statistics pick
+    a nested loop that costs seconds on a backlog (measured with bench/outbound).
+    """
+    pending = (Delivery.endpoint_id == endpoint_id, Delivery.state == DeliveryState.PENDING)
+    with_session = (*pending, Delivery.session_id.is_not(None))
+    if db.get_bind().dialect.name == "postgresql":
+        heads = (
+            select(Delivery.id)
+            .where(*with_session)
+            .ext(distinct_on(Delivery.session_id))
+            .order_by(Delivery.session_id, Delivery.id)
+            .subquery()
+        )
+    else:  # SQLite has no DISTINCT ON: min() per group
+        heads = (
+            select(func.min(Delivery.id).label("id"))
+            .where(*with_session)
+            .group_by(Delivery.session_id)
+            .subquery()
+        )
+    chosen = select(heads.c.id)
+    sessionless = select(Delivery.id).where(*pending, Delivery.session_id.is_(None))
     rows = db.execute(
         select(Delivery, OutboxEvent)
         .join(OutboxEvent, OutboxEvent.id == Delivery.event_id)
         .where(
-            Delivery.endpoint_id == endpoint_id,
-            Delivery.state == DeliveryState.PENDING,
+            *pending,
             Delivery.next_attempt_at <= now,
-            ~waiting,
+            or_(Delivery.id.in_(chosen), Delivery.id.in_(sessionless)),
         )
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)

@@ -8,6 +8,8 @@ only the first KiB of an answer is kept, as an excerpt for the delivery log.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,15 +55,24 @@ async def _send_all(
         return [
             Answer(m.delivery_id, None, 0, error=f"blocked address: {exc.message}"[:256]) for m in messages
         ]
-    gate = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
+    # ``concurrency`` lanes, each with its own one-connection client taking messages off a queue:
+    # one shared pool of many connections costs httpcore a scan of every connection for every
+    # request state change (~10 ms of CPU per request at 32 connections, measured).
+    queue: asyncio.Queue[tuple[int, Message]] = asyncio.Queue()
+    for index, message in enumerate(messages):
+        queue.put_nowait((index, message))
+    answers: list[Answer | None] = [None] * len(messages)
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
-        async def one(message: Message) -> Answer:
-            async with gate:
-                return await _post(client, url, message, timeout)
+    async def lane() -> None:
+        client = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, verify=_tls())
+        async with client:
+            while not queue.empty():
+                index, message = queue.get_nowait()
+                answers[index] = await _post(client, url, message, timeout)
 
-        return list(await asyncio.gather(*(one(m) for m in messages)))
+    await asyncio.gather(*(lane() for _ in range(min(concurrency, len(messages)))))
+    return [answer for answer in answers if answer is not None]
 
 
 async def _post(client: httpx.AsyncClient, url: str, message: Message, timeout: float) -> Answer:
@@ -86,6 +97,12 @@ async def _post(client: httpx.AsyncClient, url: str, message: Message, timeout: 
         excerpt=response.text[:EXCERPT] or None,
         retry_after=_retry_after(response),
     )
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One verifying TLS context for every client: loading the CA bundle costs ~20 ms each time."""
+    return ssl.create_default_context()
 
 
 def _retry_after(response: httpx.Response) -> float | None:
