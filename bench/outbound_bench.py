@@ -48,7 +48,7 @@ def backlog(factory: object, sessions: int, events: int) -> int:
     """``sessions`` x ``events`` turn.completed events, committed a thousand at a time."""
     now = utcnow()
     made = []
-    for s in range(sessions):
+    for _ in range(sessions):
         session_id = str(uuid.uuid4())
         for n in range(events):
             data = {

@@ -10,6 +10,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 PG_URL = os.environ.get(
     "ROOMWARDEN_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/roomwarden_test"
@@ -32,6 +33,7 @@ from tests.deployment import deploy  # noqa: E402, F401
 from tests.emulator_fixture import emulator, emulator_factory  # noqa: E402, F401
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer  # noqa: E402
 from tests.processes import RedisServer, Stack  # noqa: E402
+from tests.sinks import Sink  # noqa: E402
 from worker.db import Base, make_engine  # noqa: E402
 from worker.jobs import context  # noqa: E402
 from worker.jobs.context import JobContext  # noqa: E402
@@ -173,6 +175,21 @@ def receiver_process(tmp_path: Path, database_url: str) -> Iterator[Callable[...
     yield start
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def sinks() -> Iterator[Callable[..., Sink]]:
+    """App endpoints (real HTTP servers) a test makes with ``sinks(answer=..., delay=...)``."""
+    made: list[Sink] = []
+
+    def make(**kwargs: Any) -> Sink:
+        sink = Sink(**kwargs).start()
+        made.append(sink)
+        return sink
+
+    yield make
+    for sink in made:
+        sink.stop()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -30,20 +30,6 @@ OUTBOUND = {
     "ROOMWARDEN_DELIVERY_TIMEOUT_SECONDS": "2",
     "ROOMWARDEN_DELIVERY_BUDGET_SECONDS": "2",
 }
-
-
-@pytest.fixture
-def sinks() -> Iterator[Callable[..., Sink]]:
-    made: list[Sink] = []
-
-    def make(**kwargs: Any) -> Sink:
-        sink = Sink(**kwargs).start()
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        sink.stop()
 
 
 def register(d: Deployment, url: str, **fields: Any) -> tuple[str, str]:
@@ -129,7 +115,7 @@ def test_exactly_one_session_ended_under_duplicates_and_a_recreation(
     session_id, first = start_in_room(d, "room_dup_events")
     d.control.callback_fault("duplicate", event="AgentInstanceDeleted")
     d.control.rtc_fault(first, 1205)
-    wait_until(lambda: d.control.callbacks("AgentInstanceDeleted"), 10, "the deletion callback")
+    wait_until(lambda: bool(d.control.callbacks("AgentInstanceDeleted")), 10, "the deletion callback")
     body = d.control.callbacks("AgentInstanceDeleted")[0]["body"]
     with httpx.Client(base_url=d.stack.url, timeout=10) as receiver:
         for _ in range(3):
@@ -188,7 +174,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(
     sink = sinks(delay=1.5)
     register(d, sink.url)
     session_id, instance = start_in_room(d, "room_kill")
-    wait_until(lambda: sink.received, 20, "a first request at the endpoint")
+    wait_until(lambda: bool(sink.received), 20, "a first request at the endpoint")
     d.stack.outbound.stop(signal.SIGKILL)  # mid-request: the endpoint is still sleeping
     talk(d, instance, [("Late checkout?", "Until noon.")])
     assert d.api.delete(f"/v1/sessions/{session_id}").status_code == 202

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     sweep_after_seconds: float = 5.0
     store_user_audio: bool = False
     user_audio_retention_days: int = 7
+    # Events out (outbox, deliveries, attempts) are kept this many days once none is pending.
+    event_retention_days: int = 30
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.events import fanout, outbox
@@ -134,6 +134,35 @@ def send_test(db: DbSession, endpoint: Endpoint, *, now: dt.datetime) -> int:
     db.add(delivery)
     db.flush()
     return delivery.id
+
+
+def purge_expired(db: DbSession, *, now: dt.datetime, retention_days: int, batch: int = 5000) -> int:
+    """Events older than the retention, with their deliveries and attempts; never one still pending.
+
+    An event is the app's record only until it was delivered; what it said stays in the tables
+    it came from (sessions, turns, actions). ``retention_days`` 0 keeps them for ever.
+    """
+    if retention_days <= 0:
+        return 0
+    still_pending = select(Delivery.event_id).where(Delivery.state == DeliveryState.PENDING)
+    ids = list(
+        db.scalars(
+            select(OutboxEvent.id)
+            .where(
+                OutboxEvent.occurred_at < now - dt.timedelta(days=retention_days),
+                OutboxEvent.id.not_in(still_pending),
+            )
+            .order_by(OutboxEvent.id)
+            .limit(batch)
+        )
+    )
+    if ids:
+        # Attempts, then deliveries, then events: no reliance on ON DELETE CASCADE being enforced.
+        deliveries = select(Delivery.id).where(Delivery.event_id.in_(ids))
+        db.execute(delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(deliveries)))
+        db.execute(delete(Delivery).where(Delivery.event_id.in_(ids)))
+        db.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(ids)))
+    return len(ids)
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -8,7 +8,8 @@ sentences reference it, and its dedup key still turns away a late duplicate. A r
 sessions with purged callbacks as they are (see worker/sessions/rebuild.py): they cannot be re-derived.
 
 User audio has its own, shorter retention (``ROOMWARDEN_USER_AUDIO_RETENTION_DAYS``) and is
-purged here too, through ``audio.purge_expired``.
+purged here too, through ``audio.purge_expired``; so are delivered events past
+``ROOMWARDEN_EVENT_RETENTION_DAYS`` (``history.purge_expired``).
 
 Pending and failed callbacks are never purged: the first are yet to be applied, the second are
 waiting for an operator to look at them.
@@ -24,6 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import id_in, session_scope, utcnow
+from worker.events import history
 from worker.jobs import leases
 from worker.models import InboxCallback, InboxState
 from worker.sessions import audio
@@ -71,12 +73,13 @@ def purge(db: DbSession, now: dt.datetime, settings: Settings, *, batch: int = 5
             )
         payloads = len(ids)
     user_audio = audio.purge_expired(db, now=now, retention_days=settings.user_audio_retention_days)
-    return {"payloads": payloads, "user_audio": user_audio}
+    events = history.purge_expired(db, now=now, retention_days=settings.event_retention_days, batch=batch)
+    return {"payloads": payloads, "user_audio": user_audio, "events": events}
 
 
 def purge_all(job: JobContext) -> dict[str, int]:
     """The hourly job: batches of :func:`purge`, one transaction each, under a lease."""
-    totals = {"payloads": 0, "user_audio": 0}
+    totals = {"payloads": 0, "user_audio": 0, "events": 0}
     with leases.held(job.sessions, "purge-retention", LEASE_SECONDS) as mine:
         if not mine:
             return totals
@@ -85,7 +88,7 @@ def purge_all(job: JobContext) -> dict[str, int]:
                 counts = purge(db, utcnow(), job.settings, batch=BATCH)
             for key, value in counts.items():
                 totals[key] += value
-            if counts["payloads"] < BATCH:
+            if counts["payloads"] < BATCH and counts["events"] < BATCH:
                 break
     if any(totals.values()):
         log.info("retention_purged", **totals)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from cryptography.fernet import Fernet
@@ -37,20 +37,6 @@ def job(
         secret_key=Fernet.generate_key().decode(),
     )
     return run_tasks_with(JobContext.from_settings(fast))
-
-
-@pytest.fixture
-def sinks() -> Iterator[Callable[..., Sink]]:
-    made: list[Sink] = []
-
-    def make(**kwargs: object) -> Sink:
-        sink = Sink(**kwargs).start()  # type: ignore[arg-type]
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        sink.stop()
 
 
 def register(job: JobContext, url: str, **fields: object) -> tuple[str, str]:
@@ -218,3 +204,23 @@ def test_secrets_are_sealed_at_rest(job: JobContext) -> None:
     with session_scope(job.sessions) as db:
         stored = db.scalars(select(Endpoint.secret).where(Endpoint.id == endpoint_id)).one()
         assert secret not in stored and stored.startswith("sealed:")
+
+
+def test_delivered_events_are_purged_after_their_retention_and_pending_ones_are_kept(
+    job: JobContext, signer: Signer, sinks: Callable[..., Sink]
+) -> None:
+    sink = sinks()
+    endpoint_id, _ = register(job, sink.url)
+    converse(job, signer)
+    deliver_until_settled(job, endpoint_id)
+    with session_scope(job.sessions) as db:
+        kept = db.scalars(select(Delivery).order_by(Delivery.id.desc())).first()
+        assert kept is not None
+        kept.state = "pending"  # as if its endpoint were still down
+        kept_event = kept.event_id
+    with session_scope(job.sessions) as db:
+        assert history.purge_expired(db, now=utcnow() + dt.timedelta(days=29), retention_days=30) == 0
+        purged = history.purge_expired(db, now=utcnow() + dt.timedelta(days=31), retention_days=30)
+        assert purged == len(sink.received) - 1
+        assert db.scalars(select(OutboxEvent.id)).all() == [kept_event]
+        assert db.scalars(select(DeliveryAttempt.delivery_id)).all() == [kept.id]
