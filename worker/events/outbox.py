@@ -27,6 +27,7 @@ from worker.models import OutboxEvent
 # Postgres wakes the live streams of every web process through this channel (webhooks/events.py).
 CHANNEL = "roomwarden_events"
 _QUIET = "roomwarden.events.quiet"
+_NOTIFIED = "roomwarden.events.notified"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,11 @@ def emit(db: DbSession, events: Sequence[Event]) -> None:
             for e in events
         ],
     )
-    if dialect == "postgresql":
-        # Delivered at commit, once per transaction whatever the number of events.
+    transaction = db.get_transaction()
+    if dialect == "postgresql" and db.info.get(_NOTIFIED) is not transaction:
+        # Delivered at commit; once per transaction is enough to wake every stream.
         db.execute(text(f"NOTIFY {CHANNEL}"))
+        db.info[_NOTIFIED] = transaction
 
 
 @contextmanager

@@ -10,8 +10,9 @@ event: each turn is announced once, and never after its session's ``session.ende
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.events.outbox import Event, emit
@@ -34,15 +35,30 @@ def about(session: Session, agent_instance_id: str | None) -> dict[str, object]:
 
 def complete(db: DbSession, session: Session, instance: AgentInstance, through: int) -> None:
     """Announce the instance's turns of Rounds after its mark, up to ``through``, in order."""
-    done = instance.completed_round
-    if done is not None and through <= done:
+    complete_many(db, [(session, instance, through)])
+
+
+def complete_many(db: DbSession, marks: Sequence[tuple[Session, AgentInstance, int]]) -> None:
+    """``complete`` for several instances at once: one query and one insert for a whole drain batch."""
+    moving = [
+        (s, i, through) for s, i, through in marks if i.completed_round is None or through > i.completed_round
+    ]
+    if not moving:
         return
-    query = select(Turn).where(Turn.instance_id == instance.id, Turn.round <= through)
-    if done is not None:
-        query = query.where(Turn.round > done)
-    turns = list(db.scalars(query.order_by(Turn.round, Turn.speaker.desc())))  # user before agent
-    instance.completed_round = through
-    emit(db, [_event(session, instance, turn) for turn in turns if turn.text or turn.interrupted])
+    ranges = [
+        and_(Turn.instance_id == i.id, Turn.round <= through, Turn.round > (i.completed_round or -(2**63)))
+        for _, i, through in moving
+    ]
+    found: dict[int, list[Turn]] = {}
+    # user before agent within a Round
+    for turn in db.scalars(select(Turn).where(or_(*ranges)).order_by(Turn.round, Turn.speaker.desc())):
+        found.setdefault(turn.instance_id, []).append(turn)
+    events: list[Event] = []
+    for session, instance, through in moving:
+        instance.completed_round = through
+        told = [t for t in found.get(instance.id, []) if t.text or t.interrupted]
+        events.extend(_event(session, instance, turn) for turn in told)
+    emit(db, events)
 
 
 def _event(session: Session, instance: AgentInstance, turn: Turn) -> Event:

@@ -327,10 +327,10 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
         db.execute(insert(model), rows)
     transcripts.settle_agent_text(db, streams)
     db.flush()
+    marks = [(s.session, s.instance, s.complete_through) for s in streams if s.complete_through is not None]
+    turn_events.complete_many(db, marks)  # before any session.ended of this batch
     for stream in streams:
-        if stream.complete_through is not None:
-            turn_events.complete(db, stream.session, stream.instance, stream.complete_through)
-            stream.complete_through = None
+        stream.complete_through = None
         lifecycle.refresh_session_state(db, stream)
     db.flush()
 
