@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from webhooks.api import json_body
 from webhooks.auth import authorized
-from webhooks.queries import bounded, choice, invalid_query, json
+from webhooks.queries import bounded, choice, invalid_query, json, read
 from webhooks.receiver import error
 from worker.analysis import catalog
 from worker.db import session_scope, utcnow
@@ -82,14 +82,14 @@ async def create_endpoint(request: Request) -> Response:
 
 @authorized
 async def list_endpoints(request: Request) -> Response:
-    return await _write(
+    return await read(
         request, lambda db: json({"endpoints": [endpoints.describe(e) for e in endpoints.listed(db)]})
     )
 
 
 @authorized
 async def get_endpoint(request: Request) -> Response:
-    return await _write(request, _with_endpoint(request, lambda db, e: json(endpoints.describe(e))))
+    return await read(request, _with_endpoint(request, lambda db, e: json(endpoints.describe(e))))
 
 
 @authorized
@@ -164,7 +164,7 @@ async def list_deliveries(request: Request) -> Response:
         next_before = found[-1]["id"] if len(found) == limit else None
         return json({"deliveries": found, "next_before": next_before})
 
-    return await _write(request, _with_endpoint(request, page))
+    return await read(request, _with_endpoint(request, page))
 
 
 @authorized
@@ -179,7 +179,7 @@ async def get_delivery(request: Request) -> Response:
         found = history.detail(db, endpoint.id, delivery_id)
         return error(404, "not_found", "no delivery with that id") if found is None else json(found)
 
-    return await _write(request, _with_endpoint(request, show))
+    return await read(request, _with_endpoint(request, show))
 
 
 @authorized
