@@ -77,7 +77,7 @@ def run(
         bool, typer.Option("--emulator", help="Point roomwarden at a local vendor emulator.")
     ] = False,
 ) -> None:
-    """Run the receiver, a worker and beat together, on the embedded default unless configured."""
+    """Run the receiver, the workers (callbacks, events out) and beat; the embedded default unless set."""
     raise typer.Exit(_serve(host, port, demo=demo, emulator=demo or with_emulator, stay=True))
 
 
@@ -122,7 +122,7 @@ def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, st
                     f"\nLook at it in the analyst page: {url}/ui (it asks for ROOMWARDEN_READ_TOKEN,"
                     " in var/dev-credentials.json unless you set it)."
                 )
-                typer.echo("Still running: Ctrl-C stops receiver, worker, beat and the emulator.")
+                typer.echo("Still running: Ctrl-C stops receiver, workers, beat and the emulator.")
             return stay
 
     log_dir = Path("var/logs") if demo else None

@@ -1,6 +1,6 @@
-"""``roomwarden run``: receiver, worker and beat as child processes, stopped together on Ctrl-C.
+"""``roomwarden run``: receiver, worker, beat and outbound as child processes, stopped together on Ctrl-C.
 
-The same three processes the Procfile names, so that what a newcomer runs is what production
+The same processes the Procfile names, so that what a newcomer runs is what production
 runs, only on the embedded SQLite database and broker.
 """
 
@@ -141,7 +141,7 @@ def supervise(
     log_dir: Path | None = None,
     extra: dict[str, list[str]] | None = None,
 ) -> int:
-    """Start the three processes; return when one dies or on SIGINT/SIGTERM, stopping the rest."""
+    """Start the processes; return when one dies or on SIGINT/SIGTERM, stopping the rest."""
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
