@@ -75,6 +75,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """A time as the API and events show it (ISO 8601), None staying None."""
+    return value.isoformat() if value is not None else None
+
+
 def from_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 

@@ -6,7 +6,6 @@ wherever it is seen.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,11 +13,8 @@ from sqlalchemy import Row, and_, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm import Session as DbSession
 
+from worker.db import iso
 from worker.models import AgentException, AgentInstance, Session, Turn
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def summaries(db: DbSession, ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -100,8 +96,8 @@ def _summary(
         "end_reason": row.end_reason,
         "end_code": row.end_code,
         "flag": row.flag,
-        "started_at": _iso(row.started_at or row.created_at),
-        "ended_at": _iso(row.ended_at),
+        "started_at": iso(row.started_at or row.created_at),
+        "ended_at": iso(row.ended_at),
         "duration_seconds": duration,
         "turns": total,
         "user_turns": users,

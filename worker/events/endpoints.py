@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from worker.db import iso
 from worker.events import addresses, signing
 from worker.models import Endpoint
 from worker.sealing import SEALED, Sealer
@@ -184,9 +185,9 @@ def describe(endpoint: Endpoint, secret: str | None = None) -> dict[str, Any]:
         "enabled": endpoint.enabled,
         "disabled_reason": endpoint.disabled_reason,
         "secret": secret or SHOWN,
-        "previous_secret_until": _iso(endpoint.previous_secret_until),
-        "created_at": _iso(endpoint.created_at),
-        "updated_at": _iso(endpoint.updated_at),
+        "previous_secret_until": iso(endpoint.previous_secret_until),
+        "created_at": iso(endpoint.created_at),
+        "updated_at": iso(endpoint.updated_at),
     }
 
 
@@ -203,7 +204,3 @@ def _open(stored: str, sealer: Sealer | None) -> str:
         raise EndpointError("secret", "the endpoint's secret is sealed and ROOMWARDEN_SECRET_KEY is not set")
     opened = sealer.unseal({"s": {SEALED: stored.removeprefix(_SEALED)}})["s"]
     return str(opened)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None

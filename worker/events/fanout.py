@@ -52,7 +52,8 @@ def fan_out(db: DbSession, *, now: dt.datetime, limit: int = BATCH) -> tuple[Cou
     """One batch of new events into deliveries; (new deliveries per endpoint, whether more wait)."""
     cursor = db.get(OutboxCursor, CURSOR, with_for_update=True)
     if cursor is None:
-        cursor = OutboxCursor(name=CURSOR, **_start(db))
+        # A first run starts at the beginning: the outbox holds only what happened since 0007.
+        cursor = OutboxCursor(name=CURSOR, txid=outbox.START.txid, event_id=outbox.START.id)
         db.add(cursor)
     events = outbox.after(db, Position(cursor.txid, cursor.event_id), limit=limit)
     if not events:
@@ -64,8 +65,3 @@ def fan_out(db: DbSession, *, now: dt.datetime, limit: int = BATCH) -> tuple[Cou
     last = outbox.position(db, events[-1])
     cursor.txid, cursor.event_id = last.txid, last.id
     return Counter(str(row["endpoint_id"]) for row in rows), len(events) == limit
-
-
-def _start(db: DbSession) -> dict[str, int]:
-    """A first run starts at the beginning: the outbox holds only what happened since 0007."""
-    return {"txid": outbox.START.txid, "event_id": outbox.START.id}

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session as DbSession
 
+from worker.db import iso
 from worker.events import fanout, outbox
 from worker.events.outbox import Event
 from worker.models import Delivery, DeliveryAttempt, DeliveryState, Endpoint, OutboxEvent
@@ -72,12 +73,12 @@ def describe(delivery: Delivery, event_type: str) -> dict[str, Any]:
         "session_id": delivery.session_id,
         "state": delivery.state,
         "attempts": delivery.attempts,
-        "next_attempt_at": _iso(delivery.next_attempt_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
         "last_status": delivery.last_status,
         "last_error": delivery.last_error,
         "replay": delivery.replay,
-        "created_at": _iso(delivery.created_at),
-        "finished_at": _iso(delivery.finished_at),
+        "created_at": iso(delivery.created_at),
+        "finished_at": iso(delivery.finished_at),
     }
 
 
@@ -163,7 +164,3 @@ def purge_expired(db: DbSession, *, now: dt.datetime, retention_days: int, batch
         db.execute(delete(Delivery).where(Delivery.event_id.in_(ids)))
         db.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(ids)))
     return len(ids)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
+from worker.db import iso
 from worker.events import turns
 from worker.events.outbox import Event, emit
 from worker.models import AgentInstance, Session, SessionState, Turn
@@ -61,7 +62,7 @@ def changed(
             instance_id,
             key=f"{session.id}:{instance_id}",
             reason=session.policy_reason,
-            recovering_since=_iso(session.recovering_since),
+            recovering_since=iso(session.recovering_since),
         )
         emit(db, [recovering])
     elif state == SessionState.ENDED:
@@ -96,8 +97,8 @@ def _ended(db: DbSession, session: Session, instance_id: str | None, learned: st
         end_reason=session.end_reason,
         end_code=session.end_code,
         learned=learned,
-        started_at=_iso(started),
-        ended_at=_iso(ended),
+        started_at=iso(started),
+        ended_at=iso(ended),
         duration_seconds=(ended - started).total_seconds() if started and ended else None,
         turn_count=count,
     )
@@ -125,7 +126,3 @@ def _current(instances: Sequence[AgentInstance]) -> AgentInstance | None:
         return None
     floor = dt.datetime.min.replace(tzinfo=dt.UTC)
     return max(pool, key=lambda i: (i.first_seen_at or i.created_at or floor, i.id or 0))
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None

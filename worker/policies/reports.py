@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from worker.db import iso
 from worker.models import (
     ActionKind,
     ActionState,
@@ -37,10 +38,6 @@ OVER = (SessionState.ENDED, SessionState.FAILED)
 
 class ManualError(ValueError):
     """A policy run by hand that cannot apply to this session; the message says why."""
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def list_actions(
@@ -86,10 +83,10 @@ def action_dict(a: PolicyAction) -> dict[str, Any]:
         "inputs": a.inputs,
         "result": a.result,
         "error": a.error,
-        "created_at": _iso(a.created_at),
-        "not_before": _iso(a.not_before),
-        "claimed_at": _iso(a.claimed_at),
-        "finished_at": _iso(a.finished_at),
+        "created_at": iso(a.created_at),
+        "not_before": iso(a.not_before),
+        "claimed_at": iso(a.claimed_at),
+        "finished_at": iso(a.finished_at),
     }
 
 
@@ -102,7 +99,7 @@ def short_actions(db: DbSession, session_id: str, limit: int = 10) -> list[dict[
             "reason": a.reason,
             "state": a.state,
             "dry_run": a.dry_run,
-            "created_at": _iso(a.created_at),
+            "created_at": iso(a.created_at),
         }
         for a in list_actions(db, session_id=session_id, limit=limit)
     ]
@@ -143,17 +140,17 @@ def why(db: DbSession, session: Session) -> dict[str, Any]:
         "policy_reason": session.policy_reason,
         "flag": session.flag,
         "failure_message": session.failure_message,
-        "recovering_since": _iso(session.recovering_since),
-        "queued_at": _iso(session.queued_at),
-        "ended_at": _iso(session.ended_at),
+        "recovering_since": iso(session.recovering_since),
+        "queued_at": iso(session.queued_at),
+        "ended_at": iso(session.ended_at),
         "deciding_action": action_dict(deciding) if deciding else None,
         "actions": [action_dict(a) for a in actions],
         "instances": [
             {
                 "agent_instance_id": i.agent_instance_id,
                 "state": i.state,
-                "created_at": _iso(i.created_at),
-                "deleted_at": _iso(i.deleted_at),
+                "created_at": iso(i.created_at),
+                "deleted_at": iso(i.deleted_at),
                 "delete_code": i.delete_code,
                 "delete_reason": lifecycle.end_reason(i.delete_code) if i.delete_code is not None else None,
             }
@@ -169,7 +166,7 @@ def _because(
     if state == SessionState.FAILED:
         return f"the vendor refused to start it: {session.failure_message or session.end_reason}"
     if state == SessionState.QUEUED:
-        return f"waiting for a free slot under the quota since {_iso(session.queued_at)}"
+        return f"waiting for a free slot under the quota since {iso(session.queued_at)}"
     if state == SessionState.RECOVERING:
         step = f" (action #{pending.id} {pending.kind}, {pending.state})" if pending else ""
         return f"its agent is gone and a policy is bringing one back{step}"
@@ -309,7 +306,7 @@ def _idle(
     if since is None:
         return "nothing: no user speech and no start time to count from"
     due = since + dt.timedelta(seconds=policy.idle.after_seconds)
-    return f"nothing: quiet since {_iso(since)}, recycled from {_iso(due)}"
+    return f"nothing: quiet since {iso(since)}, recycled from {iso(due)}"
 
 
 def _max_length(
@@ -326,7 +323,7 @@ def _max_length(
     if session.started_at is None:
         return "nothing: not started yet"
     due = session.started_at + dt.timedelta(seconds=policy.max_length.seconds)
-    return f"nothing: started {_iso(session.started_at)}, too long from {_iso(due)}"
+    return f"nothing: started {iso(session.started_at)}, too long from {iso(due)}"
 
 
 def run_by_hand(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from worker.db import iso
 from worker.models import AgentException, AgentInstance, Provider, Session
 from worker.policies.reports import short_actions
 from worker.sealing import redact
@@ -26,10 +26,6 @@ def find_session(db: DbSession, key: str) -> Session | None:
         .where(AgentInstance.agent_instance_id == key)
         .limit(1)
     ).one_or_none()
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def _join(session: Session) -> dict[str, Any] | None:
@@ -74,12 +70,12 @@ def describe(db: DbSession, session: Session) -> dict[str, Any]:
         "end_reason": session.end_reason,
         "end_code": session.end_code,
         "failure_message": session.failure_message,
-        "end_requested_at": _iso(session.end_requested_at),
+        "end_requested_at": iso(session.end_requested_at),
         # What policies made of it: why they ended it, what to look at, a recovery or queue wait.
         "policy_reason": session.policy_reason,
         "flag": session.flag,
-        "recovering_since": _iso(session.recovering_since),
-        "queued_at": _iso(session.queued_at),
+        "recovering_since": iso(session.recovering_since),
+        "queued_at": iso(session.queued_at),
         "join": _join(session),
         # The request that started it, vendor secrets shown as "***".
         "spec": redact(session.spec) if session.spec is not None else None,
@@ -88,22 +84,22 @@ def describe(db: DbSession, session: Session) -> dict[str, Any]:
         "user_id": session.user_id,
         "agent_id": session.agent_id,
         "agent_name": session.agent_name,
-        "created_at": _iso(session.created_at),
-        "started_at": _iso(session.started_at),
-        "ended_at": _iso(session.ended_at),
-        "last_activity_at": _iso(session.last_activity_at),
-        "last_user_speech_at": _iso(session.last_user_speech_at),
+        "created_at": iso(session.created_at),
+        "started_at": iso(session.started_at),
+        "ended_at": iso(session.ended_at),
+        "last_activity_at": iso(session.last_activity_at),
+        "last_user_speech_at": iso(session.last_user_speech_at),
         "instances": [
             {
                 "agent_instance_id": i.agent_instance_id,
                 "state": i.state,
                 "agent_user_id": i.agent_user_id,
-                "created_at": _iso(i.created_at),
-                "deleted_at": _iso(i.deleted_at),
+                "created_at": iso(i.created_at),
+                "deleted_at": iso(i.deleted_at),
                 "delete_code": i.delete_code,
                 "latency": i.latency,
                 "status": i.status,
-                "last_event_at": _iso(i.last_event_at),
+                "last_event_at": iso(i.last_event_at),
             }
             for i in instances
         ],
@@ -114,7 +110,7 @@ def describe(db: DbSession, session: Session) -> dict[str, Any]:
                 "family": e.family,
                 "message": e.message,
                 "round": e.round,
-                "at": _iso(e.at),
+                "at": iso(e.at),
             }
             for e, instance_id in exceptions
         ],
