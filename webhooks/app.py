@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from webhooks import analysis, api, endpoints, events, exports, health, receiver, ui
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
+from webhooks.request_ids import RequestIds
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
 from worker.policies.config import book_for
@@ -83,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             enqueuer.stop()
             engine.dispose()
 
-    return Starlette(routes=ROUTES, lifespan=lifespan)
+    return Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RequestIds)])
 
 
 def _inbox_writer(

@@ -10,8 +10,16 @@ from __future__ import annotations
 import gc
 from typing import Any
 
+import structlog
 from celery import Celery
-from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 
 from worker.db import private_sqlite_file
 from worker.logging import configure_logging
@@ -76,6 +84,18 @@ app = create_celery()
 @setup_logging.connect
 def _configure_logging(**_kwargs: Any) -> None:
     configure_logging(get_settings())
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_kwargs: Any) -> None:
+    # Every line a task logs names it; whatever an earlier task left behind is gone first.
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task_name=getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _unbind_task(**_kwargs: Any) -> None:
+    structlog.contextvars.clear_contextvars()
 
 
 @worker_init.connect

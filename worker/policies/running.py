@@ -42,15 +42,14 @@ def run(job: JobContext, action_id: int) -> Ran:
         )
     if claimed is None:
         return Ran("skipped")
-    structlog.contextvars.bind_contextvars(
-        session_id=claimed.session_id, action_id=action_id, action=claimed.kind.value
-    )
-    outcome = actions.execute(claimed, job.vendors)
-    with session_scope(job.sessions) as db:
-        follow_up = actions.finish(
-            db, claimed, outcome, now=utcnow(), max_attempts=job.settings.action_max_attempts
-        )
-    log.info("policy_action_run", outcome=outcome.state, reason=claimed.reason)
+    fields = {"session_id": claimed.session_id, "action_id": action_id, "action": claimed.kind.value}
+    with structlog.contextvars.bound_contextvars(**fields):  # this action's lines only
+        outcome = actions.execute(claimed, job.vendors)
+        with session_scope(job.sessions) as db:
+            follow_up = actions.finish(
+                db, claimed, outcome, now=utcnow(), max_attempts=job.settings.action_max_attempts
+            )
+        log.info("policy_action_run", outcome=outcome.state, reason=claimed.reason)
     return Ran(str(outcome.state), follow_up)
 
 

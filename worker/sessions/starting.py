@@ -284,8 +284,10 @@ def start(job: JobContext, session_id: str) -> StartOutcome:
         return StartOutcome("retry", admission.actions, retry_in=admission.retry_in)
     if order is None:
         return StartOutcome("queued" if admission.queued else "skipped", admission.actions)
-    structlog.contextvars.bind_contextvars(session_id=session_id, provider=order.provider.value)
-    outcome = _call(job, order)
+    # Bound for this call only: a worker process runs many tasks, and a field left behind would
+    # label every later log line with a session it has nothing to do with.
+    with structlog.contextvars.bound_contextvars(session_id=session_id, provider=order.provider.value):
+        outcome = _call(job, order)
     return StartOutcome(
         outcome.result,
         admission.actions,

@@ -177,3 +177,21 @@ def test_a_start_zego_refuses_for_quota_is_queued_then_started(
     assert tasks.start_session.run(session_id) == "started"
     with session_scope(factory) as db:
         assert db.get_one(Session, session_id).provisioned_at is not None
+
+
+def test_a_start_s_log_fields_do_not_outlive_it(
+    clean_engine: Engine, emulated_settings: Settings, run_tasks_with: Callable[[JobContext], JobContext]
+) -> None:
+    """After a start, the next line the worker process logs is not labelled with that session."""
+    import structlog
+
+    from worker import tasks
+
+    job = run_tasks_with(JobContext.from_settings(emulated_settings))
+    with session_scope(job.sessions) as db:
+        session_id = requested(db, 3).id
+
+    structlog.contextvars.clear_contextvars()
+    assert tasks.start_session.run(session_id) == "started"
+    left = structlog.contextvars.get_contextvars()
+    assert not {"session_id", "provider"} & set(left), left
