@@ -9,6 +9,7 @@ beyond the one database and the one Redis db each benchmark names.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -170,8 +171,16 @@ def uvicorn_argv(app: str, port: int) -> list[str]:
     return [str(VENV_BIN / "uvicorn"), app, "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS]
 
 
+# Production mode (Postgres) refuses to start without these; one set for every process of a run.
+_RUN_SECRETS = {
+    "ROOMWARDEN_SECRET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+    "ROOMWARDEN_API_TOKEN": base64.urlsafe_b64encode(os.urandom(18)).decode(),
+}
+
+
 def child_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMWARDEN_")}
+    env.update(_RUN_SECRETS)
     env.update(overrides)
     env["PYTHONUNBUFFERED"] = "1"
     return env

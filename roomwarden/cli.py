@@ -92,7 +92,7 @@ def demo_command(
 
 def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, stay: bool) -> int:
     from roomwarden import devsecrets, runner
-    from worker.settings import Settings
+    from worker.settings import ProductionMisconfigured, Settings
 
     env = devsecrets.apply_defaults()
     extra: dict[str, list[str]] = {}
@@ -106,6 +106,10 @@ def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, st
         env.setdefault("ROOMWARDEN_ENDPOINTS_ALLOW_PRIVATE", "true")  # the demo's endpoint is local
     os.environ.update(env)
     settings = Settings()
+    missing = settings.missing_for_production(serves_api=True)
+    if missing:
+        typer.echo(str(ProductionMisconfigured(missing)), err=True)
+        return 2
     _migrate(settings.database_url)
     typer.echo(f"database: {_redact(settings.database_url)}  broker: {_redact(settings.broker_url)}")
     if control_url:
@@ -165,11 +169,16 @@ def session(key: Annotated[str, typer.Argument(help="A session id or an AgentIns
 
 @app.command()
 def rebuild() -> None:
-    """Re-derive every session and transcript from the stored callbacks. Stop the workers first."""
+    """Re-derive every session and transcript from the stored callbacks (refused while workers run)."""
+    from worker.sessions.rebuild import WorkersRunning
     from worker.sessions.rebuild import rebuild as do_rebuild
     from worker.settings import get_settings
 
-    applied = do_rebuild(_factory(), get_settings())
+    try:
+        applied = do_rebuild(_factory(), get_settings())
+    except WorkersRunning as exc:
+        typer.echo(f"roomwarden: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"rebuilt from the inbox: {applied} callbacks applied")
 
 

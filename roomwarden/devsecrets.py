@@ -1,7 +1,9 @@
 """Credentials for the embedded default, so that ``roomwarden run`` works with nothing configured.
 
 They are random, made once per checkout under ``var/``, and used only for what the environment
-leaves unset: a real deployment sets its own through ``ROOMWARDEN_*`` and never sees these.
+leaves unset, and only with the embedded SQLite database. A Postgres database means production,
+maybe several hosts: secrets made up on one host could not unseal what another sealed, so there
+``roomwarden run`` refuses to start without its own (``worker.settings.require_production``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def load_or_create(path: Path = DEV_FILE) -> dict[str, str]:
 def apply_defaults(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Fill in the dev credentials the environment does not set; returns the resulting environment."""
     env = dict(os.environ if environ is None else environ)
+    if not env.get("ROOMWARDEN_DATABASE_URL", "sqlite").startswith("sqlite"):
+        return env  # production: nothing invented (see the module's docstring)
     if "ROOMWARDEN_ZEGO_APPS" in env or "ROOMWARDEN_ZEGO_CALLBACK_SECRET" in env:
         keep = ("ROOMWARDEN_API_TOKEN", "ROOMWARDEN_READ_TOKEN", "ROOMWARDEN_SECRET_KEY")
         dev = {k: v for k, v in load_or_create().items() if k in keep}

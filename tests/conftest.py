@@ -19,6 +19,10 @@ REDIS_URL = os.environ.get("ROOMWARDEN_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 # Read by worker.celery_app at import: tests publish to the test Redis database, never a real one.
 os.environ.setdefault("ROOMWARDEN_BROKER_URL", REDIS_URL)
 os.environ.setdefault("ROOMWARDEN_DATABASE_URL", PG_URL)
+# Production mode (a Postgres database) refuses to start a process without a secret key; every
+# process a test starts inherits this one.
+SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LTAxMjM0NTY3ODlhYmNkZWY="
+os.environ.setdefault("ROOMWARDEN_SECRET_KEY", SECRET_KEY)
 
 import pytest  # noqa: E402
 import redis  # noqa: E402
@@ -115,6 +119,7 @@ def settings(database_url: str) -> Settings:
         zego_app_id=APP_ID,
         zego_callback_secret=CALLBACK_SECRET,
         api_token=API_TOKEN,
+        secret_key=SECRET_KEY,
         apply_retry_base_seconds=0.01,
         _env_file=None,  # type: ignore[call-arg]
     )
@@ -164,6 +169,7 @@ def receiver_process(tmp_path: Path, database_url: str) -> Iterator[Callable[...
             "ROOMWARDEN_ZEGO_APP_ID": str(APP_ID),
             "ROOMWARDEN_ZEGO_CALLBACK_SECRET": CALLBACK_SECRET,
             "ROOMWARDEN_API_TOKEN": API_TOKEN,
+            "ROOMWARDEN_SECRET_KEY": SECRET_KEY,
             "ROOMWARDEN_LOG_FORMAT": "json",
             **{f"ROOMWARDEN_{name.upper()}": value for name, value in overrides.items()},
         }

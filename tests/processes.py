@@ -85,7 +85,7 @@ class RedisServer(Process):
 
 def stack_env(database_url: str, broker_url: str) -> dict[str, str]:
     """A deployment's environment for tests: the test app and token, and a sweeper in a hurry."""
-    from tests.conftest import API_TOKEN
+    from tests.conftest import API_TOKEN, SECRET_KEY
     from tests.factories import APP_ID, CALLBACK_SECRET
 
     return {
@@ -95,6 +95,7 @@ def stack_env(database_url: str, broker_url: str) -> dict[str, str]:
         "ROOMWARDEN_ZEGO_APP_ID": str(APP_ID),
         "ROOMWARDEN_ZEGO_CALLBACK_SECRET": CALLBACK_SECRET,
         "ROOMWARDEN_API_TOKEN": API_TOKEN,
+        "ROOMWARDEN_SECRET_KEY": SECRET_KEY,
         "ROOMWARDEN_SWEEP_INTERVAL_SECONDS": "0.5",
         "ROOMWARDEN_SWEEP_AFTER_SECONDS": "1",
         "ROOMWARDEN_LOG_FORMAT": "json",

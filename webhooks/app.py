@@ -19,7 +19,7 @@ from worker.logging import configure_logging
 from worker.policies.config import book_for
 from worker.sealing import Sealer
 from worker.sessions import templates
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, get_settings, require_production
 from worker.tasks import enqueue_drain
 
 ROUTES = [
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         configure_logging(settings)
+        require_production(settings, serves_api=True)
         engine = make_engine(settings.database_url)
         enqueuer = Enqueuer(enqueue_drain)
         writer = _inbox_writer(settings, engine, enqueuer)

@@ -19,12 +19,14 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_ready,
+    worker_shutdown,
 )
 
 from worker.db import private_sqlite_file
 from worker.logging import configure_logging
 from worker.schedule import beat_schedule
-from worker.settings import VAR_DIR, get_settings
+from worker.settings import ProductionMisconfigured, get_settings, require_production
 
 QUEUE = "roomwarden"
 # Deliveries to the app's endpoints have their own queue and workers (Procfile "outbound"):
@@ -67,7 +69,7 @@ def create_celery() -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         beat_schedule=beat_schedule(settings),
-        beat_schedule_filename=str(VAR_DIR / "celerybeat-schedule"),
+        beat_scheduler="worker.schedule:LeasedScheduler",  # in memory: no state on the host's disk
         timezone="UTC",
     )
     if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
@@ -100,15 +102,22 @@ def _unbind_task(**_kwargs: Any) -> None:
 
 @worker_init.connect
 @beat_init.connect
-def _check_policies(**_kwargs: Any) -> None:
+def _check_configuration(**_kwargs: Any) -> None:
     # A mistake in the policy file stops the worker and beat at start-up, naming the key,
     # instead of surfacing at the first deletion callback.
     from worker.policies.config import PolicyError, book_for
 
+    settings = get_settings()
     try:
-        book_for(get_settings().policies_file)
-    except PolicyError as exc:
-        raise SystemExit(f"roomwarden: {exc}") from None  # Celery logs and swallows an Exception
+        require_production(settings, serves_api=False)
+        book_for(settings.policies_file)
+    except (PolicyError, ProductionMisconfigured) as exc:
+        raise SystemExit(f"roomwarden: {exc}".replace("roomwarden: roomwarden:", "roomwarden:")) from None
+    if settings.production and settings.rate_limit_url() is None:
+        structlog.get_logger(__name__).warning(
+            "rate_limits_per_process",
+            detail="no Redis configured (ROOMWARDEN_REDIS_URL): vendor rate limits are per process",
+        )
 
 
 @worker_process_init.connect
@@ -122,6 +131,20 @@ def _start_process(**_kwargs: Any) -> None:
     gc.freeze()
 
 
-@beat_init.connect
-def _make_var_dir(**_kwargs: Any) -> None:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule state there
+_presence: Any = None
+
+
+@worker_ready.connect
+def _announce(sender: Any = None, **_kwargs: Any) -> None:
+    # Lets `roomwarden rebuild` see that workers are running (worker/jobs/presence.py).
+    global _presence
+    from worker.jobs.presence import Heartbeat
+
+    _presence = Heartbeat(get_settings().database_url, getattr(sender, "hostname", None) or "worker")
+    _presence.start()
+
+
+@worker_shutdown.connect
+def _withdraw(**_kwargs: Any) -> None:
+    if _presence is not None:
+        _presence.stop()

@@ -1,10 +1,59 @@
-"""Every periodic job, in one place. Exactly one beat process runs these (see the Procfile)."""
+"""Every periodic job, in one place, and the scheduler that sends them from any number of beats.
+
+A deployment on several hosts may run a beat on each (for availability, or by accident). Each
+beat keeps its schedule in memory, not in a local file, and before it sends a job it takes that
+job's lease for most of the job's interval (``beat:<name>`` in ``job_locks``): whichever beat
+comes first sends it, the others skip that round. The jobs themselves are idempotent and run
+under their own leases too, so a send that slips through (the database away, a clock far off)
+costs a second look, never a second effect.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from worker.settings import Settings
+import structlog
+from celery.beat import ScheduleEntry, Scheduler
+
+from worker.settings import Settings, get_settings
+
+log = structlog.get_logger(__name__)
+
+# A beat's round of a job is this share of its interval: short enough that the next round, a
+# little early on another host's clock, still finds the lease free.
+ROUND_SHARE = 0.8
+
+
+class LeasedScheduler(Scheduler):  # type: ignore[misc]
+    """Celery's in-memory scheduler, sending each due job only if this beat wins its round."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._factory: Any = None
+        super().__init__(*args, **kwargs)
+
+    def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:
+        if self._won_round(entry):
+            super().apply_entry(entry, producer=producer)
+        else:
+            log.debug("beat_round_taken", job=entry.name)
+
+    def _won_round(self, entry: ScheduleEntry) -> bool:
+        from worker.db import make_engine, make_sessionmaker, session_scope, utcnow
+        from worker.jobs import leases
+
+        every = getattr(entry.schedule, "run_every", None)
+        seconds = every.total_seconds() if every is not None else 60.0
+        try:
+            if self._factory is None:
+                self._factory = make_sessionmaker(make_engine(get_settings().database_url))
+            with session_scope(self._factory) as db:
+                holder = leases.new_holder()
+                return leases.acquire(
+                    db, f"beat:{entry.name}", holder, ttl=seconds * ROUND_SHARE, now=utcnow()
+                )
+        except Exception as exc:  # the jobs are leased and idempotent: sending anyway is safe
+            log.warning("beat_round_unchecked", job=entry.name, error=type(exc).__name__)
+            return True
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

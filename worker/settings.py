@@ -52,8 +52,11 @@ class Settings(BaseSettings):
     coze_api_url: str = "https://api.coze.com"
     coze_token: SecretStr | None = None
     vendor_timeout_seconds: float = 10.0
-    # Client-side rate limits are shared by every worker process through Redis when one is at
-    # hand (the broker, unless set); with the embedded SQLite broker they are per process.
+    # A Redis for what every process on every host must share (the vendors' rate limits). With a
+    # Redis broker it defaults to the broker; with RabbitMQ, set it, or each process keeps its own
+    # limits and together they can exceed the vendor's.
+    redis_url: str | None = None
+    # Where the rate limits live, if not there ("" keeps them per process, as the embedded default).
     rate_limit_redis_url: str | None = None
 
     # Named agent templates (TOML); POST /v1/sessions may name one instead of spelling it out.
@@ -171,11 +174,43 @@ class Settings(BaseSettings):
     def rate_limit_url(self) -> str | None:
         if self.rate_limit_redis_url is not None:
             return self.rate_limit_redis_url or None
+        if self.redis_url:
+            return self.redis_url
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def production(self) -> bool:
+        """A shared database means several processes, maybe several hosts: no made-up secrets."""
+        return not self.is_sqlite
+
+    def missing_for_production(self, *, serves_api: bool) -> list[str]:
+        """What a production process must be given rather than invent: every host must seal and
+        unseal with the same key, and an API with no token at all is a mistake, not a mode."""
+        if not self.production:
+            return []
+        missing = [] if self.secret_key is not None else ["ROOMWARDEN_SECRET_KEY"]
+        if serves_api and self.api_token is None and self.read_token is None:
+            missing.append("ROOMWARDEN_API_TOKEN (or ROOMWARDEN_READ_TOKEN)")
+        return missing
+
+
+class ProductionMisconfigured(Exception):
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            "roomwarden: a Postgres database means production, and production needs "
+            + ", ".join(missing)
+            + " set the same on every host (see docs/deploy.md); refusing to start"
+        )
+
+
+def require_production(settings: Settings, *, serves_api: bool) -> None:
+    missing = settings.missing_for_production(serves_api=serves_api)
+    if missing:
+        raise ProductionMisconfigured(missing)
 
 
 @lru_cache(maxsize=1)

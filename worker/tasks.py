@@ -61,10 +61,7 @@ def enqueue_drain(streams: list[tuple[int, str]], *, countdown: float | None = N
 @app.task(acks_late=True)
 def sweep_inbox() -> int:
     """Re-enqueue streams whose callbacks are still pending after a while."""
-    streams = draining.overdue(context.current())
-    for start in range(0, len(streams), 100):
-        enqueue_drain(streams[start : start + 100])
-    return len(streams)
+    return draining.sweep(context.current(), enqueue_drain)
 
 
 @app.task(acks_late=True, **DATABASE_RETRIES)
@@ -113,10 +110,7 @@ def enqueue_end(session_id: str, *, graceful: bool) -> bool:
 @app.task(acks_late=True)
 def resume_starts() -> int:
     """Re-enqueue API sessions whose start message was lost or whose worker died mid-start."""
-    ids = starting.resumable(context.current())
-    for session_id in ids:
-        enqueue_start(session_id)
-    return len(ids)
+    return starting.resume(context.current(), enqueue_start)
 
 
 @app.task(acks_late=True)
@@ -173,9 +167,7 @@ def run_action(action_id: int) -> str:
 @app.task(acks_late=True)
 def sweep_actions() -> int:
     """Actions whose message was lost, whose backoff has passed, or whose worker died mid-way."""
-    due = running.due(context.current())
-    enqueue_actions([(action_id, 0.0) for action_id in due])
-    return len(due)
+    return running.sweep(context.current(), enqueue_actions)
 
 
 @app.task(acks_late=True, **DATABASE_RETRIES)

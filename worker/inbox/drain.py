@@ -29,6 +29,7 @@ from worker.inbox import callback_fields
 from worker.inbox import store as inbox
 from worker.inbox.callbacks import Callback, int_field
 from worker.inbox.store import StreamKey
+from worker.jobs import leases
 from worker.models import InboxCallback, InboxState, PolicyAction
 from worker.policies import decisions
 from worker.policies.config import PolicyBook, book_for
@@ -387,6 +388,21 @@ def _record_failure(
             error=error,
         )
     db.execute(update(InboxCallback).where(InboxCallback.id == row.id).values(**values))
+
+
+SWEEP_LEASE_SECONDS = 60.0
+
+
+def sweep(job: JobContext, enqueue: Callable[[list[StreamKey]], object]) -> int:
+    """Re-send the streams whose callbacks are overdue, in messages of 100; one sweep at a time
+    across every beat and worker (a second would only send the same streams again)."""
+    with leases.held(job.sessions, "sweep-inbox", SWEEP_LEASE_SECONDS) as mine:
+        if not mine:
+            return 0
+        streams = overdue(job)
+        for start in range(0, len(streams), 100):
+            enqueue(streams[start : start + 100])
+    return len(streams)
 
 
 def overdue(job: JobContext) -> list[StreamKey]:

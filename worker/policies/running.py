@@ -7,12 +7,14 @@ that no transaction is open across a vendor call; this module strings them toget
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import structlog
 
 from worker.db import session_scope, utcnow
+from worker.jobs import leases
 from worker.models import ActionState, PolicyAction
 from worker.policies import actions
 
@@ -51,6 +53,19 @@ def run(job: JobContext, action_id: int) -> Ran:
             )
         log.info("policy_action_run", outcome=outcome.state, reason=claimed.reason)
     return Ran(str(outcome.state), follow_up)
+
+
+SWEEP_LEASE_SECONDS = 60.0
+
+
+def sweep(job: JobContext, enqueue: Callable[[list[tuple[int, float]]], object]) -> int:
+    """Send the actions ``due`` finds, one sweeper at a time across beats and workers."""
+    with leases.held(job.sessions, "sweep-actions", SWEEP_LEASE_SECONDS) as mine:
+        if not mine:
+            return 0
+        found = due(job)
+        enqueue([(action_id, 0.0) for action_id in found])
+    return len(found)
 
 
 def due(job: JobContext) -> list[int]:

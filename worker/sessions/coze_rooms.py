@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.db import session_scope, utcnow
 from worker.events import sessions as session_events
+from worker.jobs import leases
 from worker.models import AgentInstance, Provider, Session, SessionState, Turn
 from worker.vendors.errors import VendorNotConfigured, classify
 
@@ -161,12 +162,21 @@ def messages_from(raw: list[Any]) -> list[Message]:
     return out
 
 
+WATCH_LEASE_SECONDS = 120.0  # a beat's reads of every live room, each bounded by the client's timeout
+
+
 def watch(job: JobContext) -> int:
     """One beat: read every live room's new messages, end the rooms that have closed; how many ended.
 
-    A room the vendor cannot answer for now is skipped (the next beat reads it); an error of ours
-    is raised.
+    One watcher at a time across beats and workers: two would read the same messages (filed once,
+    but read and billed twice). A room the vendor cannot answer for now is skipped (the next beat
+    reads it); an error of ours is raised.
     """
+    with leases.held(job.sessions, "watch-coze-rooms", WATCH_LEASE_SECONDS) as mine:
+        return _watch(job) if mine else 0
+
+
+def _watch(job: JobContext) -> int:
     with session_scope(job.sessions) as db:
         watches = live_rooms(db)
     ended = 0

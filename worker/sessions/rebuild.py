@@ -12,10 +12,11 @@ from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased, sessionmaker
 
-from worker.db import session_scope
+from worker.db import session_scope, utcnow
 from worker.events import outbox
 from worker.inbox import store as inbox
 from worker.inbox.drain import drain_until_done
+from worker.jobs import presence
 from worker.models import (
     COZE_APP_ID,
     AgentException,
@@ -99,11 +100,25 @@ def reset_derived(db: DbSession) -> None:
     inbox.reset_all(db, unless=kept_streams.exists())
 
 
+class WorkersRunning(Exception):
+    def __init__(self, nodes: list[str]) -> None:
+        self.nodes = nodes
+        super().__init__(
+            f"workers are running ({', '.join(nodes)}): stop every worker first; a drain racing the "
+            "rebuild would apply callbacks twice"
+        )
+
+
 def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
     """Wipe derived state and apply every stored callback again; returns how many were applied.
 
-    Run it with the workers stopped: a drain racing the wipe would apply callbacks twice over.
+    Refused while workers run (``WorkersRunning``): a drain racing the wipe would apply callbacks
+    twice over.
     """
+    with session_scope(factory) as db:
+        running = presence.live(db, now=utcnow())
+    if running:
+        raise WorkersRunning(running)
     with session_scope(factory) as db:
         reset_derived(db)
         streams = inbox.all_streams(db)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.db import insert_ignoring_conflicts, session_scope, utcnow
 from worker.events import sessions as session_events
+from worker.jobs import leases
 from worker.models import (
     COZE_APP_ID,
     AgentException,
@@ -339,6 +341,20 @@ def _refused(job: JobContext, order: StartOrder, exc: Exception, failure: Failur
         record_failed(db, session_id, code=failure.code, message=failure.message, now=utcnow())
     log.warning("session_start_failed", code=failure.code, attempt=order.attempt)
     return StartOutcome("failed")
+
+
+RESUME_LEASE_SECONDS = 60.0
+
+
+def resume(job: JobContext, enqueue: Callable[[str], object]) -> int:
+    """Send again the starts ``resumable`` finds, one resumer at a time across beats and workers."""
+    with leases.held(job.sessions, "resume-starts", RESUME_LEASE_SECONDS) as mine:
+        if not mine:
+            return 0
+        ids = resumable(job)
+        for session_id in ids:
+            enqueue(session_id)
+    return len(ids)
 
 
 def resumable(job: JobContext) -> list[str]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
+import pytest
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session as DbSession
 
 from tests.factories import Signer, ingest
 from tests.worker.conversation import conversation
 from tests.worker.sessions.test_transcripts import snapshot
-from worker.db import make_sessionmaker, session_scope
+from worker.db import make_sessionmaker, session_scope, utcnow
 from worker.sessions.rebuild import rebuild
 from worker.settings import Settings
 
@@ -26,3 +31,42 @@ def test_rebuild_gives_the_same_sessions_and_transcripts(clean_engine: Engine, s
     assert rebuild(factory, settings) == 23
     with session_scope(factory) as db:
         assert snapshot(db) == before
+
+
+@pytest.mark.slow
+def test_rebuild_is_refused_while_a_worker_runs_and_goes_ahead_once_it_stops(
+    clean_engine: Engine, database_url: str, tmp_path: Path
+) -> None:
+    """A drain racing the wipe would apply callbacks twice: no rebuild until every worker is gone."""
+    from tests.conftest import REDIS_URL
+    from tests.processes import Stack, stack_env, wait_until
+    from worker.jobs import presence
+    from worker.sessions.rebuild import WorkersRunning
+
+    factory = make_sessionmaker(clean_engine)
+    stack = Stack(tmp_path, stack_env(database_url, REDIS_URL))
+
+    def running() -> list[str]:
+        with session_scope(factory) as db:
+            return presence.live(db, now=utcnow())
+
+    stack.worker.start()
+    try:
+        wait_until(lambda: bool(running()), 30, "the worker to announce itself")
+        with pytest.raises(WorkersRunning, match="stop every worker first") as refused:
+            rebuild(factory, Settings(database_url=database_url))
+        assert refused.value.nodes == running()
+    finally:
+        stack.stop()
+    assert running() == []  # a worker stopped the usual way withdraws at once
+    rebuild(factory, Settings(database_url=database_url))
+
+
+def test_a_killed_worker_holds_up_a_rebuild_only_until_its_presence_expires(db: DbSession) -> None:
+    from worker.jobs import presence
+
+    now = utcnow()
+    presence.renew(db, "celery@host-a", now=now)
+    assert presence.live(db, now=now) == ["celery@host-a"]
+    later = now + dt.timedelta(seconds=presence.TTL_SECONDS + 1)
+    assert presence.live(db, now=later) == []
