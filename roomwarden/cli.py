@@ -90,6 +90,17 @@ def demo_command(
     raise typer.Exit(_serve(host, port, demo=True, emulator=True, stay=False))
 
 
+def _fresh_metrics_dir(env: dict[str, str]) -> None:
+    """One /metrics for all the processes ``run`` starts (prometheus_client's multiprocess mode),
+    counting from zero at each start, as a restarted process's counters do."""
+    from worker.settings import VAR_DIR
+
+    directory = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+    directory.mkdir(parents=True, exist_ok=True)
+    for left in directory.glob("*.db"):
+        left.unlink()
+
+
 def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, stay: bool) -> int:
     from roomwarden import devsecrets, runner
     from worker.settings import ProductionMisconfigured, Settings
@@ -104,6 +115,7 @@ def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, st
         env, extra["emulator"], control_url = runner.with_emulator(host, port, env)
     if demo:
         env.setdefault("ROOMWARDEN_ENDPOINTS_ALLOW_PRIVATE", "true")  # the demo's endpoint is local
+    _fresh_metrics_dir(env)
     os.environ.update(env)
     settings = Settings()
     missing = settings.missing_for_production(serves_api=True)

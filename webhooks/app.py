@@ -16,6 +16,7 @@ from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres
 from webhooks.request_ids import RequestIds
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
+from worker.metrics import DatabaseGauges
 from worker.policies.config import book_for
 from worker.sealing import Sealer
 from worker.sessions import templates
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         _load_state(app, settings)
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        app.state.gauges = DatabaseGauges(app.state.sessions, app.state.policies)
         app.state.writer = writer
         postgres = engine.dialect.name == "postgresql"
         app.state.waker = events.Waker(postgres_conninfo(settings.database_url) if postgres else None)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+import hmac
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from worker.celery_app import app as celery
+from worker.db import describe_failure
+from worker.metrics import exposition
+
+log = structlog.get_logger(__name__)
 
 
 async def healthz(request: Request) -> Response:
@@ -16,8 +23,26 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """This process's Prometheus metrics, text exposition format (no token: counts only)."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text format: this host's counters and the database's state (worker/metrics.py).
+
+    Counts and ages only, never content; still, ``ROOMWARDEN_METRICS_TOKEN`` (a bearer token)
+    keeps them from whoever can reach the port.
+    """
+    token = request.app.state.settings.metrics_token
+    if token is not None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
+            return JSONResponse(
+                {"error": "unauthorized", "detail": "a metrics token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    try:
+        body = await run_in_threadpool(exposition, request.app.state.gauges)
+    except Exception as exc:  # the database away: the counters still answer, the state says so
+        log.warning("metrics_state_unavailable", error=describe_failure(exc))
+        body = await run_in_threadpool(exposition, None)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 def _check_database(request: Request) -> str | None:

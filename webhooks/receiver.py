@@ -21,6 +21,7 @@ from worker.inbox import callback_fields
 from worker.inbox.callbacks import Callback, MalformedCallback, parse_body, payload_hash
 from worker.inbox.signatures import InvalidSignature, verify_callback
 from worker.inbox.store import NewCallback
+from worker.metrics import CALLBACKS_RECEIVED
 
 log = structlog.get_logger(__name__)
 
@@ -30,11 +31,15 @@ _DUPLICATE = Response(b'{"status":"duplicate"}', media_type="application/json")
 # stops retrying: a retry could only add the same conflict again.
 _CONFLICT = Response(b'{"status":"conflict"}', media_type="application/json")
 
-# Per receiver process, as Prometheus counters are: sum() them across receivers.
+# Per process (or per host in multiprocess mode, worker/metrics.py): sum() them across receivers.
 CONFLICTS = Counter(
     "roomwarden_inbox_conflicts_total",
     "Validly signed callbacks whose dedup key held other content; kept as inbox state conflict.",
 )
+_COUNTED = {
+    outcome: CALLBACKS_RECEIVED.labels(outcome)
+    for outcome in ("stored", "duplicate", "conflict", "rejected", "replay", "unavailable")
+}
 
 
 def error(status: int, code: str, detail: str) -> Response:
@@ -43,6 +48,13 @@ def error(status: int, code: str, detail: str) -> Response:
         status_code=status,
         media_type="application/json",
     )
+
+
+def _refuse(status: int, code: str, detail: str) -> Response:
+    """A callback not stored: counted as rejected (4xx), a replay, or unavailable (503)."""
+    outcome = "replay" if code == "replayed_signature" else "rejected" if status < 500 else "unavailable"
+    _COUNTED[outcome].inc()
+    return error(status, code, detail)
 
 
 class BodyTooLarge(Exception):
@@ -79,15 +91,15 @@ async def zego_callback(request: Request) -> Response:
     try:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
-        return error(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
+        return _refuse(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
     except BodyTimeout:
-        return error(408, "body_timeout", f"body not received within {settings.body_timeout_seconds:g} s")
+        return _refuse(408, "body_timeout", f"body not received within {settings.body_timeout_seconds:g} s")
     except ClientDisconnect:
-        return error(400, "client_disconnected", "request body was not received in full")
+        return _refuse(400, "client_disconnected", "request body was not received in full")
     try:
         payload, form = parse_body(body)
     except MalformedCallback as exc:
-        return error(400, "malformed", str(exc))
+        return _refuse(400, "malformed", str(exc))
     try:
         verify_callback(
             payload,
@@ -97,18 +109,18 @@ async def zego_callback(request: Request) -> Response:
         )
     except InvalidSignature as exc:
         log.warning("callback_rejected", reason=exc.reason, app_id=payload.get("AppId"))
-        return error(401, exc.reason, exc.detail)
+        return _refuse(401, exc.reason, exc.detail)
     try:
         callback_fields.check(payload)
         callback = Callback.from_payload(payload)
     except MalformedCallback as exc:
-        return error(400, "malformed", str(exc))
+        return _refuse(400, "malformed", str(exc))
     text = body.decode() if form == "json" else orjson.dumps(payload).decode()
     item = NewCallback(callback, text, form, payload_hash(payload))
     try:
         outcome = await state.writer.submit(item)
     except StorageUnavailable as exc:
-        return error(503, "storage_unavailable", str(exc))
+        return _refuse(503, "storage_unavailable", str(exc))
     if outcome == "replay":
         log.warning(
             "callback_replay_rejected",
@@ -116,7 +128,8 @@ async def zego_callback(request: Request) -> Response:
             callback_event=callback.event,
             agent_instance_id=callback.agent_instance_id,
         )
-        return error(401, "replayed_signature", "this signature was already used with another body")
+        return _refuse(401, "replayed_signature", "this signature was already used with another body")
+    _COUNTED[outcome].inc()
     if outcome == "conflict":
         CONFLICTS.inc()
         log.warning(

@@ -140,8 +140,15 @@ def _announce(sender: Any = None, **_kwargs: Any) -> None:
     global _presence
     from worker.jobs.presence import Heartbeat
 
-    _presence = Heartbeat(get_settings().database_url, getattr(sender, "hostname", None) or "worker")
+    settings = get_settings()
+    _presence = Heartbeat(settings.database_url, getattr(sender, "hostname", None) or "worker")
     _presence.start()
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        from worker.metrics import events_registry
+
+        start_http_server(settings.metrics_port, addr=settings.host, registry=events_registry())
 
 
 @worker_shutdown.connect

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     # Events out (outbox, deliveries, attempts) are kept this many days once none is pending.
     event_retention_days: int = 30
 
+    # /metrics answers only with this bearer token when it is set.
+    metrics_token: SecretStr | None = None
+    # A host with workers and no web process: each worker's main process serves this host's
+    # counters (multiprocess mode) on this port. The state gauges come from any web process.
+    metrics_port: int | None = None
+
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 

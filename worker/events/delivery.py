@@ -28,6 +28,7 @@ from worker.events import endpoints, outbox, signing
 from worker.events.sender import Answer, Message, send_all
 from worker.jobs import leases
 from worker.jobs.context import JobContext
+from worker.metrics import OUTBOUND_DELIVERIES
 from worker.models import Delivery, DeliveryAttempt, DeliveryState, Endpoint, OutboxEvent
 from worker.settings import Settings
 from worker.vendors.retries import RetryPolicy
@@ -132,6 +133,9 @@ def record(
         delivery.attempts += 1
         delivery.last_status, delivery.last_error = answer.status, answer.error
         verdict = _verdict(answer, delivery.attempts, settings)
+        OUTBOUND_DELIVERIES.labels(
+            "succeeded" if verdict == "succeeded" else "retry" if verdict == "retry" else "failed"
+        ).inc()
         if verdict == "succeeded":
             delivery.state, delivery.finished_at, delivery.next_attempt_at = (
                 DeliveryState.SUCCEEDED,

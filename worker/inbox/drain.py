@@ -30,6 +30,7 @@ from worker.inbox import store as inbox
 from worker.inbox.callbacks import Callback, int_field
 from worker.inbox.store import StreamKey
 from worker.jobs import leases
+from worker.metrics import APPLY_LAG
 from worker.models import InboxCallback, InboxState, PolicyAction
 from worker.policies import decisions
 from worker.policies.config import PolicyBook, book_for
@@ -121,12 +122,23 @@ def drain_streams(
             .execution_options(synchronize_session=False)
         )
     result.applied = len(done)
+    _observe_lag(rows, set(done))
     result.actions = [
         (action.id, max(0.0, (action.not_before - now).total_seconds()))
         for action in reactions
         if not action.dry_run
     ]
     return result
+
+
+def _observe_lag(rows: list[InboxCallback], done: set[int]) -> None:
+    """Acknowledged (stored) to applied, for ``roomwarden_apply_lag_seconds``; the commit that
+    follows adds a few milliseconds this does not see."""
+    now = utcnow()
+    for row in rows:
+        if row.id in done:
+            received = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=dt.UTC)
+            APPLY_LAG.observe(max(0.0, (now - received).total_seconds()))
 
 
 def _due_rows(

@@ -195,6 +195,11 @@ class PolicyBook:
         for name in self._templates:
             self._build(None, name)
 
+    @property
+    def app_ids(self) -> list[int]:
+        """The AppIds the file configures on their own (for the slot gauges)."""
+        return sorted(self._apps)
+
     def for_session(self, app_id: int | None, template: str | None) -> Policy:
         app_key = app_id if app_id in self._apps else None
         template_key = template if template in self._templates else None

@@ -65,7 +65,7 @@ def _kind(provider: str | None) -> ColumnElement[bool]:
     return or_(Session.provider.is_(None), Session.provider == Provider.ZEGO)
 
 
-def _limit(policy: Policy, provider: str | None) -> int:
+def limit_for(policy: Policy, provider: str | None) -> int:
     quota = policy.quota
     return quota.digital_human_instances if provider == Provider.ZEGO_DIGITAL_HUMAN else quota.voice_instances
 
@@ -137,7 +137,7 @@ def admit(db: DbSession, session_id: str, book: PolicyBook, now: dt.datetime) ->
     policy = book.for_session(session.app_id, session.template)
     if session.provider == Provider.COZE:
         return _admit_coze(db, session, policy, now)
-    limit = _limit(book.for_session(session.app_id, None), session.provider)
+    limit = limit_for(book.for_session(session.app_id, None), session.provider)
     used, ahead = (
         in_use(db, session.app_id, session.provider, excluding=session.id),
         _waiting_ahead(db, session),
@@ -272,7 +272,7 @@ def dequeue(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[str]:
             continue
         key = (session.app_id, session.provider == Provider.ZEGO_DIGITAL_HUMAN)
         if key not in free:
-            limit = _limit(book.for_session(session.app_id, None), session.provider)
+            limit = limit_for(book.for_session(session.app_id, None), session.provider)
             free[key] = limit - in_use(db, session.app_id, session.provider)
         if free[key] <= 0:
             continue

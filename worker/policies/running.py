@@ -15,6 +15,7 @@ import structlog
 
 from worker.db import session_scope, utcnow
 from worker.jobs import leases
+from worker.metrics import POLICY_ACTIONS
 from worker.models import ActionState, PolicyAction
 from worker.policies import actions
 
@@ -52,6 +53,7 @@ def run(job: JobContext, action_id: int) -> Ran:
                 db, claimed, outcome, now=utcnow(), max_attempts=job.settings.action_max_attempts
             )
         log.info("policy_action_run", outcome=outcome.state, reason=claimed.reason)
+        POLICY_ACTIONS.labels(claimed.kind.value, str(outcome.state)).inc()
     return Ran(str(outcome.state), follow_up)
 
 

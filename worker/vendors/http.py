@@ -23,6 +23,7 @@ from typing import Any, Generic, Literal, TypeVar
 import httpx
 import structlog
 
+from worker.metrics import VENDOR_REQUESTS
 from worker.vendors.errors import VendorError
 from worker.vendors.ratelimit import Limiter, RateLimitTimeout
 
@@ -113,6 +114,9 @@ class VendorHttp:
             try:
                 self.limiter.acquire(key, rate, self.limit_timeout)
             except RateLimitTimeout as exc:
+                VENDOR_REQUESTS.labels(
+                    self.event.removesuffix("_api_call"), operation, "not_sent_rate_limited"
+                ).inc()
                 raise self.rate_limited(operation, str(exc)) from None
         started = time.perf_counter()
         status: int | None = None
@@ -136,6 +140,7 @@ class VendorHttp:
             reference = reference or _reference(error)
             raise
         finally:
+            VENDOR_REQUESTS.labels(self.event.removesuffix("_api_call"), operation, outcome).inc()
             structlog.get_logger(__name__).log(  # fetched per call: logging may be reconfigured
                 logging.INFO if outcome == "ok" else logging.WARNING,
                 self.event,
