@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from webhooks import idempotency
 from webhooks.auth import authorized, readable
 from webhooks.queries import bounded, choice, invalid_query, json, read
 from webhooks.receiver import BodyTimeout, BodyTooLarge, error, read_body
@@ -152,31 +153,38 @@ async def create_session(request: Request) -> Response:
     if isinstance(body, Response):
         return body
     state = request.app.state
+    guard = idempotency.guard_for(request, body)
+    if isinstance(guard, Response):
+        return guard
     try:
         wanted = requesting.parse_request(body, settings=state.settings, known_templates=state.templates)
     except requesting.RequestError as exc:
         return _invalid(exc)
     session_id = str(uuid.uuid4())
 
+    def create(db: DbSession) -> Response:
+        live = _duplicate_coze_room(db, wanted, state.policies)
+        if live is not None:
+            return json(
+                {
+                    "error": "duplicate_room",
+                    "detail": f"session {live} is a live Coze room for this uid and bot_id; "
+                    "end it or use it (coze.one_room_window_seconds)",
+                    "session_id": live,
+                },
+                status=409,
+            )
+        session = requesting.request_session(
+            db, wanted, session_id=session_id, sealer=state.sealer, now=utcnow()
+        )
+        return json(sessions.describe(db, session), status=202)
+
     def store() -> Response:
         with session_scope(state.sessions) as db:
-            live = _duplicate_coze_room(db, wanted, state.policies)
-            if live is not None:
-                return json(
-                    {
-                        "error": "duplicate_room",
-                        "detail": f"session {live} is a live Coze room for this uid and bot_id; "
-                        "end it or use it (coze.one_room_window_seconds)",
-                        "session_id": live,
-                    },
-                    status=409,
-                )
-            session = requesting.request_session(
-                db, wanted, session_id=session_id, sealer=state.sealer, now=utcnow()
-            )
-            described = sessions.describe(db, session)
-        enqueue_start(session_id)  # after the commit, or a worker may not see the row yet
-        return json(described, status=202)
+            response, fresh = idempotency.once(db, guard, lambda: create(db))
+        if fresh and response.status_code == 202:
+            enqueue_start(session_id)  # after the commit, or a worker may not see the row yet
+        return response
 
     try:
         return await run_in_threadpool(store)
@@ -307,20 +315,29 @@ async def run_policy(request: Request) -> Response:
         )
     state = request.app.state
     key = request.path_params["session_id"]
+    guard = idempotency.guard_for(request, body)
+    if isinstance(guard, Response):
+        return guard
+    pending: list[tuple[int, float]] = []
+
+    def decide(db: DbSession) -> Response:
+        session = sessions.find_session(db, key)
+        if session is None:
+            return error(404, "not_found", "no session with that id or agent instance id")
+        try:
+            action = reports.run_by_hand(db, session, state.policies, utcnow(), str(what))
+        except reports.ManualError as exc:
+            return error(409, "cannot_run", str(exc))
+        shown = reports.action_dict(action)
+        if shown["state"] == ActionState.PENDING:
+            pending.append((shown["id"], 0.0))
+            return json(shown, status=202)
+        return json(shown)
 
     def run() -> Response:
         with session_scope(state.sessions) as db:
-            session = sessions.find_session(db, key)
-            if session is None:
-                return error(404, "not_found", "no session with that id or agent instance id")
-            try:
-                action = reports.run_by_hand(db, session, state.policies, utcnow(), str(what))
-            except reports.ManualError as exc:
-                return error(409, "cannot_run", str(exc))
-            shown = reports.action_dict(action)
-        if shown["state"] == ActionState.PENDING:  # after the commit, or a worker may not see the row
-            enqueue_actions([(shown["id"], 0.0)])
-            return json(shown, status=202)
-        return json(shown)
+            response, _ = idempotency.once(db, guard, lambda: decide(db))
+        enqueue_actions(pending)  # after the commit, or a worker may not see the row
+        return response
 
     return await run_in_threadpool(run)

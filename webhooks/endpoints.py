@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webhooks import idempotency
 from webhooks.api import json_body
 from webhooks.auth import authorized
 from webhooks.queries import bounded, choice, invalid_query, json, read
@@ -57,6 +58,10 @@ async def _changes(request: Request, *, creating: bool) -> endpoints.Changes | R
     body = await json_body(request)
     if isinstance(body, Response):
         return body
+    return await _parsed(request, body, creating=creating)
+
+
+async def _parsed(request: Request, body: Any, *, creating: bool) -> endpoints.Changes | Response:
     allow = request.app.state.settings.endpoints_allow_private
     try:
         # Resolving the host blocks: off the event loop.
@@ -67,8 +72,16 @@ async def _changes(request: Request, *, creating: bool) -> endpoints.Changes | R
 
 @authorized
 async def create_endpoint(request: Request) -> Response:
-    """POST /v1/endpoints {"url", "events"?, "app_id"?, "description"?}: 201, the secret shown once."""
-    wanted = await _changes(request, creating=True)
+    """POST /v1/endpoints {"url", "events"?, "app_id"?, "description"?}: 201, the secret shown once.
+
+    Under an Idempotency-Key the replayed answer shows the secret again: it is the same answer."""
+    body = await json_body(request)
+    if isinstance(body, Response):
+        return body
+    guard = idempotency.guard_for(request, body)
+    if isinstance(guard, Response):
+        return guard
+    wanted = await _parsed(request, body, creating=True)
     if isinstance(wanted, Response):
         return wanted
     sealer = request.app.state.sealer
@@ -77,7 +90,7 @@ async def create_endpoint(request: Request) -> Response:
         endpoint, secret = endpoints.create(db, wanted, sealer=sealer, now=utcnow())
         return json(endpoints.describe(endpoint, secret), status=201)
 
-    return await _write(request, create)
+    return await _write(request, idempotency.guarded(guard, create))
 
 
 @authorized
@@ -132,6 +145,9 @@ async def rotate_secret(request: Request) -> Response:
 @authorized
 async def test_endpoint(request: Request) -> Response:
     """Send an ``endpoint.test`` event to this endpoint now; 202 and the delivery to follow."""
+    guard = idempotency.guard_for(request, None)
+    if isinstance(guard, Response):
+        return guard
     sent: dict[str, Any] = {}
 
     def test(db: DbSession, endpoint: Endpoint) -> Response:
@@ -143,7 +159,7 @@ async def test_endpoint(request: Request) -> Response:
         shown = history.detail(db, endpoint.id, delivery_id)
         return json(shown, status=202)
 
-    response = await _write(request, _with_endpoint(request, test))
+    response = await _write(request, idempotency.guarded(guard, _with_endpoint(request, test)))
     if sent:
         enqueue_delivery(sent["endpoint"])  # after the commit: the sender must see the row
     return response
@@ -188,6 +204,9 @@ async def replay(request: Request) -> Response:
     body = await json_body(request)
     if isinstance(body, Response):
         return body
+    guard = idempotency.guard_for(request, body)
+    if isinstance(guard, Response):
+        return guard
     try:
         window = _window(body)
     except catalog.FilterError as exc:
@@ -199,7 +218,7 @@ async def replay(request: Request) -> Response:
         replayed[endpoint.id] = count
         return json({"endpoint_id": endpoint.id, "replayed": count}, status=202)
 
-    response = await _write(request, _with_endpoint(request, run))
+    response = await _write(request, idempotency.guarded(guard, _with_endpoint(request, run)))
     for endpoint_id, count in replayed.items():
         if count:
             enqueue_delivery(endpoint_id)

@@ -129,3 +129,14 @@ def test_a_bad_replay_window_is_refused(app: TestClient, body: dict[str, object]
     endpoint = app.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/a"}, headers=ADMIN).json()
     refused = app.post(f"/v1/endpoints/{endpoint['id']}/replay", json=body, headers=ADMIN)
     assert refused.status_code == 400 and refused.json()["field"] == field
+
+
+def test_an_endpoint_created_twice_under_one_key_is_one_endpoint(app: TestClient) -> None:
+    """A retried create with its Idempotency-Key answers the first endpoint, secret included."""
+    headers = {**ADMIN, "Idempotency-Key": "hook-1"}
+    body = {"url": "http://127.0.0.1:9/a"}
+    first = app.post("/v1/endpoints", json=body, headers=headers)
+    again = app.post("/v1/endpoints", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert len(app.get("/v1/endpoints", headers=ADMIN).json()["endpoints"]) == 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -10,13 +12,13 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session as DbSession
 from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
 from tests.factories import APP_ID
-from worker.models import Session
+from worker.models import IdempotentRequest, Session
 from worker.settings import Settings
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -219,3 +221,78 @@ def test_credentials_in_free_form_params_are_sealed_and_shown_as_stars(
         stored = db.get(Session, session["id"])
         assert stored is not None
         assert "llm-params-key-99" not in str(stored.spec) and "asr-token-99" not in str(stored.spec)
+
+
+# --- Idempotency-Key: a client that retries a timed-out POST gets the first answer, not a twin.
+
+
+def sessions_stored(engine: Engine) -> int:
+    with DbSession(engine) as db:
+        return int(db.scalar(select(func.count()).select_from(Session)) or 0)
+
+
+def test_the_same_key_and_body_give_the_same_answer_and_one_session(
+    api: TestClient, clean_engine: Engine
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "order-7781-start"}
+    first = api.post("/v1/sessions", json=zego_body(), headers=headers)
+    again = api.post("/v1/sessions", json=zego_body(), headers=headers)
+
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    assert sessions_stored(clean_engine) == 1
+
+
+def test_the_same_key_with_another_body_is_422_and_starts_nothing(
+    api: TestClient, clean_engine: Engine
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "k-1"}
+    assert api.post("/v1/sessions", json=zego_body(), headers=headers).status_code == 202
+    other = api.post("/v1/sessions", json=zego_body(UserId="user_2"), headers=headers)
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+    assert sessions_stored(clean_engine) == 1
+
+
+def test_without_a_key_every_request_is_its_own(api: TestClient, clean_engine: Engine) -> None:
+    for _ in range(2):
+        assert api.post("/v1/sessions", json=zego_body(), headers=AUTH).status_code == 202
+    assert sessions_stored(clean_engine) == 2
+
+
+def test_retries_racing_each_other_still_make_one_session(api: TestClient, clean_engine: Engine) -> None:
+    headers = {**AUTH, "Idempotency-Key": "racing"}
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(
+            pool.map(lambda _: api.post("/v1/sessions", json=zego_body(), headers=headers), range(6))
+        )
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert sessions_stored(clean_engine) == 1
+
+
+def test_a_key_older_than_24_hours_starts_afresh(api: TestClient, clean_engine: Engine) -> None:
+    headers = {**AUTH, "Idempotency-Key": "yesterday"}
+    first = api.post("/v1/sessions", json=zego_body(), headers=headers).json()
+    with DbSession(clean_engine) as db:
+        yesterday = dt.datetime.now(dt.UTC) - dt.timedelta(hours=25)
+        db.execute(update(IdempotentRequest).values(created_at=yesterday))
+        db.commit()
+    later = api.post("/v1/sessions", json=zego_body(), headers=headers)
+    assert later.status_code == 202 and later.json()["id"] != first["id"]
+    assert sessions_stored(clean_engine) == 2
+
+
+@pytest.mark.parametrize("key", [b"", b"x" * 256, b"has space", "naïve".encode()])
+def test_a_key_that_cannot_be_one_is_400(api: TestClient, clean_engine: Engine, key: bytes) -> None:
+    response = api.post("/v1/sessions", json=zego_body(), headers={**AUTH, "Idempotency-Key": key})  # type: ignore[dict-item]
+    assert response.status_code == 400 and response.json()["error"] == "invalid_idempotency_key"
+    assert sessions_stored(clean_engine) == 0
+
+
+def test_a_request_that_failed_validation_does_not_use_up_the_key(
+    api: TestClient, clean_engine: Engine
+) -> None:
+    headers = {**AUTH, "Idempotency-Key": "fix-and-retry"}
+    assert api.post("/v1/sessions", json={"provider": "zego"}, headers=headers).status_code == 400
+    assert api.post("/v1/sessions", json=zego_body(), headers=headers).status_code == 202

@@ -3,8 +3,8 @@
 An export may be millions of turns, so nothing here holds a whole result: rows come from a
 server-side cursor (``yield_per``: Postgres streams through a named cursor, SQLite steps its
 statement), are encoded a chunk at a time, and each chunk is handed on before the next is read.
-Parquet is written by pyarrow's ``ParquetWriter`` one row group at a time into a small sink that
-is emptied after every row group, so even the columnar format streams.
+Parquet is written one row group at a time (``worker.analysis.parquet``), so even the columnar
+format streams.
 
 Both kinds take the same ``SessionFilter`` as the list, search and stats: an export of turns
 holds the turns of the matching sessions, in conversation order, sessions by their start.
@@ -22,11 +22,10 @@ import datetime as dt
 import io
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, Any, Literal
 
 import orjson
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
@@ -49,50 +48,63 @@ MEDIA_TYPES = {
 FETCH_ROWS = 2000
 # Text formats hand on a chunk once this many bytes are encoded: a client sees bytes early.
 CHUNK_BYTES = 64 * 1024
-# Rows per Parquet row group; the writer holds one group (as Python dicts, then as Arrow) at a time.
-ROW_GROUP_ROWS = 10_000
 
-_UTC = pa.timestamp("us", tz="UTC")
+ColumnType = Literal["string", "int64", "float64", "bool", "timestamp"]
 
-COLUMNS: dict[str, pa.Schema] = {
-    "sessions": pa.schema(
+
+@dataclass(frozen=True)
+class Columns:
+    """A kind's columns in order, with their types (Parquet's are in ``worker.analysis.parquet``)."""
+
+    fields: list[tuple[str, ColumnType]]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.fields]
+
+    def of_type(self, wanted: ColumnType) -> list[str]:
+        return [name for name, kind in self.fields if kind == wanted]
+
+
+COLUMNS: dict[str, Columns] = {
+    "sessions": Columns(
         [
-            ("id", pa.string()),
-            ("app_id", pa.int64()),
-            ("provider", pa.string()),
-            ("template", pa.string()),
-            ("agent_id", pa.string()),
-            ("agent_name", pa.string()),
-            ("room_id", pa.string()),
-            ("user_id", pa.string()),
-            ("state", pa.string()),
-            ("end_reason", pa.string()),
-            ("end_code", pa.int64()),
-            ("flag", pa.string()),
-            ("started_at", _UTC),
-            ("ended_at", _UTC),
-            ("duration_seconds", pa.float64()),
-            ("turns", pa.int64()),
-            ("user_turns", pa.int64()),
-            ("agent_turns", pa.int64()),
-            ("interruptions", pa.int64()),
-            ("exceptions", pa.int64()),
-            ("instances", pa.int64()),
-            ("recreations", pa.int64()),
+            ("id", "string"),
+            ("app_id", "int64"),
+            ("provider", "string"),
+            ("template", "string"),
+            ("agent_id", "string"),
+            ("agent_name", "string"),
+            ("room_id", "string"),
+            ("user_id", "string"),
+            ("state", "string"),
+            ("end_reason", "string"),
+            ("end_code", "int64"),
+            ("flag", "string"),
+            ("started_at", "timestamp"),
+            ("ended_at", "timestamp"),
+            ("duration_seconds", "float64"),
+            ("turns", "int64"),
+            ("user_turns", "int64"),
+            ("agent_turns", "int64"),
+            ("interruptions", "int64"),
+            ("exceptions", "int64"),
+            ("instances", "int64"),
+            ("recreations", "int64"),
         ]
     ),
-    "turns": pa.schema(
+    "turns": Columns(
         [
-            ("session_id", pa.string()),
-            ("agent_instance_id", pa.string()),
-            ("round", pa.int64()),
-            ("speaker", pa.string()),
-            ("text", pa.string()),
-            ("spoken_at", _UTC),
-            ("interrupted", pa.bool_()),
-            ("interrupt_reason", pa.int64()),
-            ("played_text", pa.string()),
-            ("user_id", pa.string()),
+            ("session_id", "string"),
+            ("agent_instance_id", "string"),
+            ("round", "int64"),
+            ("speaker", "string"),
+            ("text", "string"),
+            ("spoken_at", "timestamp"),
+            ("interrupted", "bool"),
+            ("interrupt_reason", "int64"),
+            ("played_text", "string"),
+            ("user_id", "string"),
         ]
     ),
 }
@@ -214,7 +226,10 @@ def encode(kind: str, fmt: str, rows: Iterable[dict[str, Any]]) -> Iterator[byte
         return _text_chunks(orjson.dumps(row) + b"\n" for row in rows)
     if fmt == "csv":
         return _csv_chunks(kind, rows)
-    return _parquet(COLUMNS[kind], rows)
+    # pyarrow is imported here, at the first Parquet export, not by every web process at start.
+    from worker.analysis import parquet
+
+    return parquet.encode(COLUMNS[kind], rows)
 
 
 def _text_chunks(lines: Iterable[bytes]) -> Iterator[bytes]:
@@ -253,11 +268,9 @@ def _csv_chunks(kind: str, rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     None is written as an empty field by the csv module itself; only booleans (``true``/
     ``false``, not Python's ``True``) and times (ISO 8601 with a ``T``) need converting.
     """
-    schema = COLUMNS[kind]
-    names = schema.names
-    flags = [n for n in names if pa.types.is_boolean(schema.field(n).type)]
-    times = [n for n in names if pa.types.is_timestamp(schema.field(n).type)]
-    texts = [n for n in names if pa.types.is_string(schema.field(n).type)]
+    columns = COLUMNS[kind]
+    names = columns.names
+    flags, times, texts = columns.of_type("bool"), columns.of_type("timestamp"), columns.of_type("string")
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(names)
@@ -278,56 +291,6 @@ def _csv_chunks(kind: str, rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
             text.seek(0)
             text.truncate()
     yield text.getvalue().encode()
-
-
-class _Sink:
-    """A write-only file for ParquetWriter whose bytes are taken out after every row group."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self._position = 0
-        self.closed = False
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self._parts.append(chunk)
-        self._position += len(chunk)
-        return len(chunk)
-
-    def tell(self) -> int:
-        return self._position
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def writable(self) -> bool:
-        return True
-
-    def take(self) -> bytes:
-        out = b"".join(self._parts)
-        self._parts.clear()
-        return out
-
-
-def _parquet(schema: pa.Schema, rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    sink = _Sink()
-    writer = pq.ParquetWriter(sink, schema, compression="zstd")
-    try:
-        batch: list[dict[str, Any]] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= ROW_GROUP_ROWS:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                batch = []
-                yield sink.take()
-        if batch:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-    finally:
-        writer.close()  # writes the footer; a closed-early export is cut off anyway
-    yield sink.take()
 
 
 # --------------------------------------------------------------------------- whole exports

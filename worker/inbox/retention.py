@@ -21,13 +21,14 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import id_in, session_scope, utcnow
 from worker.events import history
 from worker.jobs import leases
-from worker.models import InboxCallback, InboxState
+from worker.models import IdempotentRequest, InboxCallback, InboxState
+from worker.models.requests import KEPT_FOR
 from worker.sessions import audio
 from worker.settings import Settings
 
@@ -74,12 +75,23 @@ def purge(db: DbSession, now: dt.datetime, settings: Settings, *, batch: int = 5
         payloads = len(ids)
     user_audio = audio.purge_expired(db, now=now, retention_days=settings.user_audio_retention_days)
     events = history.purge_expired(db, now=now, retention_days=settings.event_retention_days, batch=batch)
-    return {"payloads": payloads, "user_audio": user_audio, "events": events}
+    keys = _expired_idempotency_keys(db, now, batch)
+    return {"payloads": payloads, "user_audio": user_audio, "events": events, "idempotency_keys": keys}
+
+
+def _expired_idempotency_keys(db: DbSession, now: dt.datetime, batch: int) -> int:
+    old = select(IdempotentRequest.id).where(IdempotentRequest.created_at < now - KEPT_FOR).limit(batch)
+    ids = list(db.scalars(old))
+    if ids:
+        db.execute(
+            delete(IdempotentRequest).where(id_in(IdempotentRequest.id, ids, db.get_bind().dialect.name))
+        )
+    return len(ids)
 
 
 def purge_all(job: JobContext) -> dict[str, int]:
     """The hourly job: batches of :func:`purge`, one transaction each, under a lease."""
-    totals = {"payloads": 0, "user_audio": 0, "events": 0}
+    totals = {"payloads": 0, "user_audio": 0, "events": 0, "idempotency_keys": 0}
     with leases.held(job.sessions, "purge-retention", LEASE_SECONDS) as mine:
         if not mine:
             return totals
@@ -88,7 +100,7 @@ def purge_all(job: JobContext) -> dict[str, int]:
                 counts = purge(db, utcnow(), job.settings, batch=BATCH)
             for key, value in counts.items():
                 totals[key] += value
-            if counts["payloads"] < BATCH and counts["events"] < BATCH:
+            if all(counts[kind] < BATCH for kind in ("payloads", "events", "idempotency_keys")):
                 break
     if any(totals.values()):
         log.info("retention_purged", **totals)

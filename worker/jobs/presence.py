@@ -31,7 +31,12 @@ TTL_SECONDS = 15.0
 def renew(db: DbSession, node: str, *, now: dt.datetime, ttl: float = TTL_SECONDS) -> None:
     dialect = db.get_bind().dialect.name
     insert = postgresql.insert(JobLock) if dialect == "postgresql" else sqlite.insert(JobLock)
-    values = {"name": PREFIX + node, "holder": node, "expires_at": now + dt.timedelta(seconds=ttl)}
+    # job_locks columns are 64 characters: a long host name is cut, still unique enough to read.
+    values = {
+        "name": (PREFIX + node)[:64],
+        "holder": node[:64],
+        "expires_at": now + dt.timedelta(seconds=ttl),
+    }
     db.execute(
         insert.values(**values).on_conflict_do_update(
             index_elements=[JobLock.name], set_={"expires_at": insert.excluded.expires_at}
@@ -40,7 +45,7 @@ def renew(db: DbSession, node: str, *, now: dt.datetime, ttl: float = TTL_SECOND
 
 
 def leave(db: DbSession, node: str) -> None:
-    db.execute(delete(JobLock).where(JobLock.name == PREFIX + node))
+    db.execute(delete(JobLock).where(JobLock.name == (PREFIX + node)[:64]))
 
 
 def live(db: DbSession, *, now: dt.datetime) -> list[str]:

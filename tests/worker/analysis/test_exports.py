@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from tests.seeded import OTHER_APP_ID, Round, Seed, seed, seed_committed
-from worker.analysis import exports
+from worker.analysis import exports, parquet
 from worker.analysis.catalog import SessionFilter
 from worker.db import make_sessionmaker
 from worker.models import Session
@@ -126,7 +126,7 @@ def _typed(schema: pa.Schema, name: str, value: Any) -> Any:
 
 
 def parse(kind: str, fmt: str, data: bytes) -> list[dict[str, Any]]:
-    schema = exports.COLUMNS[kind]
+    schema = parquet.arrow_schema(exports.COLUMNS[kind])
     if fmt == "parquet":
         table = pq.read_table(io.BytesIO(data))
         assert table.schema.names == schema.names
@@ -205,7 +205,7 @@ def test_encoding_streams_a_chunk_before_reading_everything(
     fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first bytes leave after one row group (Parquet) or chunk (text), not after the last row."""
-    monkeypatch.setattr(exports, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 100)
     monkeypatch.setattr(exports, "CHUNK_BYTES", 4096)
     read = 0
 
@@ -305,3 +305,17 @@ def test_csv_cells_that_could_start_a_formula_are_neutralised(
         if kind == "turns":
             said = [row["text"] for row in rows]
             assert said == ["'" + t if t[0] in "=+-@\t\r" else t for t in SPOKEN]
+
+
+def test_a_web_process_does_not_load_pyarrow_until_a_parquet_export_runs() -> None:
+    """pyarrow is tens of megabytes in every process that imports it; only Parquet needs it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, webhooks.app, worker.tasks; loaded = 'pyarrow' in sys.modules; "
+        "from worker.analysis import exports; list(exports.encode('turns', 'parquet', iter([]))); "
+        "print(loaded, 'pyarrow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr
