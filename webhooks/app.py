@@ -28,6 +28,7 @@ ROUTES = [
     Route("/healthz", health.healthz),
     Route("/readyz", health.readyz),
     Route("/metrics", health.metrics),
+    Route("/openapi.json", health.openapi),
     Route("/v1/sessions", api.list_sessions, methods=["GET"]),
     Route("/v1/sessions", api.create_session, methods=["POST"]),
     Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),

@@ -186,9 +186,10 @@ async def list_deliveries(request: Request) -> Response:
 @authorized
 async def get_delivery(request: Request) -> Response:
     """One delivery with the event it carries and every attempt (status, time, latency, excerpt)."""
-    try:
-        delivery_id = int(request.path_params["delivery_id"])
-    except ValueError:
+    raw = request.path_params["delivery_id"]
+    # Ids are 64-bit: anything else (not a number, or past 2**63 - 1) names no delivery.
+    delivery_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 19 else 0
+    if not 1 <= delivery_id <= 2**63 - 1:
         return error(404, "not_found", "no delivery with that id")
 
     def show(db: DbSession, endpoint: Endpoint) -> Response:

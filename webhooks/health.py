@@ -1,9 +1,10 @@
-"""Liveness, readiness and metrics, for load balancers, orchestrators and Prometheus."""
+"""Liveness, readiness, metrics and the API document: what machines ask a web process about itself."""
 
 from __future__ import annotations
 
 import hmac
 
+import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -11,11 +12,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from webhooks.contract.openapi import document
 from worker.celery_app import app as celery
 from worker.db import describe_failure
 from worker.metrics import exposition
 
 log = structlog.get_logger(__name__)
+
+
+_OPENAPI: bytes | None = None
+
+
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 document (webhooks/contract/openapi.py), built once per process."""
+    global _OPENAPI
+    if _OPENAPI is None:
+        _OPENAPI = orjson.dumps(document())
+    return Response(_OPENAPI, media_type="application/json")
 
 
 async def healthz(request: Request) -> Response:

@@ -81,15 +81,19 @@ def load(directory: Path = UI_DIR) -> dict[str, Asset]:
 def routes(directory: Path = UI_DIR) -> list[BaseRoute]:
     """/ui (and /ui/) answer the page; /ui/static/<name> its files. Changed files need a restart."""
     assets = load(directory)
-    page = assets["index.html"]
+    page, reference = assets["index.html"], assets["docs.html"]
 
     async def index(request: Request) -> Response:
         return page.response(request)
 
+    async def docs(request: Request) -> Response:
+        # The API reference (docs.js renders /openapi.json): the same CSP, nothing from elsewhere.
+        return reference.response(request)
+
     async def static(request: Request) -> Response:
         # A flat directory: a name with a slash (or "..") is simply not among the assets.
         asset = assets.get(request.path_params["name"])
-        if asset is None or asset is page:
+        if asset is None or asset in (page, reference):
             return Response("not found", status_code=404, media_type="text/plain", headers=HEADERS)
         return asset.response(request)
 
@@ -97,4 +101,5 @@ def routes(directory: Path = UI_DIR) -> list[BaseRoute]:
         Route("/ui", index, methods=["GET", "HEAD"]),
         Route("/ui/", index, methods=["GET", "HEAD"]),
         Route("/ui/static/{name:path}", static, methods=["GET", "HEAD"]),
+        Route("/docs", docs, methods=["GET", "HEAD"]),
     ]

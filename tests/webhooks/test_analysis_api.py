@@ -94,3 +94,11 @@ def test_search_and_stats_need_a_token(app: TestClient) -> None:
     """Without a bearer token neither answers."""
     assert app.get("/v1/search", params={"q": "rain"}).status_code == 401
     assert app.get("/v1/stats").status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions", "/v1/search?q=hello", "/v1/stats"])
+def test_a_min_turns_past_any_count_is_400_not_500(app: TestClient, path: str) -> None:
+    """Found by schemathesis: min_turns=2**31 overflowed Postgres's integer comparison."""
+    joiner = "&" if "?" in path else "?"
+    response = app.get(f"{path}{joiner}min_turns=2147483648", headers=AUTH)
+    assert response.status_code == 400 and response.json()["field"] == "min_turns"

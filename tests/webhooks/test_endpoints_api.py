@@ -140,3 +140,11 @@ def test_an_endpoint_created_twice_under_one_key_is_one_endpoint(app: TestClient
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json()
     assert len(app.get("/v1/endpoints", headers=ADMIN).json()["endpoints"]) == 1
+
+
+@pytest.mark.parametrize("delivery_id", ["9223372036854775808", "99999999999999999999999", "-1", "1e3", "٣"])
+def test_a_delivery_id_no_row_can_have_is_404_not_500(app: TestClient, delivery_id: str) -> None:
+    """Found by schemathesis: 2**63 reached Postgres as a bigint and failed there."""
+    endpoint = app.post("/v1/endpoints", json={"url": "http://127.0.0.1:9/a"}, headers=ADMIN).json()
+    response = app.get(f"/v1/endpoints/{endpoint['id']}/deliveries/{delivery_id}", headers=ADMIN)
+    assert response.status_code == 404 and response.json()["error"] == "not_found"

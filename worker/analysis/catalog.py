@@ -62,8 +62,10 @@ class SessionFilter:
                 continue
             if f.name in ("since", "until"):
                 values[f.name] = parse_time(f.name, raw)
-            elif f.name in ("app_id", "min_turns"):
+            elif f.name == "app_id":
                 values[f.name] = _integer(f.name, raw)
+            elif f.name == "min_turns":  # compared in SQL as a 32-bit integer on Postgres
+                values[f.name] = _integer(f.name, raw, high=_INT_MAX)
             elif f.name in ("has_interruptions", "has_exceptions"):
                 values[f.name] = _boolean(f.name, raw)
             elif f.name == "provider" and raw not in {p.value for p in Provider}:
@@ -127,16 +129,18 @@ def parse_time(name: str, raw: str) -> dt.datetime:
 
 
 # What a BIGINT column holds: a larger number would fail in the database, mid-query.
+_INT_MAX = 2**31 - 1
 _BIGINT_MAX = 2**63 - 1
 
 
-def _integer(name: str, raw: str) -> int:
+def _integer(name: str, raw: str, high: int = 0) -> int:
+    high = high or _BIGINT_MAX
     try:
         value = int(raw)
     except ValueError:
         raise FilterError(name, f"{name} must be an integer") from None
-    if not 0 <= value <= _BIGINT_MAX:
-        raise FilterError(name, f"{name} must be between 0 and {_BIGINT_MAX}")
+    if not 0 <= value <= high:
+        raise FilterError(name, f"{name} must be between 0 and {high}")
     return value
 
 

@@ -1,0 +1,167 @@
+"""Sessions: started, listed, described, ended; their transcripts."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from webhooks.contract.common import Json, Model, Time
+
+State = Literal["starting", "active", "ended", "failed", "recovering", "queued"]
+Provider = Literal["zego", "zego_digital_human", "coze"]
+
+
+class CreateSession(Model):
+    """``POST /v1/sessions``: a provider and its parameters, or a template that supplies them.
+
+    ``params`` is the vendor's own request (ZEGO's CreateAgentInstance or
+    CreateDigitalHumanAgentInstance body, Coze's room parameters), validated as the vendor would
+    before anything is stored; secrets in it are sealed at rest and shown as ``***``.
+    """
+
+    provider: Provider | None = None
+    template: str | None = None
+    app_id: int | None = None
+    params: Json | None = None
+
+
+class Instance(Model):
+    agent_instance_id: str
+    state: str
+    agent_user_id: str | None = None
+    created_at: Time | None = None
+    deleted_at: Time | None = None
+    delete_code: int | None = None
+    latency: dict[str, Any] | None = None
+    status: str | None = None
+    last_event_at: Time | None = None
+
+
+class AgentException(Model):
+    agent_instance_id: str
+    code: int
+    family: str | None = None
+    message: str | None = None
+    round: int | None = None
+    at: Time | None = None
+
+
+class ActionBrief(Model):
+    id: int
+    action: str
+    reason: str | None = None
+    state: str
+    dry_run: bool
+    created_at: Time | None = None
+
+
+class Session(Model):
+    """A session as stored: what was asked for, what the vendor did, where it stands."""
+
+    id: str
+    origin: str
+    provider: Provider | None = None
+    template: str | None = None
+    app_id: int
+    state: State
+    end_reason: str | None = None
+    end_code: int | None = None
+    failure_message: str | None = None
+    end_requested_at: Time | None = None
+    policy_reason: str | None = None
+    flag: str | None = None
+    recovering_since: Time | None = None
+    queued_at: Time | None = None
+    join: Json | None = None
+    spec: Json | None = None
+    agent_user_id: str | None = None
+    room_id: str | None = None
+    user_id: str | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    created_at: Time
+    started_at: Time | None = None
+    ended_at: Time | None = None
+    last_activity_at: Time | None = None
+    last_user_speech_at: Time | None = None
+    instances: list[Instance]
+    exceptions: list[AgentException]
+    actions: list[ActionBrief]
+
+
+class SessionSummary(Model):
+    """A session as the list, search, stats and exports count it."""
+
+    id: str
+    app_id: int
+    provider: Provider | None = None
+    template: str | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    room_id: str | None = None
+    user_id: str | None = None
+    state: State
+    end_reason: str | None = None
+    end_code: int | None = None
+    flag: str | None = None
+    started_at: Time | None = None
+    ended_at: Time | None = None
+    duration_seconds: float | None = None
+    turns: int
+    user_turns: int
+    agent_turns: int
+    interruptions: int
+    exceptions: int
+    instances: int
+    recreations: int
+
+
+class TimelineEntry(Model):
+    at: Time | None = None
+    event: str
+    round: int | None = None
+    agent_instance_id: str | None = None
+    detail: Json | None = None
+
+
+class RoundLatency(Model):
+    agent_instance_id: str
+    round: int
+    user_speak_end_at: Time | None = None
+    first_output_at: Time | None = None
+    response_ms: float | None = None
+
+
+class SessionDetail(Session):
+    summary: SessionSummary
+    timeline: list[TimelineEntry]
+    rounds: list[RoundLatency]
+    last_event_id: int | None = None
+
+
+class SessionPage(Model):
+    sessions: list[SessionSummary]
+    next_cursor: str | None = None
+
+
+class Turn(Model):
+    agent_instance_id: str
+    round: int
+    speaker: Literal["user", "agent"]
+    text: str
+    spoken_at: Time | None = None
+    interrupted: bool
+    interrupt_reason: int | None = None
+    played_text: str | None = None
+    user_id: str | None = None
+    meta_info: Any = None
+
+
+class TranscriptTurn(Turn):
+    new_instance: bool
+    offset_seconds: float | None = None
+
+
+class Transcript(Model):
+    session_id: str
+    started_at: Time | None = None
+    turns: list[TranscriptTurn]
