@@ -11,7 +11,7 @@ from worker.sealing import secret_paths
 from worker.settings import Settings
 
 
-def _settings(tmp_path: Path, **extra: str) -> Settings:
+def _settings(tmp_path: Path, **extra: str | None) -> Settings:
     return Settings(database_url=f"sqlite:///{tmp_path / 'ctx.sqlite3'}", **extra)  # type: ignore[arg-type]
 
 
@@ -55,7 +55,7 @@ def test_a_forked_process_never_uses_its_parents_context(tmp_path: Path) -> None
 def test_the_sealer_exists_only_with_a_secret_key(tmp_path: Path) -> None:
     from cryptography.fernet import Fernet
 
-    assert JobContext.from_settings(_settings(tmp_path)).sealer is None
+    assert JobContext.from_settings(_settings(tmp_path, secret_key=None)).sealer is None
     sealed = JobContext.from_settings(_settings(tmp_path, secret_key=Fernet.generate_key().decode()))
     assert sealed.sealer is not None
     body = {"LLM": {"ApiKey": "sk-1"}}
