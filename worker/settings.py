@@ -148,6 +148,21 @@ class Settings(BaseSettings):
     delivery_budget_seconds: float = 10.0
 
     @field_validator(
+        "zego_callback_secret",
+        "zego_server_secret",
+        "api_token",
+        "read_token",
+        "secret_key",
+        "coze_token",
+        "metrics_token",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `ROOMWARDEN_METRICS_TOKEN=` (compose's `${VAR:-}`) means "not set", not "the empty token".
+        return None if value == "" else value
+
+    @field_validator(
         "timestamp_window_seconds",
         "max_body_bytes",
         "ingest_writers",
