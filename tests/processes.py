@@ -61,10 +61,11 @@ class Process:
 
 
 class RedisServer(Process):
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, *, bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.port = free_port()
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv = [binary, "--port", str(self.port), "--bind", *bind, "--save", "", "--appendonly", "no"]
+        argv += ["--protected-mode", "no"]  # the other "hosts" of a test reach it over its own veths
         super().__init__(f"redis-{self.port}", argv, dict(os.environ), cwd)
 
     @property
@@ -165,7 +166,15 @@ class PostgresServer:
 
     INITDB_OPTIONS = ("-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
 
-    def __init__(self, cwd: Path, bin_dir: Path, database: str = "roomwarden") -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        bin_dir: Path,
+        database: str = "roomwarden",
+        *,
+        listen: tuple[str, ...] = ("127.0.0.1",),
+    ) -> None:
+        self.listen = listen
         self.port = free_port()
         self.name = f"postgres-{self.port}"
         self.cwd, self.bin_dir, self.database = cwd, bin_dir, database
@@ -195,7 +204,11 @@ class PostgresServer:
         first = not self.data.exists()
         if first:
             self._run("initdb", "-D", str(self.data), *self.INITDB_OPTIONS)
-        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1"
+            extra = [f"host all all {address}/16 trust" for address in self.listen if address != "127.0.0.1"]
+            if extra:  # the test's own network: other "hosts" on veths it made
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write("\n".join(extra) + "\n")
+        options = f"-p {self.port} -k {self.base} -c listen_addresses={','.join(self.listen)}"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
         self.running = True
         if first:

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from webhooks import analysis, api, endpoints, events, exports, health, receiver, ui
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
 from webhooks.request_ids import RequestIds
+from worker import tracing
 from worker.db import make_engine, make_sessionmaker
 from worker.logging import configure_logging
 from worker.metrics import DatabaseGauges
@@ -89,7 +90,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             enqueuer.stop()
             engine.dispose()
 
-    return Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RequestIds)])
+    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RequestIds)])
+    if tracing.configure("web"):  # only with OTEL_EXPORTER_OTLP_ENDPOINT (worker/tracing.py)
+        tracing.instrument_app(app)
+    return app
 
 
 def _inbox_writer(

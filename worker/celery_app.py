@@ -8,6 +8,7 @@ and the redelivery finds the work either committed or not, never half done.
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any
 
 import structlog
@@ -123,8 +124,10 @@ def _check_configuration(**_kwargs: Any) -> None:
 @worker_process_init.connect
 def _start_process(**_kwargs: Any) -> None:
     # The job context once per pool process, after the fork: no connection crosses it.
+    from worker import tracing
     from worker.jobs import context
 
+    tracing.configure("worker")  # before the context's engine is made: its SQL is traced too
     context.install(context.JobContext.from_settings(get_settings()))
     # Long-lived objects out of the collector's sight: no full-collection pauses mid-drain.
     gc.collect()
@@ -141,7 +144,9 @@ def _announce(sender: Any = None, **_kwargs: Any) -> None:
     from worker.jobs.presence import Heartbeat
 
     settings = get_settings()
-    _presence = Heartbeat(settings.database_url, getattr(sender, "hostname", None) or "worker")
+    # The node name and the pid: two hosts (or containers) can share a host name.
+    node = f"{getattr(sender, 'hostname', None) or 'worker'}/{os.getpid()}"
+    _presence = Heartbeat(settings.database_url, node)
     _presence.start()
     if settings.metrics_port:
         from prometheus_client import start_http_server

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -25,7 +26,6 @@ from sqlalchemy import (
     MetaData,
     any_,
     bindparam,
-    create_engine,
     event,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -108,18 +108,21 @@ def private_sqlite_file(url: str) -> None:
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    # sqlalchemy.create_engine looked up at each call: worker/tracing.py may have wrapped it since.
     # Errors must not carry the statement's values into logs and inbox.last_error: they are
     # callback contents (transcript text, user ids), and a batch error quotes other callbacks'.
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         private_sqlite_file(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs)
+        engine = sqlalchemy.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
         _configure_sqlite(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    return create_engine(url, **kwargs)
+    return sqlalchemy.create_engine(url, **kwargs)
 
 
 def _configure_sqlite(engine: Engine) -> None:
