@@ -17,21 +17,12 @@ from sqlalchemy.orm import Session as DbSession
 from tests.conftest import API_TOKEN
 from tests.factories import APP_ID, INSTANCE, Signer
 from tests.processes import RedisServer, Stack, stack_env, wait_until
-from tests.worker.conversation import conversation
+from tests.worker.conversation import EXPECTED_TURNS, conversation
 from worker.models import AgentException, InboxCallback, Turn
 from worker.sessions import transcripts
 from worker.sessions.lifecycle import session_id_for
 
 pytestmark = pytest.mark.slow
-
-EXPECTED_TURNS = [
-    "Can you recommend a book?",
-    "Sure. Try 'The Left Hand of Darkness'. It is short and strange.",
-    "Something longer?",
-    "Then 'Middlemarch', which follows a whole town over",
-    "Thanks, bye.",
-    "再见！Goodbye!",
-]
 
 
 @pytest.fixture

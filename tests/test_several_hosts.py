@@ -25,20 +25,12 @@ from roomwarden.runner import commands
 from tests.conftest import API_TOKEN, SECRET_KEY
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer
 from tests.processes import PostgresServer, Process, RedisServer, postgres_bin, wait_until
-from tests.worker.conversation import conversation
+from tests.worker.conversation import EXPECTED_TURNS, conversation
 from worker.models import InboxCallback, JobLock, Turn
 
 pytestmark = pytest.mark.slow
 
 CONVERSATIONS = 12
-EXPECTED_TEXTS = [
-    "Can you recommend a book?",
-    "Sure. Try 'The Left Hand of Darkness'. It is short and strange.",
-    "Something longer?",
-    "Then 'Middlemarch', which follows a whole town over",
-    "Thanks, bye.",
-    "再见！Goodbye!",
-]
 
 
 def _run(*argv: str) -> None:
@@ -186,13 +178,13 @@ def test_two_hosts_lose_nothing_and_double_nothing(hosts: list[Host], tmp_path: 
             "every callback applied",
         )
         assert count(InboxCallback) == len(sent)
-        assert count(Turn) == CONVERSATIONS * len(EXPECTED_TEXTS)
+        assert count(Turn) == CONVERSATIONS * len(EXPECTED_TURNS)
         with DbSession(local) as db:
             texts = db.execute(select(Turn.session_id, Turn.text).order_by(Turn.session_id, Turn.id)).all()
             by_session: dict[str, list[str]] = {}
             for session_id, turn_text in texts:
                 by_session.setdefault(session_id, []).append(turn_text)
-            assert all(sorted(t) == sorted(EXPECTED_TEXTS) for t in by_session.values())
+            assert all(sorted(t) == sorted(EXPECTED_TURNS) for t in by_session.values())
             # Both hosts' workers are known, and the beats agreed on who sends each round.
             workers = db.scalars(select(JobLock.name).where(JobLock.name.startswith("worker:"))).all()
             assert len(workers) == 2, workers

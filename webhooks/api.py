@@ -146,16 +146,23 @@ async def json_body(request: Request) -> Any:
     return body
 
 
-@authorized
-async def create_session(request: Request) -> Response:
-    """Start an agent session: stored at once, the vendor called by a worker; poll GET for the outcome."""
+async def guarded_body(request: Request) -> tuple[Any, idempotency.Guard | None] | Response:
+    """The JSON body and its Idempotency-Key guard (None without the header), or the error answer."""
     body = await json_body(request)
     if isinstance(body, Response):
         return body
-    state = request.app.state
     guard = idempotency.guard_for(request, body)
-    if isinstance(guard, Response):
-        return guard
+    return guard if isinstance(guard, Response) else (body, guard)
+
+
+@authorized
+async def create_session(request: Request) -> Response:
+    """Start an agent session: stored at once, the vendor called by a worker; poll GET for the outcome."""
+    asked = await guarded_body(request)
+    if isinstance(asked, Response):
+        return asked
+    body, guard = asked
+    state = request.app.state
     try:
         wanted = requesting.parse_request(body, settings=state.settings, known_templates=state.templates)
     except requesting.RequestError as exc:
@@ -300,9 +307,10 @@ async def session_policy(request: Request) -> Response:
 @authorized
 async def run_policy(request: Request) -> Response:
     """Run a policy action by hand: 202 and the action (200 when a dry-run policy only records it)."""
-    body = await json_body(request)
-    if isinstance(body, Response):
-        return body
+    asked = await guarded_body(request)
+    if isinstance(asked, Response):
+        return asked
+    body, guard = asked
     what = body.get("action") if isinstance(body, dict) else None
     if what not in reports.MANUAL_ACTIONS:
         return json(
@@ -315,9 +323,6 @@ async def run_policy(request: Request) -> Response:
         )
     state = request.app.state
     key = request.path_params["session_id"]
-    guard = idempotency.guard_for(request, body)
-    if isinstance(guard, Response):
-        return guard
     pending: list[tuple[int, float]] = []
 
     def decide(db: DbSession) -> Response:

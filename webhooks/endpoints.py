@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhooks import idempotency
-from webhooks.api import json_body
+from webhooks.api import guarded_body, json_body
 from webhooks.auth import authorized
 from webhooks.queries import bounded, choice, invalid_query, json, read
 from webhooks.receiver import error
@@ -75,12 +75,10 @@ async def create_endpoint(request: Request) -> Response:
     """POST /v1/endpoints {"url", "events"?, "app_id"?, "description"?}: 201, the secret shown once.
 
     Under an Idempotency-Key the replayed answer shows the secret again: it is the same answer."""
-    body = await json_body(request)
-    if isinstance(body, Response):
-        return body
-    guard = idempotency.guard_for(request, body)
-    if isinstance(guard, Response):
-        return guard
+    asked = await guarded_body(request)
+    if isinstance(asked, Response):
+        return asked
+    body, guard = asked
     wanted = await _parsed(request, body, creating=True)
     if isinstance(wanted, Response):
         return wanted
@@ -202,12 +200,10 @@ async def get_delivery(request: Request) -> Response:
 @authorized
 async def replay(request: Request) -> Response:
     """POST /v1/endpoints/{id}/replay {"since", "until"?, "types"?}: the window's events sent again."""
-    body = await json_body(request)
-    if isinstance(body, Response):
-        return body
-    guard = idempotency.guard_for(request, body)
-    if isinstance(guard, Response):
-        return guard
+    asked = await guarded_body(request)
+    if isinstance(asked, Response):
+        return asked
+    body, guard = asked
     try:
         window = _window(body)
     except catalog.FilterError as exc:

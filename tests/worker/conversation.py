@@ -9,6 +9,16 @@ from tests.factories import Signer
 
 R1, R2, R3 = 158_422_001, 158_422_009, 158_422_014
 
+# The turns that conversation leaves, in order: what every end-to-end test expects to read back.
+EXPECTED_TURNS = [
+    "Can you recommend a book?",
+    "Sure. Try 'The Left Hand of Darkness'. It is short and strange.",
+    "Something longer?",
+    "Then 'Middlemarch', which follows a whole town over",
+    "Thanks, bye.",
+    "再见！Goodbye!",
+]
+
 
 def conversation(signer: Signer, *, base: int | None = None) -> list[dict[str, Any]]:
     """Timestamped over the last minute by default, inside the receiver's signature window."""
