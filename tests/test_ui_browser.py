@@ -233,3 +233,18 @@ def test_a_live_session_fills_in_as_it_happens(page: Page, served: str, engine: 
     arrive(("AgentInstanceDeleted", {"Code": 0}))
     expect(page.locator(".badge.state-ended")).to_be_visible(timeout=15_000)
     expect(page.locator(".badge.live")).to_have_count(0)
+
+
+def test_the_api_reference_renders_from_openapi_json_with_nothing_from_elsewhere(
+    page: Page, served: str
+) -> None:
+    """/docs works on a host with no way out: every request it makes stays on this origin."""
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(served) else elsewhere.append(r.url))
+    page.goto(f"{served}/docs")
+    page.wait_for_selector("#tag-sessions")
+    start = page.locator("details.op", has_text="Start a session")
+    start.locator("summary").first.click()
+    assert start.locator("text=Idempotency-Key").count() >= 1
+    assert start.locator("text=202").count() >= 1
+    assert elsewhere == []

@@ -82,17 +82,18 @@ def test_the_page_has_no_inline_code_and_loads_nothing_from_elsewhere(web: TestC
 
 
 def test_every_file_the_page_loads_is_served_with_its_content_type(web: TestClient) -> None:
-    """Scripts (and every module they import), the stylesheet and the icon come with the right types."""
+    """Scripts (and every module they import), the stylesheets and the icon of the page and of the
+    API reference (/docs) come with the right types."""
     expected = {
         ".js": "text/javascript; charset=utf-8",
         ".css": "text/css; charset=utf-8",
         ".svg": "image/svg+xml",
     }
-    html = web.get("/ui").text
     wanted = {
         attrs.get("src") or attrs.get("href")
-        for tag, attrs in parsed(html)
-        if tag in ("script", "link", "img")
+        for page in ("/ui", "/docs")
+        for tag, attrs in parsed(web.get(page).text)
+        if tag in ("script", "link", "img") and not (attrs.get("href") or "").startswith(("/docs", "/openapi"))
     }
     seen: set[str] = set()
     while wanted:
@@ -109,7 +110,8 @@ def test_every_file_the_page_loads_is_served_with_its_content_type(web: TestClie
             wanted |= {f"/ui/static/{m}" for m in re.findall(r'from "\./([\w-]+\.js)"', response.text)}
     assert {"/ui/static/app.js", "/ui/static/style.css", "/ui/static/charts.js"} <= seen
     # Every servable file is reachable from the page: nothing stale is shipped.
-    assert {f"/ui/static/{name}" for name in ui.load() if name != "index.html"} == seen
+    pages = ("index.html", "docs.html")
+    assert {f"/ui/static/{name}" for name in ui.load() if name not in pages} == seen
 
 
 def test_unknown_or_escaping_paths_are_not_served(web: TestClient) -> None:
@@ -119,6 +121,7 @@ def test_unknown_or_escaping_paths_are_not_served(web: TestClient) -> None:
         "/ui/static/../ui.py",
         "/ui/static/%2e%2e/ui.py",
         "/ui/static/index.html",
+        "/ui/static/docs.html",
     ):
         assert web.get(path).status_code == 404, path
 

@@ -119,7 +119,7 @@ function render(doc) {
     }
     if (ops.length === 0) continue;
     nav.append(h("a", { href: `#tag-${tag.name}` }, tag.name));
-    main.append(h("h2", { id: `tag-${tag.name}` }, tag.name), ops);
+    main.append(h("h2", { id: `tag-${tag.name}` }, tag.name), ...ops);
   }
 }
 
