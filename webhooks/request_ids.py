@@ -6,23 +6,27 @@ binds one log field, and must not cost the callback route a task or a copy of th
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 
 import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-HEADER = "x-request-id"
+HEADER = b"x-request-id"
 # What a caller may hand us: short, printable, no spaces. Anything else is replaced, not echoed,
 # so a header cannot smuggle control characters into logs or responses.
 _ACCEPTABLE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# Made ids: 32 hex digits, a random per-process prefix and a counter. Unique, not secret, and
+# a tenth of uuid4's cost on a route that answers thousands of callbacks a second.
+_PREFIX = os.urandom(6).hex()
+_COUNTER = itertools.count(int.from_bytes(os.urandom(4)))
 
 
 def request_id(given: str | None) -> str:
     if given is not None and _ACCEPTABLE.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER) & (2**80 - 1):020x}"
 
 
 class RequestIds:
@@ -35,16 +39,20 @@ class RequestIds:
             return
         given = None
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == HEADER:
                 given = value.decode("latin-1")
                 break
         rid = request_id(given)
-        scope.setdefault("state", {})["request_id"] = rid
+        returned = (HEADER, rid.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = rid
+                # A new list: prebuilt responses share theirs between requests.
+                message["headers"] = [*message.get("headers", ()), returned]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=rid):
+        tokens = structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
             await self.app(scope, receive, send_with_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
