@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # Retention: raw callback payloads are emptied after this many days (0 keeps them); the
     # sessions and transcripts derived from them stay.
     raw_payload_retention_days: int = 30
+    # Applied callbacks whose payload retention already emptied are deleted this many days after
+    # they came (0 keeps the rows). Deduplication needs them only within the signature window
+    # (ROOMWARDEN_TIMESTAMP_WINDOW_SECONDS, minutes): an older retry is refused as stale anyway.
+    inbox_retention_days: int = 90
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -183,6 +187,16 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError("must be positive")
         return value
+
+    @model_validator(mode="after")
+    def _dedup_outlives_retries(self) -> Settings:
+        # A deleted inbox row frees its dedup key: that is safe only once no retry of it can pass
+        # the signature window any more.
+        if 0 < self.inbox_retention_days * 86400 <= self.timestamp_window_seconds:
+            raise ValueError("inbox_retention_days must outlast timestamp_window_seconds")
+        if self.inbox_retention_days < 0:
+            raise ValueError("inbox_retention_days must be 0 (keep) or more")
+        return self
 
     def zego_app(self, app_id: int) -> ZegoApp | None:
         """The configured secrets for ``app_id``, or None for an AppId this deployment does not serve."""

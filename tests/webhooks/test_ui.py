@@ -93,7 +93,8 @@ def test_every_file_the_page_loads_is_served_with_its_content_type(web: TestClie
         attrs.get("src") or attrs.get("href")
         for page in ("/ui", "/docs")
         for tag, attrs in parsed(web.get(page).text)
-        if tag in ("script", "link", "img") and not (attrs.get("href") or "").startswith(("/docs", "/openapi"))
+        if tag in ("script", "link", "img")
+        and not (attrs.get("href") or "").startswith(("/docs", "/openapi"))
     }
     seen: set[str] = set()
     while wanted:

@@ -3,9 +3,11 @@
 A stored callback is the source of truth while it can still matter (a rebuild, a support
 question about last week), but it also holds what users said, verbatim, with ids. Past
 ``ROOMWARDEN_RAW_PAYLOAD_RETENTION_DAYS`` (0 keeps them for ever) an applied callback's payload
-is emptied and ``purged_at`` set. The row itself stays: timeline events, exceptions and
-sentences reference it, and its dedup key still turns away a late duplicate. A rebuild leaves
-sessions with purged callbacks as they are (see worker/sessions/rebuild.py): they cannot be re-derived.
+is emptied and ``purged_at`` set. The row itself stays for ``ROOMWARDEN_INBOX_RETENTION_DAYS``
+(its dedup key turns away a late duplicate, though a retry older than the signature window is
+refused as stale anyway), then it is deleted and its instance marked ``history_purged``. A
+rebuild leaves sessions with purged callbacks as they are (see worker/sessions/rebuild.py): they
+cannot be re-derived.
 
 User audio has its own, shorter retention (``ROOMWARDEN_USER_AUDIO_RETENTION_DAYS``) and is
 purged here too, through ``audio.purge_expired``; so are delivered events past
@@ -21,13 +23,13 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import id_in, session_scope, utcnow
 from worker.events import history
 from worker.jobs import leases
-from worker.models import IdempotentRequest, InboxCallback, InboxState
+from worker.models import AgentInstance, IdempotentRequest, InboxCallback, InboxState
 from worker.models.requests import KEPT_FOR
 from worker.sessions import audio
 from worker.settings import Settings
@@ -73,10 +75,51 @@ def purge(db: DbSession, now: dt.datetime, settings: Settings, *, batch: int = 5
                 .execution_options(synchronize_session=False)
             )
         payloads = len(ids)
+    rows = (
+        _expired_rows(db, now, settings.inbox_retention_days, batch)
+        if settings.inbox_retention_days > 0
+        else 0
+    )
     user_audio = audio.purge_expired(db, now=now, retention_days=settings.user_audio_retention_days)
     events = history.purge_expired(db, now=now, retention_days=settings.event_retention_days, batch=batch)
     keys = _expired_idempotency_keys(db, now, batch)
-    return {"payloads": payloads, "user_audio": user_audio, "events": events, "idempotency_keys": keys}
+    return {
+        "payloads": payloads,
+        "inbox_rows": rows,
+        "user_audio": user_audio,
+        "events": events,
+        "idempotency_keys": keys,
+    }
+
+
+def _expired_rows(db: DbSession, now: dt.datetime, days: int, batch: int) -> int:
+    """Applied rows past the inbox retention, their payload already emptied: deleted, and their
+    instances marked ``history_purged`` so that a rebuild leaves those sessions alone."""
+    if days <= 0:
+        return 0
+    cutoff = now - dt.timedelta(days=days)
+    found = db.execute(
+        select(InboxCallback.id, InboxCallback.app_id, InboxCallback.agent_instance_id)
+        .where(
+            InboxCallback.state == InboxState.DONE,
+            InboxCallback.purged_at.is_not(None),
+            InboxCallback.received_at < cutoff,
+        )
+        .order_by(InboxCallback.id)
+        .limit(batch)
+    ).all()
+    if not found:
+        return 0
+    streams = {(app_id, instance) for _, app_id, instance in found}
+    db.execute(
+        update(AgentInstance)
+        .where(tuple_(AgentInstance.app_id, AgentInstance.agent_instance_id).in_(streams))
+        .values(history_purged=True)
+        .execution_options(synchronize_session=False)
+    )
+    dialect = db.get_bind().dialect.name
+    db.execute(delete(InboxCallback).where(id_in(InboxCallback.id, [row[0] for row in found], dialect)))
+    return len(found)
 
 
 def _expired_idempotency_keys(db: DbSession, now: dt.datetime, batch: int) -> int:
@@ -91,7 +134,7 @@ def _expired_idempotency_keys(db: DbSession, now: dt.datetime, batch: int) -> in
 
 def purge_all(job: JobContext) -> dict[str, int]:
     """The hourly job: batches of :func:`purge`, one transaction each, under a lease."""
-    totals = {"payloads": 0, "user_audio": 0, "events": 0, "idempotency_keys": 0}
+    totals = {"payloads": 0, "inbox_rows": 0, "user_audio": 0, "events": 0, "idempotency_keys": 0}
     with leases.held(job.sessions, "purge-retention", LEASE_SECONDS) as mine:
         if not mine:
             return totals
@@ -100,7 +143,7 @@ def purge_all(job: JobContext) -> dict[str, int]:
                 counts = purge(db, utcnow(), job.settings, batch=BATCH)
             for key, value in counts.items():
                 totals[key] += value
-            if all(counts[kind] < BATCH for kind in ("payloads", "events", "idempotency_keys")):
+            if all(counts[kind] < BATCH for kind in ("payloads", "inbox_rows", "events", "idempotency_keys")):
                 break
     if any(totals.values()):
         log.info("retention_purged", **totals)

@@ -18,7 +18,7 @@ class TimelineEvent(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     instance_id: Mapped[int] = mapped_column(ForeignKey("agent_instances.id", ondelete="CASCADE"))
-    inbox_id: Mapped[int] = mapped_column(ForeignKey("inbox.id"), unique=True)
+    inbox_id: Mapped[int] = mapped_column(ID, unique=True)  # the callback's row, until retention deletes it
     event: Mapped[str] = mapped_column(String(64))
     round: Mapped[int | None] = mapped_column(BigInteger)
     sequence: Mapped[int | None] = mapped_column(BigInteger)
@@ -34,7 +34,7 @@ class AgentException(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     instance_id: Mapped[int] = mapped_column(ForeignKey("agent_instances.id", ondelete="CASCADE"))
-    inbox_id: Mapped[int] = mapped_column(ForeignKey("inbox.id"), unique=True)
+    inbox_id: Mapped[int] = mapped_column(ID, unique=True)  # the callback's row, until retention deletes it
     code: Mapped[int] = mapped_column(Integer)
     family: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
@@ -53,7 +53,7 @@ class UserAudio(Base):
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     instance_id: Mapped[int] = mapped_column(ForeignKey("agent_instances.id", ondelete="CASCADE"))
-    inbox_id: Mapped[int] = mapped_column(ForeignKey("inbox.id"), unique=True)
+    inbox_id: Mapped[int] = mapped_column(ID, unique=True)  # the callback's row, until retention deletes it
     user_id: Mapped[str | None] = mapped_column(String(64))
     round: Mapped[int | None] = mapped_column(BigInteger)
     sample_rate: Mapped[int | None] = mapped_column(Integer)

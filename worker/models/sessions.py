@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worker.db import Base, JSONType, UTCDateTime
@@ -116,6 +116,8 @@ class AgentInstance(Base):
     last_sequence: Mapped[int | None] = mapped_column(BigInteger)
     # Turns of Rounds up to this one are completed and announced (turn.completed, worker/events).
     completed_round: Mapped[int | None] = mapped_column(BigInteger)
+    # Its callbacks' inbox rows were deleted by retention: a rebuild cannot derive it again.
+    history_purged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     session: Mapped[Session] = relationship(back_populates="instances")
 

@@ -52,7 +52,7 @@ class AgentSentence(Base):
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
     instance_id: Mapped[int] = mapped_column(ForeignKey("agent_instances.id", ondelete="CASCADE"))
-    inbox_id: Mapped[int] = mapped_column(ForeignKey("inbox.id"), unique=True)
+    inbox_id: Mapped[int] = mapped_column(ID, unique=True)  # the callback's row, until retention deletes it
     round: Mapped[int] = mapped_column(BigInteger)
     sequence: Mapped[int | None] = mapped_column(BigInteger)
     callback_ts: Mapped[int] = mapped_column(BigInteger)

@@ -8,7 +8,7 @@ roomwarden keep their row and lose only what callbacks had written on it.
 
 from __future__ import annotations
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import CompoundSelect, delete, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased, sessionmaker
 
@@ -32,12 +32,12 @@ from worker.models import (
 from worker.settings import Settings
 
 
-def _purged_sessions() -> Select[str]:
+def _purged_sessions() -> CompoundSelect[str]:
     """Sessions with a callback whose payload retention emptied: they cannot be derived again,
     so a rebuild leaves them (all their instances, all their callbacks) exactly as they are."""
     # Aliases: this subquery sits inside statements on the same tables and must not correlate.
     instance, callback = aliased(AgentInstance), aliased(InboxCallback)
-    return (
+    emptied = (
         select(instance.session_id)
         .join(
             callback,
@@ -45,6 +45,8 @@ def _purged_sessions() -> Select[str]:
         )
         .where(callback.purged_at.is_not(None))
     )
+    deleted = aliased(AgentInstance)  # its rows are gone altogether (inbox retention)
+    return emptied.union(select(deleted.session_id).where(deleted.history_purged))
 
 
 def reset_derived(db: DbSession) -> None:

@@ -89,3 +89,49 @@ def test_a_rebuild_leaves_sessions_with_purged_callbacks_as_they_are(
         other_session = db.scalars(select(Session).where(Session.id != before["session"]["id"])).one()
         said = [(t.speaker, t.text) for t in transcripts.transcript(db, other_session.id)]
         assert said == [("user", "What's the weather like?"), ("agent", "It is sunny today.")]
+
+
+def test_applied_rows_go_after_the_inbox_retention_and_the_conversation_stays(
+    clean_engine: Engine, settings: Settings
+) -> None:
+    """Ninety days on, the applied rows themselves are deleted, in batches; the transcript reads
+    the same, a rebuild leaves that session alone, and pending and failed rows are kept."""
+    factory = make_sessionmaker(clean_engine)
+    signer = Signer()
+    with session_scope(factory) as db:
+        ingest(db, conversation(signer))
+        apply_pending(db, settings)
+        before = snapshot(db)
+        ingest(db, [signer.callback("ASRResult", instance="7000000000000000001")])  # still pending
+        applied = len(
+            db.scalars(select(InboxCallback.id).where(InboxCallback.state == InboxState.DONE)).all()
+        )
+
+    far = utcnow() + dt.timedelta(days=settings.inbox_retention_days + 1)
+    with session_scope(factory) as db:
+        assert retention.purge(db, utcnow() + LATER, settings)["inbox_rows"] == 0  # emptied, not yet deleted
+    deleted = 0
+    for _ in range(10):  # batches of 5, as the hourly job repeats them
+        with session_scope(factory) as db:
+            counts = retention.purge(db, far, settings, batch=5)
+        deleted += counts["inbox_rows"]
+        if counts["inbox_rows"] < 5:
+            break
+    assert deleted == applied
+    with session_scope(factory) as db:
+        assert [r.state for r in db.scalars(select(InboxCallback))] == [InboxState.PENDING]
+        assert snapshot(db) == before
+    rebuild(factory, settings)
+    with session_scope(factory) as db:
+        assert snapshot(db) == before
+
+
+def test_a_retention_shorter_than_the_signature_window_is_refused_at_start() -> None:
+    """A deleted row frees its dedup key: only safe once no retry of it can pass the signature
+    window, so a configuration that would delete rows sooner does not start."""
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="inbox_retention_days must outlast"):
+        Settings(inbox_retention_days=1, timestamp_window_seconds=2 * 86400, _env_file=None)  # type: ignore[call-arg]
+    assert Settings(inbox_retention_days=0, timestamp_window_seconds=2 * 86400, _env_file=None)  # type: ignore[call-arg]
