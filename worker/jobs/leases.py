@@ -2,8 +2,9 @@
 
 Beats send each job once a round (``worker/schedule.py``), but a run can outlast its interval
 (a slow vendor, a long scan), a worker can pick up a delayed message while the next one is
-already running, and an operator can fire a job by hand. Each of those would scan the same sessions twice over, so the
-scheduled tasks run inside ``held(...)``: the first to take the lease runs, the others skip.
+already running, and an operator can fire a job by hand. Each of those would scan the same
+sessions twice over, so the scheduled tasks run inside ``held(...)``: the first to take the
+lease runs, the others skip.
 
 The lease is a row in ``job_locks`` with a holder token and an expiry. Taking it is one
 statement, ``INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE expires_at < now RETURNING``,
