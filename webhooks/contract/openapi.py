@@ -42,6 +42,7 @@ def _responses(op: Operation, ref: dict[type[BaseModel], dict[str, Any]]) -> dic
         errors.update({k: v for k, v in BODY_ERRORS.items() if k not in op.extra_errors})
     if op.idempotency_key:
         errors.setdefault(400, "A query parameter, the body or the Idempotency-Key is invalid")
+        errors.setdefault(422, "This Idempotency-Key was used with another body in the last 24 hours")
     for status, description in sorted(errors.items()):
         out.setdefault(
             str(status), {"description": description, "content": {"application/json": {"schema": ref[Error]}}}

@@ -157,10 +157,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=sessions.CreateSession,
         idempotency_key=True,
         description="Stored at once; a worker calls the vendor. Poll the session for the outcome.",
-        extra_errors={
-            409: "A live Coze room for this uid and bot_id already exists",
-            422: "This Idempotency-Key was used with another body",
-        },
+        extra_errors={409: "A live Coze room for this uid and bot_id already exists"},
     ),
     Operation(
         "get",
@@ -247,11 +244,7 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(SESSION_ID,),
         body=actions.RunPolicy,
         idempotency_key=True,
-        extra_errors={
-            **NOT_FOUND,
-            409: "Nothing to run it on (no live agent, session over)",
-            422: "This Idempotency-Key was used with another body",
-        },
+        extra_errors={**NOT_FOUND, 409: "Nothing to run it on (no live agent, session over)"},
     ),
     Operation(
         "get",
@@ -331,7 +324,6 @@ OPERATIONS: tuple[Operation, ...] = (
         {201: endpoints.Endpoint},
         body=endpoints.CreateEndpoint,
         idempotency_key=True,
-        extra_errors={422: "This Idempotency-Key was used with another body"},
     ),
     Operation(
         "get",
@@ -383,11 +375,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {202: endpoints.DeliveryDetail},
         params=(ENDPOINT_ID,),
         idempotency_key=True,
-        extra_errors={
-            404: "No such endpoint",
-            409: "The endpoint is disabled",
-            422: "This Idempotency-Key was used with another body",
-        },
+        extra_errors={404: "No such endpoint", 409: "The endpoint is disabled"},
     ),
     Operation(
         "get",
@@ -427,6 +415,6 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(ENDPOINT_ID,),
         body=endpoints.Replay,
         idempotency_key=True,
-        extra_errors={404: "No such endpoint", 422: "This Idempotency-Key was used with another body"},
+        extra_errors={404: "No such endpoint"},
     ),
 )
