@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
 from webhooks import analysis, api, endpoints, events, exports, health, receiver, ui
@@ -24,16 +26,29 @@ from worker.sessions import templates
 from worker.settings import Settings, get_settings, require_production
 from worker.tasks import enqueue_drain
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(path: str, **handlers: Endpoint) -> Route:
+    """One route per path, whatever its methods: a 405 then names every method the path serves
+    (Starlette answers it from the first route whose path matches)."""
+    if "GET" in handlers:
+        handlers.setdefault("HEAD", handlers["GET"])
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
 ROUTES = [
     Route("/callbacks/zego", receiver.zego_callback, methods=["POST"]),
     Route("/healthz", health.healthz),
     Route("/readyz", health.readyz),
     Route("/metrics", health.metrics),
     Route("/openapi.json", health.openapi),
-    Route("/v1/sessions", api.list_sessions, methods=["GET"]),
-    Route("/v1/sessions", api.create_session, methods=["POST"]),
-    Route("/v1/sessions/{session_id}", api.get_session, methods=["GET"]),
-    Route("/v1/sessions/{session_id}", api.delete_session, methods=["DELETE"]),
+    by_method("/v1/sessions", GET=api.list_sessions, POST=api.create_session),
+    by_method("/v1/sessions/{session_id}", GET=api.get_session, DELETE=api.delete_session),
     Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
     Route("/v1/sessions/{session_id}/events", events.session_events),
     Route("/v1/sessions/{session_id}/actions", api.session_actions),
@@ -45,11 +60,13 @@ ROUTES = [
     Route("/v1/stats", analysis.stats),
     Route("/v1/exports/{kind}.{format}", exports.export),
     Route("/v1/events", events.all_events),
-    Route("/v1/endpoints", endpoints.list_endpoints, methods=["GET"]),
-    Route("/v1/endpoints", endpoints.create_endpoint, methods=["POST"]),
-    Route("/v1/endpoints/{endpoint_id}", endpoints.get_endpoint, methods=["GET"]),
-    Route("/v1/endpoints/{endpoint_id}", endpoints.update_endpoint, methods=["PATCH"]),
-    Route("/v1/endpoints/{endpoint_id}", endpoints.delete_endpoint, methods=["DELETE"]),
+    by_method("/v1/endpoints", GET=endpoints.list_endpoints, POST=endpoints.create_endpoint),
+    by_method(
+        "/v1/endpoints/{endpoint_id}",
+        GET=endpoints.get_endpoint,
+        PATCH=endpoints.update_endpoint,
+        DELETE=endpoints.delete_endpoint,
+    ),
     Route("/v1/endpoints/{endpoint_id}/rotate-secret", endpoints.rotate_secret, methods=["POST"]),
     Route("/v1/endpoints/{endpoint_id}/test", endpoints.test_endpoint, methods=["POST"]),
     Route("/v1/endpoints/{endpoint_id}/deliveries", endpoints.list_deliveries),
