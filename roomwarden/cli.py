@@ -120,7 +120,7 @@ def _serve(host: str | None, port: int | None, *, demo: bool, emulator: bool, st
     settings = Settings()
     missing = settings.missing_for_production(serves_api=True)
     if missing:
-        typer.echo(str(ProductionMisconfigured(missing)), err=True)
+        typer.echo(f"roomwarden: {ProductionMisconfigured(missing)}", err=True)
         return 2
     _migrate(settings.database_url)
     typer.echo(f"database: {_redact(settings.database_url)}  broker: {_redact(settings.broker_url)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from functools import cache
 
 import orjson
 import structlog
@@ -20,15 +21,14 @@ from worker.metrics import exposition
 log = structlog.get_logger(__name__)
 
 
-_OPENAPI: bytes | None = None
-
-
 async def openapi(request: Request) -> Response:
     """The OpenAPI 3.1 document (webhooks/contract/openapi.py), built once per process."""
-    global _OPENAPI
-    if _OPENAPI is None:
-        _OPENAPI = orjson.dumps(document())
-    return Response(_OPENAPI, media_type="application/json")
+    return Response(_openapi_bytes(), media_type="application/json")
+
+
+@cache
+def _openapi_bytes() -> bytes:
+    return orjson.dumps(document())
 
 
 async def healthz(request: Request) -> Response:

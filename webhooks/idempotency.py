@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session as DbSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from webhooks.receiver import error
-from worker.db import utcnow
+from worker.db import insert_ignoring_conflicts, utcnow
 from worker.models import IdempotentRequest
 from worker.models.requests import KEPT_FOR
 
@@ -62,24 +61,24 @@ def guard_for(request: Request, body: Any) -> Guard | Response | None:
     return Guard(f"{request.method} {path}", key, fingerprint(body))
 
 
-def answered(db: DbSession, guard: Guard, now: dt.datetime) -> Response | None:
-    """None when this request is the key's first (its row now taken); else the answer to give."""
-    mine = (IdempotentRequest.route == guard.route) & (IdempotentRequest.key == guard.key)
-    db.execute(delete(IdempotentRequest).where(mine, IdempotentRequest.created_at < now - WINDOW))
-    dialect = db.get_bind().dialect.name
-    insert = (
-        postgresql.insert(IdempotentRequest) if dialect == "postgresql" else sqlite.insert(IdempotentRequest)
+def _take(db: DbSession, guard: Guard, now: dt.datetime) -> int | None:
+    statement = insert_ignoring_conflicts(IdempotentRequest, db.get_bind().dialect.name).values(
+        route=guard.route, key=guard.key, fingerprint=guard.fingerprint, status=0, body="", created_at=now
     )
-    taken = db.scalar(
-        insert.values(
-            route=guard.route, key=guard.key, fingerprint=guard.fingerprint, status=0, body="", created_at=now
-        )
-        .on_conflict_do_nothing(index_elements=["route", "key"])
-        .returning(IdempotentRequest.id)
-    )
+    return db.scalar(statement.returning(IdempotentRequest.id))
+
+
+def answered(db: DbSession, guard: Guard, now: dt.datetime) -> int | Response:
+    """The key's row id when this request is its first (the row now taken); else the answer to give."""
+    taken = _take(db, guard, now)
     if taken is not None:
-        return None
+        return taken
+    mine = (IdempotentRequest.route == guard.route) & (IdempotentRequest.key == guard.key)
     earlier = db.scalars(select(IdempotentRequest).where(mine)).one()
+    if earlier.created_at < now - WINDOW:  # an expired key starts afresh
+        db.execute(delete(IdempotentRequest).where(IdempotentRequest.id == earlier.id))
+        # A twin retry that replaced it first: its fresh row is the answer to read.
+        return _take(db, guard, now) or answered(db, guard, now)
     if earlier.fingerprint != guard.fingerprint:
         return error(
             422,
@@ -94,24 +93,21 @@ def answered(db: DbSession, guard: Guard, now: dt.datetime) -> Response | None:
     )
 
 
-def remember(db: DbSession, guard: Guard, response: Response) -> None:
-    row = db.scalars(
-        select(IdempotentRequest).where(
-            IdempotentRequest.route == guard.route, IdempotentRequest.key == guard.key
-        )
-    ).one()
-    row.status, row.body = response.status_code, bytes(response.body).decode()
-
-
 def once(db: DbSession, guard: Guard | None, work: Callable[[], Response]) -> tuple[Response, bool]:
     """``work``'s answer, remembered under the guard; or the remembered one (and False: not run)."""
+    row = None
     if guard is not None:
-        earlier = answered(db, guard, utcnow())
-        if earlier is not None:
-            return earlier, False
+        taken = answered(db, guard, utcnow())
+        if isinstance(taken, Response):
+            return taken, False
+        row = taken
     response = work()
-    if guard is not None:
-        remember(db, guard, response)
+    if row is not None:
+        db.execute(
+            update(IdempotentRequest)
+            .where(IdempotentRequest.id == row)
+            .values(status=response.status_code, body=bytes(response.body).decode())
+        )
     return response, True
 
 

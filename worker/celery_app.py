@@ -113,7 +113,7 @@ def _check_configuration(**_kwargs: Any) -> None:
         require_production(settings, serves_api=False)
         book_for(settings.policies_file)
     except (PolicyError, ProductionMisconfigured) as exc:
-        raise SystemExit(f"roomwarden: {exc}".replace("roomwarden: roomwarden:", "roomwarden:")) from None
+        raise SystemExit(f"roomwarden: {exc}") from None  # Celery logs and swallows an Exception
     if settings.production and settings.rate_limit_url() is None:
         structlog.get_logger(__name__).warning(
             "rate_limits_per_process",

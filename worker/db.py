@@ -175,11 +175,14 @@ def id_in(
     return column.in_(ids)
 
 
+def dialect_insert(model: type[Base], dialect_name: str) -> postgresql.Insert | sqlite.Insert:
+    """The INSERT that speaks ``ON CONFLICT`` for whichever of our two databases is in use."""
+    return postgresql.insert(model) if dialect_name == "postgresql" else sqlite.insert(model)
+
+
 def insert_ignoring_conflicts(model: type[Base], dialect_name: str) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING`` for whichever of our two databases is in use."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing()
-    return sqlite.insert(model).on_conflict_do_nothing()
+    """``INSERT ... ON CONFLICT DO NOTHING``."""
+    return dialect_insert(model, dialect_name).on_conflict_do_nothing()
 
 
 _FACTORIES: dict[tuple[int, str], sessionmaker[Session]] = {}

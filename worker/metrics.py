@@ -101,7 +101,6 @@ def snapshot(db: DbSession, book: PolicyBook, now: dt.datetime) -> Snapshot:
         select(func.min(InboxCallback.received_at)).where(InboxCallback.state == InboxState.PENDING)
     )
     if oldest is not None:
-        oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.UTC)
         found.inbox_oldest_pending_seconds = max(0.0, (now - oldest).total_seconds())
     found.sessions = {
         str(state): int(n)

@@ -236,7 +236,7 @@ class Settings(BaseSettings):
 class ProductionMisconfigured(Exception):
     def __init__(self, missing: list[str]) -> None:
         super().__init__(
-            "roomwarden: a Postgres database means production, and production needs "
+            "a Postgres database means production, and production needs "
             + ", ".join(missing)
             + " set the same on every host (see docs/deploy.md); refusing to start"
         )

@@ -22,10 +22,6 @@ _provider: Any = None
 _instrumented: list[Any] = []
 
 
-def wanted() -> bool:
-    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")) or _provider is not None
-
-
 def configure(service: str, *, exporter: Any = None) -> bool:
     """Start tracing in this process (once); ``exporter`` replaces OTLP (tests: in memory).
 

@@ -137,8 +137,7 @@ def _observe_lag(rows: list[InboxCallback], done: set[int]) -> None:
     now = utcnow()
     for row in rows:
         if row.id in done:
-            received = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=dt.UTC)
-            APPLY_LAG.observe(max(0.0, (now - received).total_seconds()))
+            APPLY_LAG.observe(max(0.0, (now - row.received_at).total_seconds()))
 
 
 def _due_rows(

@@ -25,11 +25,10 @@ from contextlib import contextmanager
 
 import structlog
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from worker.db import session_scope, utcnow
+from worker.db import dialect_insert, session_scope, utcnow
 from worker.models import JobLock
 
 log = structlog.get_logger(__name__)
@@ -42,8 +41,7 @@ def new_holder() -> str:
 
 def acquire(db: DbSession, name: str, holder: str, *, ttl: float, now: dt.datetime) -> bool:
     """Take the lease ``name`` for ``ttl`` seconds if it is free or expired; True when taken."""
-    dialect = db.get_bind().dialect.name
-    insert = postgresql.insert(JobLock) if dialect == "postgresql" else sqlite.insert(JobLock)
+    insert = dialect_insert(JobLock, db.get_bind().dialect.name)
     values = {"name": name, "holder": holder, "expires_at": now + dt.timedelta(seconds=ttl)}
     statement = (
         insert.values(**values)

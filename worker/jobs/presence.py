@@ -14,10 +14,9 @@ import threading
 
 import structlog
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session as DbSession
 
-from worker.db import make_engine, make_sessionmaker, session_scope, utcnow
+from worker.db import dialect_insert, make_engine, make_sessionmaker, session_scope, utcnow
 from worker.models import JobLock
 
 log = structlog.get_logger(__name__)
@@ -29,8 +28,7 @@ TTL_SECONDS = 15.0
 
 
 def renew(db: DbSession, node: str, *, now: dt.datetime, ttl: float = TTL_SECONDS) -> None:
-    dialect = db.get_bind().dialect.name
-    insert = postgresql.insert(JobLock) if dialect == "postgresql" else sqlite.insert(JobLock)
+    insert = dialect_insert(JobLock, db.get_bind().dialect.name)
     # job_locks columns are 64 characters: a long host name is cut, still unique enough to read.
     values = {
         "name": (PREFIX + node)[:64],
