@@ -176,9 +176,7 @@ def deliver(job: JobContext, endpoint_id: str) -> Tally:
     """Send what is due for one endpoint until nothing is or the time budget is spent."""
     settings = job.settings
     total = Tally()
-    # Covers a whole run: the budget, a last round of requests, and the database around it.
-    ttl = settings.delivery_budget_seconds + 2 * settings.delivery_timeout_seconds + 5
-    with leases.held(job.sessions, f"deliver:{endpoint_id}", ttl=ttl) as mine:
+    with leases.held(job.sessions, f"deliver:{endpoint_id}") as mine:
         if not mine:
             return total
         stop_at = time.monotonic() + settings.delivery_budget_seconds

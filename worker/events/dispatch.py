@@ -14,7 +14,7 @@ MAX_BATCHES = 20
 def fan_out(job: JobContext) -> int:
     """Turn what the outbox gained into deliveries, under a lease: one fan-out at a time."""
     made = 0
-    with leases.held(job.sessions, "outbound-fanout", ttl=60.0) as mine:
+    with leases.held(job.sessions, "outbound-fanout") as mine:
         if not mine:
             return 0
         for _ in range(MAX_BATCHES):

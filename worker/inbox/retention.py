@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 EMPTIED = "{}"
-LEASE_SECONDS = 3600.0  # outlives any sane run; a crashed run delays the next by an hour at most
 BATCH = 5000
 MAX_BATCHES = 200  # a bounded run; what is left waits for the next hour
 
@@ -135,7 +134,7 @@ def _expired_idempotency_keys(db: DbSession, now: dt.datetime, batch: int) -> in
 def purge_all(job: JobContext) -> dict[str, int]:
     """The hourly job: batches of :func:`purge`, one transaction each, under a lease."""
     totals = {"payloads": 0, "inbox_rows": 0, "user_audio": 0, "events": 0, "idempotency_keys": 0}
-    with leases.held(job.sessions, "purge-retention", LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, "purge-retention") as mine:
         if not mine:
             return totals
         for _ in range(MAX_BATCHES):

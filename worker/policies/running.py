@@ -57,12 +57,9 @@ def run(job: JobContext, action_id: int) -> Ran:
     return Ran(str(outcome.state), follow_up)
 
 
-SWEEP_LEASE_SECONDS = 60.0
-
-
 def sweep(job: JobContext, enqueue: Callable[[list[tuple[int, float]]], object]) -> int:
     """Send the actions ``due`` finds, one sweeper at a time across beats and workers."""
-    with leases.held(job.sessions, "sweep-actions", SWEEP_LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, "sweep-actions") as mine:
         if not mine:
             return 0
         found = due(job)

@@ -30,14 +30,12 @@ Publish = Callable[[list[tuple[int, float]]], None]
 Scan = Callable[[DbSession, PolicyBook, dt.datetime], list[PolicyAction]]
 
 # A lease outlives any sane run and is short enough that a crashed run delays the next by little.
-SCAN_LEASE_SECONDS = 120.0
-RECONCILE_LEASE_SECONDS = 300.0  # a run asks ZEGO about up to RECONCILE_BATCH sessions
 RECONCILE_BATCH = 50
 
 
 def scan(job: JobContext, name: str, decide: Scan, publish: Publish) -> int:
     """One scan (``scans.recycle_idle``, ``scans.enforce_max_length``): how many it decided."""
-    with leases.held(job.sessions, name, SCAN_LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, name) as mine:
         if not mine:
             return 0
         with session_scope(job.sessions) as db:
@@ -58,7 +56,7 @@ def reconcile(job: JobContext, publish: Publish) -> int:
         configured = job.settings.zego_app(app_id)
         return configured is not None and configured.server_secret is not None
 
-    with leases.held(job.sessions, "reconcile", RECONCILE_LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, "reconcile") as mine:
         if not mine:
             return 0
         with session_scope(job.sessions) as db:
@@ -78,7 +76,7 @@ def reconcile(job: JobContext, publish: Publish) -> int:
 
 def start_queued(job: JobContext) -> list[str]:
     """Sessions queued for a vendor slot that now fit (those that waited too long are failed)."""
-    with leases.held(job.sessions, "start-queued", SCAN_LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, "start-queued") as mine:
         if not mine:
             return []
         with session_scope(job.sessions) as db:

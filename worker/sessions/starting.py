@@ -343,12 +343,9 @@ def _refused(job: JobContext, order: StartOrder, exc: Exception, failure: Failur
     return StartOutcome("failed")
 
 
-RESUME_LEASE_SECONDS = 60.0
-
-
 def resume(job: JobContext, enqueue: Callable[[str], object]) -> int:
     """Send again the starts ``resumable`` finds, one resumer at a time across beats and workers."""
-    with leases.held(job.sessions, "resume-starts", RESUME_LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, "resume-starts") as mine:
         if not mine:
             return 0
         ids = resumable(job)

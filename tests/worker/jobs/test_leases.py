@@ -86,3 +86,20 @@ def test_racing_runs_never_overlap(clean_engine: Engine) -> None:
     for thread in threads:
         thread.join()
     assert most == 1 and ran >= 1
+
+
+def test_a_long_run_keeps_its_lease_past_the_ttl_and_a_dead_one_loses_it(clean_engine: Engine) -> None:
+    """A run longer than the TTL is not overtaken while it lives; a holder that stops renewing
+    (a worker killed with SIGKILL) frees the job within the TTL, not after its longest run."""
+    factory = make_sessionmaker(clean_engine)
+    with locks.held(factory, "outbound-fanout", ttl=0.6) as mine:
+        assert mine
+        time.sleep(1.5)  # two and a half TTLs: renewed meanwhile
+        with session_scope(factory) as db:
+            assert not locks.acquire(db, "outbound-fanout", "rival", ttl=0.6, now=utcnow())
+    # A holder that took the lease and died (no renewal thread, no release).
+    with session_scope(factory) as db:
+        assert locks.acquire(db, "sweep-inbox", "killed", ttl=0.6, now=utcnow())
+    time.sleep(0.8)
+    with locks.held(factory, "sweep-inbox", ttl=0.6) as mine:
+        assert mine
