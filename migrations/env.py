@@ -20,7 +20,20 @@ target_metadata = Base.metadata
 # class indexes, FTS5 tables and their shadow tables, views): ``alembic check`` must not ask to
 # drop them. Tables by name or prefix, indexes by name.
 UNMODELLED_TABLE_PREFIXES = ("turns_fts",)
-UNMODELLED_INDEXES = frozenset({"ix_turns_text_tsv", "ix_turns_text_trgm"})
+UNMODELLED_INDEXES = frozenset(
+    {
+        "ix_turns_text_tsv",
+        "ix_turns_text_trgm",
+        "ix_turns_unsettled",
+        # 0010: the session list's sorts and filters (expressions, partial), lookups by instance id.
+        "ix_sessions_start",
+        "ix_sessions_duration",
+        "ix_sessions_duration_asc",
+        "ix_turns_interrupted",
+        "ix_agent_instances_agent_instance_id",
+        "ix_agent_instances_live",
+    }
+)
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

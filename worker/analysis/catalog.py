@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Select, and_, exists, func, or_, select, tuple_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -91,14 +91,22 @@ class SessionFilter:
             else:
                 where.append(Session.provider == self.provider)
         if self.has_interruptions is not None:
-            interrupted = exists().where(Turn.session_id == Session.id, Turn.interrupted.is_(True))
+            # The bare column, as the partial index ix_turns_interrupted is written (migration 0010).
+            interrupted = exists().where(Turn.session_id == Session.id, Turn.interrupted)
             where.append(interrupted if self.has_interruptions else ~interrupted)
         if self.has_exceptions is not None:
             failed = exists().where(AgentException.session_id == Session.id)
             where.append(failed if self.has_exceptions else ~failed)
-        if self.min_turns is not None:
-            turns = select(func.count()).where(Turn.session_id == Session.id).scalar_subquery()
-            where.append(turns >= self.min_turns)
+        if self.min_turns:  # at least 0 turns: every session
+            # Whether a min_turns-th turn exists: the index is read up to it, not to the end, so
+            # "sessions with 3 turns or more" stops at 3 however long each session is.
+            where.append(
+                select(Turn.session_id)  # in the index: an index-only scan
+                .where(Turn.session_id == Session.id)
+                .limit(1)
+                .offset(self.min_turns - 1)
+                .exists()
+            )
         if self.agent_instance_id is not None:
             where.append(
                 exists().where(
@@ -236,7 +244,11 @@ def list_sessions(
     if cursor is not None:
         value, last_id = _decode_cursor(cursor, sort, order)
         stmt = stmt.where(_after(key, value, last_id, descending=descending))
-    if descending:
+    # Orders the indexes of migration 0010 are read in: a session always has a start (created_at
+    # is NOT NULL), so only duration needs NULLS LAST, which each direction's index holds.
+    if sort == "started_at":
+        stmt = stmt.order_by(key.desc(), Session.id.desc()) if descending else stmt.order_by(key, Session.id)
+    elif descending:
         stmt = stmt.order_by(key.desc().nulls_last(), Session.id.desc())
     else:
         stmt = stmt.order_by(key.asc().nulls_last(), Session.id.asc())
@@ -251,6 +263,10 @@ def _after(key: ColumnElement[Any], value: Any, last_id: str, *, descending: boo
     """Rows after (value, last_id) in the listing's order, NULL keys last."""
     if value is None:
         return and_(key.is_(None), Session.id < last_id if descending else Session.id > last_id)
+    if key is session_start:
+        # Never NULL: one row comparison, which the index's range can start from.
+        mark = tuple_(key, Session.id)
+        return mark < tuple_(value, last_id) if descending else mark > tuple_(value, last_id)
     beyond = key < value if descending else key > value
     tie = and_(key == value, Session.id < last_id if descending else Session.id > last_id)
     return or_(beyond, tie, key.is_(None))

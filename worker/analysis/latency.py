@@ -16,7 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select, true, union
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Float,
+    Select,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union,
+)
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import from_ms
@@ -154,4 +169,63 @@ def _timeline_per_round(
         )
         .group_by(TimelineEvent.instance_id, TimelineEvent.round)
         .subquery(value.lower())
+    )
+
+
+def response_times(sessions: Select[Any] | None) -> Any:
+    """The same response times as ``round_latencies``, as a subquery with one ``ms`` column per Round
+    (Postgres only): stats take their percentiles in SQL rather than reading every Round.
+
+    One pass over the timeline (the last SPEAK_END and first SPEAKING of each Round as filtered
+    aggregates) left-joined to the first LLMResult: only Rounds whose speech ended can have a
+    response time. The arithmetic is the Python one: the earlier output, the LLMResult's
+    milliseconds as a timestamp, the difference in milliseconds when not negative.
+    """
+    # None: every session (an unfiltered figure needs no semi-join against the whole table).
+    in_scope = _in_scope(TimelineEvent.session_id, None, sessions)
+    instances = select(AgentInstance.id).where(_in_scope(AgentInstance.session_id, None, sessions))
+    speak_end = and_(
+        TimelineEvent.event == "UserSpeakAction", TimelineEvent.detail["Action"].as_string() == "SPEAK_END"
+    )
+    speaking = and_(
+        TimelineEvent.event == "AgentInstanceStatus", TimelineEvent.detail["Status"].as_string() == "SPEAKING"
+    )
+    rounds = (
+        select(
+            TimelineEvent.instance_id.label("instance_id"),
+            TimelineEvent.round.label("round"),
+            func.max(TimelineEvent.at).filter(speak_end).label("speak_end"),
+            func.min(TimelineEvent.at).filter(speaking).label("speaking"),
+        )
+        .where(in_scope, TimelineEvent.round.is_not(None), or_(speak_end, speaking))
+        .group_by(TimelineEvent.instance_id, TimelineEvent.round)
+        .subquery("rounds")
+    )
+    first_llm = (
+        select(
+            AgentSentence.instance_id.label("instance_id"),
+            AgentSentence.round.label("round"),
+            func.min(AgentSentence.callback_ts).label("ts"),
+        )
+        .where(AgentSentence.instance_id.in_(instances) if sessions is not None else true())
+        .group_by(AgentSentence.instance_id, AgentSentence.round)
+        .subquery("first_llm")
+    )
+    first_output = func.least(
+        rounds.c.speaking,
+        func.to_timestamp(cast(first_llm.c.ts, Float) / literal(1000.0, Float)),
+        type_=DateTime(timezone=True),
+    )
+    elapsed = first_output - rounds.c.speak_end
+    ms = case((first_output >= rounds.c.speak_end, cast(extract("epoch", elapsed) * 1000, Float)), else_=None)
+    return (
+        select(ms.label("ms"))
+        .select_from(
+            rounds.outerjoin(
+                first_llm,
+                and_(first_llm.c.instance_id == rounds.c.instance_id, first_llm.c.round == rounds.c.round),
+            )
+        )
+        .where(rounds.c.speak_end.is_not(None))
+        .subquery("response_times")
     )

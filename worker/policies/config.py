@@ -200,6 +200,12 @@ class PolicyBook:
         """The AppIds the file configures on their own (for the slot gauges)."""
         return sorted(self._apps)
 
+    @property
+    def template_names(self) -> list[str]:
+        """The templates the file configures on their own: with ``app_ids``, every policy a session
+        can get (the scans' SQL prefilters spell out each one)."""
+        return sorted(self._templates)
+
     def for_session(self, app_id: int | None, template: str | None) -> Policy:
         app_key = app_id if app_id in self._apps else None
         template_key = template if template in self._templates else None

@@ -6,9 +6,11 @@ lost). These scans run every policy interval and turn what they find into decisi
 through ``decisions.record`` under trigger keys that make a second beat a no-op.
 
 The per-session checks (``idle_decision``, ``length_decision``) are pure, so ``roomwarden
-policy explain`` can show what they would decide. The scans read candidates without locks,
-then lock each session they act on (``SKIP LOCKED``: a session a drain holds right now is
-left to the next beat) and check again under the lock before recording.
+policy explain`` can show what they would decide. The scans read only candidates, chosen in SQL
+by ``worker.policies.candidates`` (thresholds per policy in the WHERE clause, so a beat over
+10,000 live sessions reads the few it may act on), without locks; then they run the pure check,
+lock each session they act on (``SKIP LOCKED``: a session a drain holds right now is left to
+the next beat) and check again under the lock before recording.
 
 Reconciliation is three steps, so that no transaction is open across the vendor call:
 ``suspects`` (DB) → ``ask`` (QueryAgentInstanceStatus, no DB) → ``settle`` (DB).
@@ -22,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.models import (
@@ -35,7 +37,7 @@ from worker.models import (
     Session,
     SessionState,
 )
-from worker.policies import decisions
+from worker.policies import candidates, decisions
 from worker.policies.config import Policy, PolicyBook, Reconcile
 from worker.policies.decisions import Decision
 from worker.sessions import lifecycle
@@ -136,7 +138,7 @@ def length_decision(
 Rule = Callable[[Policy, Session, AgentInstance, dt.datetime], Decision | None]
 
 
-def _active_zego(db: DbSession) -> Iterator[tuple[Session, AgentInstance]]:
+def _active_zego(db: DbSession, candidate: ColumnElement[bool]) -> Iterator[tuple[Session, AgentInstance]]:
     rows = db.execute(
         select(Session, AgentInstance)
         .join(AgentInstance, AgentInstance.session_id == Session.id)
@@ -146,6 +148,7 @@ def _active_zego(db: DbSession) -> Iterator[tuple[Session, AgentInstance]]:
             Session.end_requested_at.is_(None),
             AgentInstance.state == "active",
             AgentInstance.app_id != COZE_APP_ID,
+            candidate,
         )
         .order_by(Session.id)
     )
@@ -162,23 +165,46 @@ def _lock(db: DbSession, session_id: str) -> Session | None:
     ).one_or_none()
 
 
-def _apply(db: DbSession, book: PolicyBook, now: dt.datetime, rule: Rule) -> list[PolicyAction]:
+def _apply(
+    db: DbSession, book: PolicyBook, now: dt.datetime, rule: Rule, candidate: ColumnElement[bool]
+) -> list[PolicyAction]:
+    found = [
+        (session, instance)
+        for session, instance in list(_active_zego(db, candidate))
+        if rule(book.for_session(session.app_id, session.template), session, instance, now) is not None
+    ]
+    if not found:
+        return []
+    # All of them locked and re-read in two statements rather than two per session: a beat after
+    # an outage may find hundreds. Locked in id order, as one drain locks one: no deadlock.
+    locked = {
+        s.id: s
+        for s in db.scalars(
+            select(Session)
+            .where(Session.id.in_([session.id for session, _ in found]))
+            .order_by(Session.id)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        )
+    }
+    fresh = db.scalars(
+        select(AgentInstance)
+        .where(AgentInstance.id.in_([instance.id for _, instance in found]))
+        .execution_options(populate_existing=True)
+    ).all()
     recorded = []
-    for session, instance in list(_active_zego(db)):
+    for instance in sorted(fresh, key=lambda i: i.session_id):
+        session = locked.get(instance.session_id)
+        if session is None:
+            continue  # a drain holds it now: the next beat looks again
         policy = book.for_session(session.app_id, session.template)
-        if rule(policy, session, instance, now) is None:
-            continue
-        locked = _lock(db, session.id)
-        if locked is None:
-            continue
-        db.refresh(instance)
-        decision = rule(policy, locked, instance, now)  # again, on what the lock guarantees
+        decision = rule(policy, session, instance, now)  # again, on what the lock guarantees
         if decision is None:
             continue
-        action = decisions.record(db, locked, decision, now=now)
+        action = decisions.record(db, session, decision, now=now)
         if action is not None:
             log.info(
-                "policy_decided", session_id=locked.id, action=decision.kind.value, reason=decision.reason
+                "policy_decided", session_id=session.id, action=decision.kind.value, reason=decision.reason
             )
             recorded.append(action)
     return recorded
@@ -186,12 +212,12 @@ def _apply(db: DbSession, book: PolicyBook, now: dt.datetime, rule: Rule) -> lis
 
 def recycle_idle(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[PolicyAction]:
     """Record a RECYCLE for every active session idle past its policy's threshold."""
-    return _apply(db, book, now, idle_decision)
+    return _apply(db, book, now, idle_decision, candidates.idle(book, now))
 
 
 def enforce_max_length(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[PolicyAction]:
     """Record a RECYCLE for every active session older than its policy's maximum length."""
-    return _apply(db, book, now, length_decision)
+    return _apply(db, book, now, length_decision, candidates.too_long(book, now))
 
 
 # --- Reconciliation: ask ZEGO about agents that have gone quiet. ---
@@ -254,6 +280,7 @@ def suspects(
             Session.state.in_([SessionState.ACTIVE, SessionState.RECOVERING, SessionState.STARTING]),
             AgentInstance.state != "deleted",
             AgentInstance.app_id != COZE_APP_ID,
+            candidates.reconcile_due(book, now, _wait),
         )
     )
     found = []
@@ -288,10 +315,15 @@ def next_ask(session: Session, rules: Reconcile) -> dt.datetime | None:
     doubled for each ask in a row that settled nothing, at most ``max_backoff_seconds``."""
     if session.reconciled_at is None:
         return None
+    return session.reconciled_at + _wait(rules, session.reconcile_attempts)
+
+
+def _wait(rules: Reconcile, attempts: int) -> dt.timedelta:
+    """How long after an ask ``next_ask`` waits, after ``attempts`` asks that settled nothing."""
     backoff = RetryPolicy(
         base=rules.recheck_seconds, cap=rules.max_backoff_seconds, jitter="none", deadline=None
     )
-    return session.reconciled_at + dt.timedelta(seconds=backoff.delay(session.reconcile_attempts - 1))
+    return dt.timedelta(seconds=backoff.delay(attempts - 1))
 
 
 # Reconciliation may use this share of ZEGO's QueryAgentInstanceStatus budget (10/s per app, paced
@@ -405,13 +437,15 @@ def coze_overdue(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[str]
     but one whose conversation cannot be read any more would stay "active" (and look billed)
     for ever. Past the vendor's room lifetime it is taken as gone, reason ``reconciled``.
     """
-    candidates = db.execute(
+    overdue = db.execute(
         select(Session.id, Session.template, Session.started_at).where(
-            Session.provider == Provider.COZE, Session.state == SessionState.ACTIVE
+            Session.provider == Provider.COZE,
+            Session.state == SessionState.ACTIVE,
+            candidates.coze_overdue(book, now, COZE_APP_ID),
         )
     )
     ended = []
-    for session_id, template, started_at in list(candidates):
+    for session_id, template, started_at in list(overdue):
         limit = book.for_session(COZE_APP_ID, template).coze.max_room_seconds
         if started_at is None or now - started_at < dt.timedelta(seconds=limit):
             continue
