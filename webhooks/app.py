@@ -91,10 +91,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.sessions = make_sessionmaker(engine)
         app.state.gauges = DatabaseGauges(app.state.sessions, app.state.policies)
         app.state.writer = writer
+        app.state.body_deadlines = receiver.BodyDeadlines(settings.body_timeout_seconds)
         postgres = engine.dialect.name == "postgresql"
         app.state.waker = events.Waker(postgres_conninfo(settings.database_url) if postgres else None)
         enqueuer.start()
         writer.start()
+        app.state.body_deadlines.start()
         # Everything imported so far (Celery, SQLAlchemy, kombu...) lives as long as the process;
         # moving it out of the collector's sight keeps full collections from pausing requests.
         gc.collect()
@@ -103,11 +105,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await app.state.waker.close()
+            await app.state.body_deadlines.close()
             await writer.stop()
             enqueuer.stop()
             engine.dispose()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=[Middleware(RequestIds)])
+    middleware = [Middleware(RequestIds), Middleware(receiver.CallbackRoute)]
+    app = Starlette(routes=ROUTES, lifespan=lifespan, middleware=middleware)
     if tracing.configure("web"):  # only with OTEL_EXPORTER_OTLP_ENDPOINT (worker/tracing.py)
         tracing.instrument_app(app)
     return app

@@ -8,13 +8,18 @@ and 4xx for requests that no retry will fix.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import structlog
 from prometheus_client import Counter
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webhooks.ingest import StorageUnavailable
 from worker.inbox import callback_fields
@@ -25,11 +30,15 @@ from worker.metrics import CALLBACKS_RECEIVED
 
 log = structlog.get_logger(__name__)
 
-_STORED = Response(b'{"status":"stored"}', media_type="application/json")
-_DUPLICATE = Response(b'{"status":"duplicate"}', media_type="application/json")
+_STORED = b'{"status":"stored"}'
+_DUPLICATE = b'{"status":"duplicate"}'
 # Stored too, beside the callback that holds its dedup key (worker/inbox/store.py); 200 so that ZEGO
 # stops retrying: a retry could only add the same conflict again.
-_CONFLICT = Response(b'{"status":"conflict"}', media_type="application/json")
+_CONFLICT = b'{"status":"conflict"}'
+PATH = "/callbacks/zego"
+_JSON_TYPE = (b"content-type", b"application/json")
+
+Answer = tuple[int, bytes]  # status, JSON body
 
 # Per process (or per host in multiprocess mode, worker/metrics.py): sum() them across receivers.
 CONFLICTS = Counter(
@@ -50,11 +59,11 @@ def error(status: int, code: str, detail: str) -> Response:
     )
 
 
-def _refuse(status: int, code: str, detail: str) -> Response:
+def _refuse(status: int, code: str, detail: str) -> Answer:
     """A callback not stored: counted as rejected (4xx), a replay, or unavailable (503)."""
     outcome = "replay" if code == "replayed_signature" else "rejected" if status < 500 else "unavailable"
     _COUNTED[outcome].inc()
-    return error(status, code, detail)
+    return status, orjson.dumps({"error": code, "detail": detail})
 
 
 class BodyTooLarge(Exception):
@@ -85,11 +94,138 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class BodyDeadlines:
+    """The body budget of every callback being received, kept by one watchdog task.
+
+    An ``asyncio.timeout`` per request arms and cancels a timer for each callback; here a request
+    appends its deadline (all share one budget, so the deque stays in deadline order) and the
+    watchdog, a few times a second, cancels the tasks whose body is still not in past theirs.
+    ``receive_body`` turns that cancellation into BodyTimeout, as ``asyncio.timeout`` would.
+    """
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self._tick = min(0.25, budget / 4)
+        self._reading: collections.deque[_Reading] = collections.deque()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """In the lifespan, so that the watchdog's context is not the first request's (its id)."""
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch(), name="body-deadlines")
+
+    def watch(self, task: asyncio.Task[Any]) -> _Reading:
+        self.start()
+        reading = _Reading(time.monotonic() + self.budget, task)
+        self._reading.append(reading)
+        return reading
+
+    async def _watch(self) -> None:
+        reading = self._reading
+        while True:
+            await asyncio.sleep(self._tick)
+            now = time.monotonic()
+            while reading and (reading[0].done or reading[0].deadline <= now):
+                late = reading.popleft()
+                if not late.done:
+                    late.expired = True
+                    late.task.cancel()
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+
+
+@dataclass(slots=True)
+class _Reading:
+    deadline: float
+    task: asyncio.Task[Any]
+    done: bool = False
+    expired: bool = False
+
+
+async def receive_body(
+    receive: Receive, declared: bytes | None, limit: int, deadlines: BodyDeadlines
+) -> bytes:
+    """``read_body`` for the raw ASGI path: the same refusals, straight from ``receive``."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
+    reading = deadlines.watch(task)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        if reading.expired and task.uncancel() <= cancelling:
+            raise BodyTimeout from None
+        raise
+    finally:
+        reading.done = True  # no await since the last receive: the watchdog cannot cancel it now
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def zego_callback(request: Request) -> Response:
-    state = request.app.state
+    """The Starlette endpoint; ``CallbackRoute`` answers the same way without Starlette's layers."""
+    settings = request.app.state.settings
+    status, content = await answer(request.app.state, read_body(request, settings.max_body_bytes))
+    return Response(content, status_code=status, media_type="application/json")
+
+
+class CallbackRoute:
+    """``POST /callbacks/zego`` answered before the router: a raw ASGI middleware.
+
+    The callback path is the one route that takes thousands of requests a second, and on it
+    Starlette's exception middleware, route matching and Request/Response objects cost about a
+    tenth of the receiver's CPU. Everything else (other methods on this path: 405) goes on to
+    the router; the request id and server-error middlewares still wrap this path.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != PATH:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        settings = state.settings
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value
+                break
+        body = receive_body(receive, declared, settings.max_body_bytes, state.body_deadlines)
+        status, content = await answer(state, body)
+        length = (b"content-length", b"%d" % len(content))
+        await send({"type": "http.response.start", "status": status, "headers": [_JSON_TYPE, length]})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+async def answer(state: Any, reading: Awaitable[bytes]) -> Answer:
+    """Verify, store, and say how it went; ``reading`` is the body being received."""
     settings = state.settings
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = await reading
     except BodyTooLarge:
         return _refuse(413, "body_too_large", f"body exceeds {settings.max_body_bytes} bytes")
     except BodyTimeout:
@@ -139,5 +275,5 @@ async def zego_callback(request: Request) -> Response:
             agent_instance_id=callback.agent_instance_id,
             sequence=callback.sequence,
         )
-        return _CONFLICT
-    return _STORED if outcome == "stored" else _DUPLICATE
+        return 200, _CONFLICT
+    return 200, _STORED if outcome == "stored" else _DUPLICATE

@@ -7,7 +7,11 @@ must appear in the turn's text, case-insensitively.
   (GIN expression index, ranked by ``ts_rank``; quotes, ``or`` and ``-word`` work as on a web
   search engine). Chinese and Japanese have no spaces between words, so a query with CJK
   characters, or one the word search finds nothing for (part of a word, punctuation), is a
-  substring search: ``text ILIKE '%term%'`` per term, backed by a pg_trgm GIN index.
+  substring search: ``text ILIKE '%term%'`` per term, backed by a pg_trgm GIN index. Both
+  indexes hold settled turns only (``WHERE settled``, migration 0011: a live agent turn is
+  rewritten once per sentence); each query reads them for settled turns and adds the few
+  unsettled ones by a scan of ``ix_turns_unsettled`` (``_settled_or_not``), so a turn is found
+  the moment it is stored, as before.
 - SQLite: the FTS5 table ``turns_fts`` (trigram tokenizer, so substrings of any language), each
   term quoted as a literal string and ranked by bm25. Trigrams need three characters: a query
   with a shorter term is a ``LIKE`` substring search instead.
@@ -19,11 +23,22 @@ User input never reaches a query as syntax: LIKE wildcards are escaped, FTS5 ter
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, column, func, literal_column, select, table
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Subquery,
+    and_,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+    union_all,
+)
 from sqlalchemy.orm import Session as DbSession
 
 from worker.analysis import catalog, summary
@@ -96,14 +111,13 @@ def _matching(db: DbSession, q: str, terms: list[str], scope: ColumnElement[bool
         )  # a constant: the expression index matches it
         vector = func.to_tsvector(config, Turn.text)
         query = func.websearch_to_tsquery(config, q)
-        found = list(
-            db.scalars(
-                select(Turn.id)
-                .where(vector.op("@@")(query), scope)
-                .order_by(func.ts_rank(vector, query).desc(), Turn.id.desc())
-                .limit(limit)
+        ranked = _settled_or_not(
+            lambda settled: select(Turn.id, func.ts_rank(vector, query).label("rank")).where(
+                settled, vector.op("@@")(query), scope
             )
         )
+        best = select(ranked.c.id).order_by(ranked.c.rank.desc(), ranked.c.id.desc()).limit(limit)
+        found = list(db.scalars(best))
     elif dialect == "sqlite" and all(len(t) >= 3 for t in terms):
         match = " ".join('"' + t.replace('"', '""') + '"' for t in terms)
         found = list(
@@ -120,11 +134,22 @@ def _matching(db: DbSession, q: str, terms: list[str], scope: ColumnElement[bool
     return list(db.scalars(_substring(terms, scope, dialect).limit(limit)))
 
 
-def _substring(terms: Sequence[str], scope: ColumnElement[bool], dialect: str) -> Select[int]:
+def _substring(terms: Sequence[str], scope: ColumnElement[bool], dialect: str) -> Select[Any]:
     """Every term somewhere in the text, case-insensitively; newest turns first."""
     text = Turn.text if dialect == "postgresql" else func.substr(Turn.text, 1, MAX_SCANNED_CHARS)
-    like = [text.ilike(f"%{escape_like(t)}%", escape="\\") for t in terms]
-    return select(Turn.id).where(and_(*like), scope).order_by(Turn.id.desc())
+    like = and_(*(text.ilike(f"%{escape_like(t)}%", escape="\\") for t in terms))
+    if dialect != "postgresql":
+        return select(Turn.id).where(like, scope).order_by(Turn.id.desc())
+    found = _settled_or_not(lambda settled: select(Turn.id).where(settled, like, scope))
+    return select(found.c.id).order_by(found.c.id.desc())
+
+
+def _settled_or_not(branch: Callable[[ColumnElement[bool]], Select[Any]]) -> Subquery:
+    """``branch`` over settled turns (the partial GIN indexes) and over unsettled ones (a scan of
+    ``ix_turns_unsettled``), as one subquery. Written out as two branches because the planner
+    folds ``(settled AND x) OR (NOT settled AND x)`` into ``x`` and then uses neither index."""
+    settled = Turn.settled.expression  # as the index predicates say it: `settled`, `NOT settled`
+    return union_all(branch(settled), branch(~settled)).subquery()
 
 
 def escape_like(term: str) -> str:

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy import Row, or_, select, tuple_, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
 from worker.db import Base, describe_failure, id_in, session_scope, utcnow
 from worker.events import callbacks as callback_events
 from worker.events import turns as turn_events
-from worker.inbox import callback_fields
+from worker.inbox import callback_fields, recordsets
 from worker.inbox import store as inbox
 from worker.inbox.callbacks import Callback, int_field
 from worker.inbox.store import StreamKey
@@ -60,6 +61,13 @@ HANDLERS: dict[str, Handler] = {
 }
 
 BATCH_LIMIT = 500
+# A drain message's share of a pool process before its streams go back in the queue.
+SLICE_SECONDS = 2.0
+
+# A stored callback as the drain reads it: the columns it uses as a plain row, not an ORM object
+# (building 500 InboxCallback objects a batch, identity map and all, was most of the ~10% of the
+# drain's CPU that reading the batch took in a profile). The rare failure path loads the object.
+Due = Row[int, int, str, str, dt.datetime]
 
 
 @dataclass
@@ -131,7 +139,7 @@ def drain_streams(
     return result
 
 
-def _observe_lag(rows: list[InboxCallback], done: set[int]) -> None:
+def _observe_lag(rows: list[Due], done: set[int]) -> None:
     """Acknowledged (stored) to applied, for ``roomwarden_apply_lag_seconds``; the commit that
     follows adds a few milliseconds this does not see."""
     now = utcnow()
@@ -140,14 +148,18 @@ def _observe_lag(rows: list[InboxCallback], done: set[int]) -> None:
             APPLY_LAG.observe(max(0.0, (now - row.received_at).total_seconds()))
 
 
-def _due_rows(
-    db: DbSession, held: dict[StreamKey, Stream], now: dt.datetime
-) -> tuple[list[InboxCallback], bool]:
+def _due_rows(db: DbSession, held: dict[StreamKey, Stream], now: dt.datetime) -> tuple[list[Due], bool]:
     """The held streams' due callbacks in the order ZEGO sent them, at most BATCH_LIMIT; and
     whether more are waiting."""
     rows = list(
-        db.scalars(
-            select(InboxCallback)
+        db.execute(
+            select(
+                InboxCallback.id,
+                InboxCallback.app_id,
+                InboxCallback.agent_instance_id,
+                InboxCallback.payload,
+                InboxCallback.received_at,
+            )
             .where(
                 tuple_(InboxCallback.app_id, InboxCallback.agent_instance_id).in_(list(held)),
                 InboxCallback.state == InboxState.PENDING,
@@ -169,7 +181,7 @@ def _due_rows(
 def _apply_together(
     db: DbSession,
     held: dict[StreamKey, Stream],
-    rows: list[InboxCallback],
+    rows: list[Due],
     settings: Settings,
     book: PolicyBook | None,
     now: dt.datetime,
@@ -193,7 +205,7 @@ def _apply_together(
 def _apply_one_by_one(
     db: DbSession,
     held: dict[StreamKey, Stream],
-    rows: list[InboxCallback],
+    rows: list[Due],
     settings: Settings,
     book: PolicyBook | None,
     now: dt.datetime,
@@ -227,24 +239,34 @@ def drain_until_done(
     retry_later: Callable[[list[StreamKey], float], None] | None = None,
     react: bool = True,
     on_actions: Callable[[list[tuple[int, float]]], None] | None = None,
+    slice_seconds: float = SLICE_SECONDS,
 ) -> DrainResult:
     """Drain these streams until none has callbacks due, one transaction per ~BATCH_LIMIT callbacks.
 
     Owns its transactions (it runs many), unlike ``drain_streams``. Streams another worker holds
     are left to it. ``retry_later`` is told when callbacks that failed become due again, and
     ``on_actions`` of the policy actions each committed transaction decided (id, delay).
+
+    Live conversations keep their streams due, so a drain could loop for as long as they talk,
+    holding a pool process the beat's jobs and other streams wait for. After ``slice_seconds``
+    the streams still due are handed back through ``retry_later`` (delay 0: a new message at the
+    back of the queue) and this run ends; without ``retry_later`` it drains to the end.
     """
     total = DrainResult()
     keys = list(dict.fromkeys(streams))
+    started = time.monotonic()
     while keys:
         # Asked with no lock held: whatever was stored while we worked, and whose message found
         # us holding its session, is picked up on the next turn of this loop.
         with session_scope(factory) as db:
             counts = inbox.due_counts(db, keys, now=utcnow())
+            if counts:  # new sessions committed now, in this short transaction, not at a drain's end
+                lifecycle.ensure_streams(db, list(counts))
         if not counts:
             break
-        with session_scope(factory) as db:
-            lifecycle.ensure_streams(db, list(counts))  # committed now, not at the end of a drain
+        if retry_later is not None and total.applied and time.monotonic() - started >= slice_seconds:
+            retry_later(list(counts), 0.0)
+            break
         held_by_others: set[StreamKey] = set()
         for batch in batches(counts, BATCH_LIMIT):
             with session_scope(factory) as db:
@@ -291,7 +313,7 @@ def drain_stream(
     return drain_streams(db, streams=[(app_id, agent_instance_id)], settings=settings, now=now)
 
 
-def _key(row: InboxCallback) -> StreamKey:
+def _key(row: Due) -> StreamKey:
     return (row.app_id, row.agent_instance_id)
 
 
@@ -306,7 +328,7 @@ def _relock(db: DbSession, keys: list[StreamKey]) -> dict[StreamKey, Stream]:
 def _apply(
     db: DbSession,
     stream: Stream,
-    row: InboxCallback,
+    row: Due,
     cb: Callback,
     settings: Settings,
     book: PolicyBook | None,
@@ -326,7 +348,8 @@ def _apply(
         if settings.store_user_audio:
             audio.user_audio(db, stream, cb, row.id)
         else:
-            row.payload = orjson.dumps(audio.without_audio(payload)).decode()
+            stripped = orjson.dumps(audio.without_audio(payload)).decode()
+            db.execute(update(InboxCallback).where(InboxCallback.id == row.id).values(payload=stripped))
 
 
 def _settle(db: DbSession, streams: list[Stream]) -> None:
@@ -336,9 +359,11 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
             inserts.setdefault(model, []).extend(rows)
         stream.inserts.clear()
     for model, rows in inserts.items():
-        db.execute(insert(model), rows)
+        recordsets.insert_rows(db, model, rows)
     transcripts.settle_agent_text(db, streams)
+    transcripts.mark_settled(streams)
     db.flush()
+    transcripts.settle_stored(db, streams)  # before complete_many moves the instances' marks
     marks = [(s.session, s.instance, s.complete_through) for s in streams if s.complete_through is not None]
     turn_events.complete_many(db, marks)  # before any session.ended of this batch
     for stream in streams:
@@ -347,7 +372,7 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
     db.flush()
 
 
-def _callback(row: InboxCallback) -> Callback:
+def _callback(row: Due) -> Callback:
     """The stored callback as the drain applies it: NUL in any string kept as U+FFFD (callback_fields)."""
     payload = orjson.loads(row.payload)
     if "\\u0000" in row.payload:
@@ -357,13 +382,14 @@ def _callback(row: InboxCallback) -> Callback:
 
 def _record_failure(
     db: DbSession,
-    row: InboxCallback,
+    due: Due,
     exc: Exception,
     *,
     settings: Settings,
     now: dt.datetime,
     result: DrainResult,
 ) -> None:
+    row = db.get_one(InboxCallback, due.id)  # the rare path: the whole row, for the event and the log
     attempts = row.attempts + 1
     error = describe_failure(exc)
     if attempts >= settings.apply_max_attempts:
@@ -401,13 +427,10 @@ def _record_failure(
     db.execute(update(InboxCallback).where(InboxCallback.id == row.id).values(**values))
 
 
-SWEEP_LEASE_SECONDS = 60.0
-
-
 def sweep(job: JobContext, enqueue: Callable[[list[StreamKey]], object]) -> int:
     """Re-send the streams whose callbacks are overdue, in messages of 100; one sweep at a time
     across every beat and worker (a second would only send the same streams again)."""
-    with leases.held(job.sessions, "sweep-inbox", SWEEP_LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, "sweep-inbox") as mine:
         if not mine:
             return 0
         streams = overdue(job)

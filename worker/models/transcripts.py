@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,6 +39,9 @@ class Turn(Base):
     interrupt_reason: Mapped[int | None] = mapped_column(Integer)
     played_text: Mapped[str | None] = mapped_column(Text)
     meta_info: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The text should not change any more (transcripts.settles): only settled turns are in the
+    # Postgres search indexes, so re-joining a live turn's sentences does not rewrite them.
+    settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("instance_id", "round", "speaker"),

@@ -113,6 +113,7 @@ def record(
                 text="",
                 interrupted=False,
                 user_id=session.user_id if speaker == "user" else None,
+                settled=True,  # written whole from Coze's message list: indexed for search at once
             )
             db.add(turn)
         turns[(round_, speaker)] = turn
@@ -162,9 +163,6 @@ def messages_from(raw: list[Any]) -> list[Message]:
     return out
 
 
-WATCH_LEASE_SECONDS = 120.0  # a beat's reads of every live room, each bounded by the client's timeout
-
-
 def watch(job: JobContext) -> int:
     """One beat: read every live room's new messages, end the rooms that have closed; how many ended.
 
@@ -172,7 +170,7 @@ def watch(job: JobContext) -> int:
     but read and billed twice). A room the vendor cannot answer for now is skipped (the next beat
     reads it); an error of ours is raised.
     """
-    with leases.held(job.sessions, "watch-coze-rooms", WATCH_LEASE_SECONDS) as mine:
+    with leases.held(job.sessions, "watch-coze-rooms") as mine:
         return _watch(job) if mine else 0
 
 

@@ -3,6 +3,10 @@
 A Round has at most one user turn (its ASRResult; a later Sequence wins) and one agent turn
 (every LLMResult sentence of the Round joined in Sequence order). An agent turn may exist with
 no text at all: an Interrupted or MetaInfo callback can arrive before, or instead of, the words.
+
+A turn is *settled* once its text should not change any more (``settles``): only settled turns
+are in the Postgres search indexes, because rewriting an indexed text re-inserts all its words
+and trigrams, and an agent turn is rewritten once per sentence while it is spoken.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import from_ms
@@ -48,6 +52,7 @@ def _turn(db: DbSession, stream: Stream, round_: int, speaker: str) -> Turn:
             speaker=speaker,
             text="",
             interrupted=False,
+            settled=settles(round_, speaker, stream.instance.completed_round),
         )
         db.add(turn)
         stream.turns[(round_, speaker)] = turn
@@ -135,6 +140,55 @@ def settle_agent_text(db: DbSession, streams: list[Stream]) -> None:
         _turn(db, stream, round_, "agent").text = join_sentences(texts)
     for stream in dirty.values():
         stream.dirty_rounds.clear()
+
+
+def settles(round_: int, speaker: str, completed_round: int | None) -> bool:
+    """Whether a turn's text is final enough to index: a user's turn is one ASRResult (a rare
+    later one still rewrites it, indexed); an agent's is final once its Round is over (the
+    instance's ``completed_round``, a function of the callbacks: so is this)."""
+    return speaker == "user" or (completed_round is not None and round_ <= completed_round)
+
+
+def mark_settled(streams: list[Stream]) -> None:
+    """Settle the turns at hand whose Round this batch completed, before they are flushed: a turn
+    whose last sentence and IDLE come in one batch is then written once, straight into the index."""
+    for stream in streams:
+        through = _through(stream)
+        if through is None:
+            continue
+        for (round_, speaker), turn in stream.turns.items():
+            if not turn.settled and settles(round_, speaker, through):
+                turn.settled = True
+
+
+def settle_stored(db: DbSession, streams: list[Stream]) -> None:
+    """Settle the stored turns this batch completed that ``mark_settled`` did not have at hand
+    (earlier Rounds, or every Round on a deletion): one UPDATE, after the flush, and only when
+    such turns can exist."""
+    ranges = []
+    for stream in streams:
+        through, before = stream.complete_through, stream.instance.completed_round
+        if through is None or (before is not None and through <= before):
+            continue
+        low = -(2**63) if before is None else before
+        if through - low <= len(stream.loaded_rounds) and all(
+            r in stream.loaded_rounds for r in range(low + 1, through + 1)
+        ):
+            continue  # every Round of the range was loaded: its turns are at hand, settled already
+        ranges.append(and_(Turn.instance_id == stream.instance.id, Turn.round > low, Turn.round <= through))
+    if ranges:
+        db.execute(
+            update(Turn)
+            .where(~Turn.settled, or_(*ranges))
+            .values(settled=True)
+            # The turns at hand in this range are settled already; nothing in memory to match.
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _through(stream: Stream) -> int | None:
+    marks = [m for m in (stream.instance.completed_round, stream.complete_through) if m is not None]
+    return max(marks) if marks else None
 
 
 def join_sentences(sentences: list[str]) -> str:

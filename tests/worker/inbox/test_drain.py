@@ -227,3 +227,35 @@ def test_a_failed_batch_is_reported_by_error_class_and_ids_never_by_its_values(
     assert "callback_apply_failed" in reported
     assert "drain_batch_failed_isolating" in reported
     assert f"[{rows[INSTANCE].id}, {failed.id}]" in reported  # the batch's inbox ids
+
+
+def test_a_drain_that_outlasts_its_slice_hands_its_streams_back_to_the_queue(
+    clean_engine: Engine, signer: Signer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that stays busy does not keep a pool process: after its slice the drain asks for a
+    new message for what is still due (the beat's jobs get their turn meanwhile) and stops; the
+    next message finishes the work, and nothing is applied twice."""
+    from worker.inbox import drain as draining
+
+    monkeypatch.setattr(draining, "BATCH_LIMIT", 2)  # five callbacks: three transactions' worth
+    factory = make_sessionmaker(clean_engine)
+    with session_scope(factory) as db:
+        said = [{"UserId": "user_1", "Round": n, "Text": f"line {n}"} for n in range(1, 6)]
+        ingest(db, [signer.callback("ASRResult", data, sequence=n) for n, data in enumerate(said, 1)])
+    handed_back: list[tuple[list[tuple[int, str]], float]] = []
+    stream = (signer.app_id, INSTANCE)
+
+    first = draining.drain_until_done(
+        factory,
+        [stream],
+        settings=settings,
+        retry_later=lambda s, d: handed_back.append((s, d)),
+        slice_seconds=0.0,
+    )
+    assert first.applied == 2 and handed_back == [([stream], 0.0)]
+    rest = draining.drain_until_done(factory, [stream], settings=settings)  # no re-enqueue: to the end
+    assert rest.applied == 3
+    with session_scope(factory) as db:
+        assert [t.text for t in db.scalars(select(Turn).order_by(Turn.round))] == [
+            f"line {n}" for n in range(1, 6)
+        ]
