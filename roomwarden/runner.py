@@ -44,7 +44,7 @@ def commands(host: str, port: int) -> dict[str, list[str]]:
             *celery,
             "worker",
             "-Q",
-            "roomwarden",
+            "roomwarden,roomwarden.jobs",
             "--concurrency",
             "2",
             "--without-mingle",

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from tests.processes import Process, RedisServer, stack_env
 from worker.celery_app import OUTBOUND_QUEUE, QUEUE
-from worker.schedule import beat_schedule
+from worker.schedule import JOBS_QUEUE, beat_schedule
 from worker.settings import Settings
 
 INTERVAL = 1.0
@@ -25,7 +25,7 @@ def _sent(url: str) -> collections.Counter[str]:
     """Messages waiting in the broker, by task name (no worker consumes them in this test)."""
     client = redis.Redis.from_url(url)
     counts: collections.Counter[str] = collections.Counter()
-    for queue in (QUEUE, OUTBOUND_QUEUE):
+    for queue in (QUEUE, JOBS_QUEUE, OUTBOUND_QUEUE):
         for raw in client.lrange(queue, 0, -1):
             counts[json.loads(raw)["headers"]["task"].rsplit(".", 1)[-1]] += 1
     return counts
