@@ -6,8 +6,11 @@ minute. ``BoundedProtocol`` is uvicorn's httptools protocol with one more timer:
 moment a connection opens (or a response ends) its next request's headers must be complete
 within ``ROOMWARDEN_HEADER_TIMEOUT_SECONDS``, or the connection is closed. It also sets uvicorn's
 own connection limit from ``ROOMWARDEN_MAX_CONNECTIONS`` (past it, requests are answered 503), so
-that the one settings object, read in the web process, governs both. The Procfile and
-``roomwarden run`` start uvicorn with ``--http webhooks.slow_clients:BoundedProtocol``.
+that the one settings object, read in the web process, governs both. A time budget does not bound
+size: a fast client can send megabytes of headers well within it, and uvicorn's httptools protocol
+holds every byte of an unfinished request line and headers (h11, its other protocol, stops at
+16 KiB). So past ``MAX_HEADER_BYTES`` the request is answered 431 and the connection closed. The
+Procfile and ``roomwarden run`` start uvicorn with ``--http webhooks.slow_clients:BoundedProtocol``.
 
 The body has its own budget (``ROOMWARDEN_BODY_TIMEOUT_SECONDS``, 408, in ``read_body``).
 """
@@ -17,9 +20,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from worker.settings import get_settings
+
+log = structlog.get_logger(__name__)
+
+# ZEGO's callbacks come with a few hundred bytes of request line and headers; a load balancer adds
+# a few more. nginx stops at 4 x 8 KiB by default, Node at 16 KiB. The hostile-traffic chaos test
+# had one connection send 39 MB of headers within a 2 s budget, all of it held in memory.
+MAX_HEADER_BYTES = 64 * 1024
+_DETAIL = orjson.dumps(
+    {"error": "headers_too_large", "detail": f"request line and headers exceed {MAX_HEADER_BYTES} bytes"}
+)
+HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_DETAIL), _DETAIL)
+)
 
 
 class BoundedProtocol(HttpToolsProtocol):
@@ -29,10 +48,23 @@ class BoundedProtocol(HttpToolsProtocol):
         self.limit_concurrency = settings.max_connections
         self._header_timeout = settings.header_timeout_seconds
         self._header_timer: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._header_timer is None or self.transport.is_closing():
+            return  # a body (from the end of the headers to the end of the response), or closed
+        # Counted after parsing, so the overrun is one read at most (asyncio reads 256 KiB at a time).
+        self._header_bytes += len(data)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._disarm()
+            log.warning("request_headers_too_large", limit=MAX_HEADER_BYTES)
+            self.transport.write(HEADERS_TOO_LARGE)
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -49,6 +81,7 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def _arm(self) -> None:
         self._disarm()
+        self._header_bytes = 0
         self._header_timer = self.loop.call_later(self._header_timeout, self._too_slow)
 
     def _disarm(self) -> None:
