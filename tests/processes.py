@@ -5,6 +5,7 @@ Tests that stop a service use their own instance on a free port, never the share
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -37,6 +38,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
 
 
 class Process:
+    # In a process group of its own, so that ``kill`` takes its children too (a Celery worker's
+    # pool processes, which would otherwise finish the drain their parent was killed in).
+    own_group = False
+
     def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
         self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
         self.log = cwd / f"{name}.log"
@@ -44,10 +49,18 @@ class Process:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=out,
+                start_new_session=self.own_group,
+            )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         if self.proc is None or self.proc.poll() is not None:
+            self._kill_group()
             return
         self.proc.send_signal(sig)
         try:
@@ -55,6 +68,22 @@ class Process:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self._kill_group()
+
+    def kill(self) -> None:
+        """``kill -9``: of the process and, in its own group, of everything it started."""
+        if self.proc is None:
+            return
+        if self.own_group:
+            self._kill_group()
+        elif self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def _kill_group(self) -> None:
+        if self.own_group and self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -235,6 +235,10 @@ def instance_deleted(db: DbSession, stream: Stream, cb: Callback, inbox_id: int)
     data, instance = cb.data, stream.instance
     deleted = int_field(data.get("DeletedTimestamp"))
     at = from_ms(deleted) if deleted else from_ms(cb.timestamp_ms)
+    if instance.state not in ("active", "deleted"):
+        # A deletion that overtook its creation still proves the agent was live: say so first, so
+        # the app hears active before ended (the creation, applied later, repeats the same key).
+        session_events.live(db, stream.session, instance.agent_instance_id)
     instance.state = "deleted"
     instance.deleted_at = at
     instance.delete_code = int_field(data.get("Code"))
