@@ -18,6 +18,7 @@ class Clock:
         if scale <= 0:
             raise ValueError("time scale must be positive")
         self.scale = scale
+        self._origin = time.monotonic()
 
     def seconds(self, vendor_s: float) -> float:
         """Real seconds that ``vendor_s`` vendor seconds take."""
@@ -33,6 +34,10 @@ class Clock:
     def now_s(self) -> float:
         """The real wall clock in seconds, for the API's timestamp window."""
         return time.time()
+
+    def vendor_now(self) -> float:
+        """Vendor seconds since this clock was made: the timeline the vendor bills on (monotonic)."""
+        return (time.monotonic() - self._origin) * self.scale
 
     def vendor_elapsed(self, since_monotonic: float) -> float:
         """Vendor seconds elapsed since a ``time.monotonic()`` reading."""

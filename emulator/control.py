@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.requests import Request
@@ -36,6 +37,11 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
 
     async def state(request: Request) -> JSONResponse:
         return JSONResponse({**world.state(), "api_faults": faults.pending(), "api_calls": dict(calls or {})})
+
+    async def ledger(request: Request) -> JSONResponse:
+        if request.query_params.get("running"):  # the count alone: cheap enough to poll often
+            return JSONResponse({"Running": world.ledger.running()})
+        return JSONResponse(world.ledger.report(request.query_params.get("room_id") or None))
 
     async def join(request: Request) -> JSONResponse:
         world.user_join(request.path_params["room_id"], str((await body(request))["user_id"]))
@@ -80,6 +86,7 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
             event=data.get("event"),
             count=int(data.get("count", 1)),
             delay_seconds=float(data.get("delay_seconds") or 0.0),
+            agent_instance_id=data.get("agent_instance_id"),
         )
         return _ok()
 
@@ -108,6 +115,7 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
 
     return [
         Route("/state", guarded(state), methods=["GET"]),
+        Route("/ledger", guarded(ledger), methods=["GET"]),
         Route("/rooms/{room_id}/users", guarded(join), methods=["POST"]),
         Route("/rooms/{room_id}/users/{user_id}", guarded(leave), methods=["DELETE"]),
         Route("/rooms/{room_id}/users/{user_id}/disconnect", guarded(disconnect), methods=["POST"]),
@@ -154,6 +162,19 @@ class EmulatorControl:
     def api_calls(self, action: str) -> int:
         """How many ``action`` requests the ZEGO AI Agent API has taken past its gateway so far."""
         return int(self.state()["api_calls"].get(action, 0))
+
+    def ledger(self, room_id: str | None = None) -> dict[str, Any]:
+        """What ZEGO bills (emulator.zego_ledger): every instance's, or one room's, and the refusals.
+
+        Cheap beside ``state``, which carries every callback sent: poll this one.
+        """
+        params = f"?room_id={quote(room_id, safe='')}" if room_id else ""
+        result: dict[str, Any] = self._call("GET", f"/ledger{params}")
+        return result
+
+    def running(self) -> int:
+        """How many agent instances ZEGO runs (and bills) right now, over every app."""
+        return int(self._call("GET", "/ledger?running=1")["Running"])
 
     def callbacks(self, event: str | None = None) -> list[dict[str, Any]]:
         """The sender's log (optionally one event), whether or not a callback URL is set."""
@@ -207,9 +228,21 @@ class EmulatorControl:
         self._call("POST", f"/instances/{instance_id}/rtc_fault", {"code": code})
 
     def callback_fault(
-        self, mode: str, *, event: str | None = None, count: int = 1, delay_seconds: float | None = None
+        self,
+        mode: str,
+        *,
+        event: str | None = None,
+        count: int = 1,
+        delay_seconds: float | None = None,
+        agent_instance_id: str | None = None,
     ) -> None:
-        body = {"mode": mode, "event": event, "count": count, "delay_seconds": delay_seconds}
+        body = {
+            "mode": mode,
+            "event": event,
+            "count": count,
+            "delay_seconds": delay_seconds,
+            "agent_instance_id": agent_instance_id,
+        }
         self._call("POST", "/faults/callbacks", body)
 
     def clear_callback_faults(self) -> None:

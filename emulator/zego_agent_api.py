@@ -4,6 +4,7 @@ A request goes: gateway checks (emulator.zego_gateway), the per-action rate limi
 faults, the JSON body (``410000004`` if it is not a JSON object), body validation
 (emulator.zego_validation, ``410000003`` naming the field), then the action against the world.
 The control endpoints (emulator.control) are mounted on the same app under ``/_emulator``.
+Every answer with a non-zero Code is counted in the world's ledger (emulator.zego_ledger).
 """
 
 from __future__ import annotations
@@ -203,8 +204,10 @@ def create_agent_app(world: World) -> Starlette:
             validate(action, body)
             data = HANDLERS[action](world, app_id, body)
         except InstanceNotRunning:
+            world.ledger.refused("agent", request.query_params.get("Action", ""), 410001002)
             return envelope(410001002, "agent instance not found")
         except ZegoError as error:
+            world.ledger.refused("agent", request.query_params.get("Action", ""), error.code)
             return envelope(error.code, error.message)
         return envelope(0, "success", data)
 

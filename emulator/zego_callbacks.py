@@ -17,7 +17,8 @@ Delivery, per instance:
 - Faults set through the control endpoints bend this on purpose: ``drop`` (built and logged,
   never sent), ``duplicate`` (sent twice in a row, identical), ``reorder`` (held back until the
   instance's next callback has gone out) and ``delay`` (held for ``delay_seconds`` vendor seconds
-  while later callbacks go ahead). A fault may name one event and affects ``count`` callbacks.
+  while later callbacks go ahead). A fault may name one event and one instance, and affects
+  ``count`` callbacks.
 
 ``CallbackConfig`` gates the chatty events (``ASRResult``, ``LLMResult``, ``Interrupted``,
 ``UserSpeakAction``, ``AgentInstanceStatus``, ``UserAudioData``): each is built only when its flag
@@ -87,9 +88,15 @@ class CallbackFault:
     event: str | None = None
     count: int = 1
     delay_seconds: float = 0.0
+    # One instance's callbacks only: a bench losing one session's deletion among many running.
+    agent_instance_id: str | None = None
 
-    def matches(self, event: str) -> bool:
-        return self.count > 0 and (self.event is None or self.event == event)
+    def matches(self, event: str, instance_id: str) -> bool:
+        return (
+            self.count > 0
+            and (self.event is None or self.event == event)
+            and (self.agent_instance_id is None or self.agent_instance_id == instance_id)
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +104,7 @@ class CallbackFault:
             "event": self.event,
             "count": self.count,
             "delay_seconds": self.delay_seconds,
+            "agent_instance_id": self.agent_instance_id,
         }
 
 
@@ -162,7 +170,13 @@ class CallbackSender:
     # -- faults ------------------------------------------------------------------------------
 
     def add_fault(
-        self, mode: str, *, event: str | None = None, count: int = 1, delay_seconds: float = 0.0
+        self,
+        mode: str,
+        *,
+        event: str | None = None,
+        count: int = 1,
+        delay_seconds: float = 0.0,
+        agent_instance_id: str | None = None,
     ) -> CallbackFault:
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown callback fault mode {mode!r}; expected one of {sorted(FAULT_MODES)}")
@@ -173,7 +187,11 @@ class CallbackSender:
         if delay_seconds < 0:
             raise ValueError("delay_seconds must not be negative")
         fault = CallbackFault(
-            mode=cast(FaultMode, mode), event=event, count=count, delay_seconds=delay_seconds
+            mode=cast(FaultMode, mode),
+            event=event,
+            count=count,
+            delay_seconds=delay_seconds,
+            agent_instance_id=agent_instance_id,
         )
         self.faults.append(fault)
         return fault
@@ -181,9 +199,9 @@ class CallbackSender:
     def clear_faults(self) -> None:
         self.faults.clear()
 
-    def _take_fault(self, event: str) -> CallbackFault | None:
+    def _take_fault(self, event: str, instance_id: str) -> CallbackFault | None:
         for fault in self.faults:
-            if fault.matches(event):
+            if fault.matches(event, instance_id):
                 fault.count -= 1
                 if fault.count <= 0:
                     self.faults.remove(fault)
@@ -247,7 +265,7 @@ class CallbackSender:
             "Sequence": self._next_sequence(instance_id),
             "Data": data,
         }
-        fault = self._take_fault(event)
+        fault = self._take_fault(event, instance_id)
         url = self.callback_url_for(instance)
         entry: dict[str, Any] = {
             "event": event,

@@ -5,7 +5,7 @@ and the envelope are the AI Agent API's (emulator.zego_gateway). Rate limits per
 documented ones (CloseRoom 1/s, DescribeUserNum and DescribeUsers 10/s, DescribeUserList 200/s
 and 1/s per room, KickoutUser 50/s) and answer ``206`` / ``207``. Removing an agent's user from
 its room (CloseRoom, KickoutUser) deletes that instance with 1203, as the vendor's agent would be
-kicked out of the room.
+kicked out of the room. Every answer with a non-zero Code is counted in the world's ledger.
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def create_rtc_app(world: World) -> Starlette:
                     raise ZegoError(207, "room QPS limited")
             data = HANDLERS[action](world, params)
         except ZegoError as error:
+            world.ledger.refused("rtc", params.get("Action", ""), error.code)
             return envelope(error.code, error.message)
         return envelope(0, "success", data)
 

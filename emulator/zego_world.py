@@ -14,7 +14,8 @@ Everything here runs in the emulator's one event loop (no locks). The rules are 
   dropped after 100 s; a user logging in with a running agent's AgentUserId kicks the agent.
 
 Callbacks go out through ``sender`` (emulator.zego_callbacks) and a round's events through
-``conversation`` (emulator.zego_conversation); this module only decides what happens.
+``conversation`` (emulator.zego_conversation); this module only decides what happens, and
+tells ``ledger`` (emulator.zego_ledger) what ZEGO would bill.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from emulator.config import EmulatorConfig
 from emulator.zego_callbacks import CallbackSender
 from emulator.zego_conversation import Conversation
 from emulator.zego_gateway import IdGenerator, ZegoError
+from emulator.zego_ledger import Ledger
 
 DEFAULT_MAX_IDLE_S = 120
 HEARTBEAT_TIMEOUT_S = 100
@@ -134,6 +136,7 @@ class World:
         self.rooms: dict[str, Room] = {}
         self.destroyed_rooms: set[str] = set()
         self.sender = CallbackSender(config, clock)
+        self.ledger = Ledger(clock)
         self.conversation = Conversation(self, clock)
         self._idle: dict[str, asyncio.Task[None]] = {}
         self._drops: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -251,6 +254,13 @@ class World:
         self._kick_end_user(instance.agent_user_id)
         stream_taken = any(i.agent_stream_id == instance.agent_stream_id for i in self.running(app_id))
         self.instances[instance.agent_instance_id] = instance
+        self.ledger.agent_started(
+            app_id,
+            instance.agent_instance_id,
+            instance.room_id,
+            instance.user_id,
+            digital_human=dh is not None,
+        )
         self._login(instance.room_id, instance.agent_user_id)
         if instance.user_id not in self.rooms[instance.room_id].users:
             self._arm_idle(instance)
@@ -305,6 +315,7 @@ class World:
             return
         instance.state = "deleted"
         instance.deleted_code = code
+        self.ledger.agent_stopped(instance.agent_instance_id, code)
         self._disarm_idle(instance)
         self.conversation.cancel(instance)
         instance.status = "IDLE"
@@ -358,6 +369,7 @@ class World:
             if instance.state != "deleted" and instance.agent_user_id == user_id:
                 self.delete_instance(instance, 1203, reason_exception=True)
         self._login(room_id, user_id)
+        self.ledger.user_present(room_id, user_id)
         for instance in self._created_by(room_id, user_id):
             self._disarm_idle(instance)
 
@@ -368,6 +380,7 @@ class World:
             if instance.agent_user_id == user_id:
                 self.delete_instance(instance, 1203, reason_exception=True)
         self._logout(room_id, user_id)
+        self.ledger.user_gone(room_id, user_id)
         for instance in self._created_by(room_id, user_id):
             self._arm_idle(instance)
 
@@ -384,6 +397,7 @@ class World:
             or (room_id, user_id) in self._drops
         ):
             return
+        self.ledger.user_gone(room_id, user_id)  # the person is gone; ZEGO notices 100 s later
 
         async def drop() -> None:
             await self.clock.sleep(HEARTBEAT_TIMEOUT_S)
