@@ -66,16 +66,32 @@ def descendants(root: int) -> list[int]:
 
 
 def postgres_groups(postmaster: int, database: str) -> dict[str, list[int]]:
-    """Postgres processes split into the benchmark database's backends and everything else."""
-    backends, others = [], []
+    """Postgres processes in three groups: the benchmark database's backends (autovacuum workers
+    on it included); the server-wide ones (postmaster, WAL writer, checkpointer, background
+    writer, launchers), which work for every database; and other databases' backends, which on a
+    shared machine are somebody else's load.
+
+    A backend's title is "postgres: [cluster: ]user database host(port) state", an autovacuum
+    worker's "postgres: [cluster: ]autovacuum worker database", a server-wide process's has no
+    database in it.
+    """
+    backends, server, others = [], [], []
     for pid in descendants(postmaster):
+        words = _cmdline(pid).split()
         if pid == postmaster:
-            others.append(pid)
-        elif f" {database} " in _cmdline(pid):
+            server.append(pid)
+        elif database in words:
             backends.append(pid)
-        else:
+        elif "autovacuum worker" in " ".join(words) or any(_is_client_address(w) for w in words):
             others.append(pid)
-    return {"postgres backends": backends, "postgres wal/bg": others}
+        else:
+            server.append(pid)
+    return {"postgres backends": backends, "postgres wal/bg": server, "postgres other databases": others}
+
+
+def _is_client_address(word: str) -> bool:
+    """ "127.0.0.1(52622)" or "[local]": the title is a client backend's."""
+    return word == "[local]" or (word.endswith(")") and "(" in word)
 
 
 def postmaster_pid(conn: psycopg.Connection[Any]) -> int:
@@ -157,6 +173,10 @@ class CpuMeter:
         self.own = 0.0
         self._own_before = 0
         self.system_busy = 0.0
+        # The same in CPU seconds over the window, to divide by the work done in it.
+        self.cpu_seconds: dict[str, float] = {}
+        self.own_seconds = 0.0
+        self.busy_seconds = 0.0
 
     def _snapshot(self) -> dict[str, dict[int, int]]:
         snap: dict[str, dict[int, int]] = {}
@@ -188,6 +208,7 @@ class CpuMeter:
             used = sum(t - before.get(pid, 0) for pid, t in ticks.items())
             if name != _EVERYONE:
                 self.usage[name] = self._pct(used)
+                self.cpu_seconds[name] = used / CLK_TCK
         for name, ticks in threads_after.items():
             labels = self._threads[name][1]
             split: Counter[str] = Counter()
@@ -208,10 +229,16 @@ class CpuMeter:
         ]
         own = _ticks(os.getpid())
         self.own = 0.0 if own is None else self._pct(own - self._own_before)
+        self.own_seconds = 0.0 if own is None else (own - self._own_before) / CLK_TCK
         cores = os.cpu_count() or 1
         busy_delta = busy - self._system_before[0]
         total_delta = max(1, total - self._system_before[1])
         self.system_busy = 100.0 * cores * busy_delta / total_delta
+        self.busy_seconds = self.system_busy / 100.0 * self.wall
+
+    def rest_seconds(self) -> float:
+        """CPU seconds of the machine that no group and not this process used: other people's work."""
+        return max(0.0, self.busy_seconds - sum(self.cpu_seconds.values()) - self.own_seconds)
 
     def _pct(self, ticks: int) -> float:
         return 100.0 * ticks / CLK_TCK / self.wall

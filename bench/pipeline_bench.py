@@ -1,6 +1,8 @@
-"""bench/pipeline: callbacks/s from acknowledgement to transcript row, beside a no-op Celery task's rate.
+"""bench/pipeline: callbacks/s from acknowledgement to transcript row, beside a no-op Celery task's rate
+and beside the naive design (verify, one Celery task per callback, apply with the ORM).
 
-Three measurements in one run, on the same broker (Redis db 13) and with the same worker flags:
+Four measurements in one run, on the same broker (``--redis-url``, Redis db 13 by default) and
+with the same worker flags:
 
 1. The no-op task rate: N tasks that only count themselves, published before the worker starts,
    timed from the first completion to the last. This is Celery's own cost per message on this
@@ -8,16 +10,32 @@ Three measurements in one run, on the same broker (Redis db 13) and with the sam
 2. The pipeline: the real receiver and the real worker, conversations of ASRResult, LLMResult and
    AgentInstanceStatus callbacks posted over keep-alive connections, timed from the first
    acknowledgement until every callback is applied (inbox ``done``) and every turn exists.
-   Capped by the receiver's ingest rate when the worker keeps up.
-3. The backlog apply rate: the tables emptied and Redis flushed, the same kind of load (other
+   Capped by the receiver's ingest rate when the worker keeps up. The CPU the machine under test
+   spends meanwhile (receiver, worker, the database's backends, Redis) per callback is the
+   ``CPU per callback end to end`` figure; the load generator and the rest are shown beside it.
+3. The naive peer (``bench/naive_app.py``): the same load shape on other agent instances, the
+   tables emptied and Redis flushed first, posted the same way to its receiver (the same
+   contract) and applied by its worker (the same flags), timed the same way: from the first
+   acknowledgement until every callback has left its row and every turn exists.
+   ``--skip-naive`` leaves it out.
+4. The backlog apply rate: the tables emptied and Redis flushed, the same kind of load (other
    agent instances) posted to the real receiver with no worker running, so that every callback
    is stored ``pending`` and the receiver's drain messages wait in Redis, as after a worker
    outage; then the real worker is started and timed from the first callback applied to the
    last (and from its start, to show the start-up). This is the worker's capacity to apply,
-   which the receiver's ingest rate cannot cap. ``--skip-end-to-end`` runs only 1 and 3.
+   which the receiver's ingest rate cannot cap. ``--skip-end-to-end`` runs only 1 and 4.
 
-Target (printed, not enforced): the pipeline, and the backlog apply rate, at >= 5x the no-op
-task rate, which is only possible because a drain applies many callbacks per task.
+Targets (printed, not enforced): the pipeline, and the backlog apply rate, at >= 5x the no-op
+task rate, which is only possible because a drain applies many callbacks per task; end to end
+>= 10x the naive design; <= 250 us of CPU per callback for the machine under test.
+
+The output closes with lines other programs read (exactly these forms)::
+
+    CPU per callback end to end = N us
+    end to end / naive = N.Nx
+
+and the naive phase prints ``naive end to end = N callbacks/s`` and
+``naive CPU per callback end to end = N us``.
 """
 
 from __future__ import annotations
@@ -46,13 +64,24 @@ import redis
 from psycopg import sql
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/roomwarden_pipeline_bench"
-BROKER_URL = "redis://127.0.0.1:6379/13"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 PATH = "/callbacks/zego"
 QUEUE = "roomwarden"  # worker.celery_app.QUEUE: where the receiver's drain messages wait
 TARGET_MULTIPLE = 5.0
+TARGET_NAIVE_MULTIPLE = 10.0
+TARGET_CPU_US = 250
 SENTENCES_PER_REPLY = 6
 LOAD_SEED = 13
 BACKLOG_SEED = 31  # other AgentInstanceIds (and Nonces) for the backlog phase
+NAIVE_SEED = 53  # and for the naive phase
+# The machine under test, summed into "CPU per callback end to end"; every other group is shown
+# beside it. The load generator is this process (its posting client and its poller).
+UNDER_TEST = ("uvicorn (receiver)", "celery worker", "postgres backends", "redis")
+GROUP_NOTES = {
+    "postgres wal/bg": "postgres server-wide (WAL writer, checkpointer)",
+    "postgres other databases": "postgres, other databases' backends",
+    "postgres (this benchmark)": "postgres, this benchmark's own backends",
+}
 # Every table the application writes; emptied (not the alembic stamp) before the backlog phase.
 TABLES = (
     "inbox",
@@ -71,11 +100,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="bench/pipeline",
         description=(
             "End-to-end callbacks/s (acknowledged -> transcript row visible) with real Celery workers on "
-            "Redis and Postgres, then the rate at which a freshly started worker applies a stored backlog,"
-            " both beside the rate of a no-op Celery task. Prints figures; no pass/fail."
+            "Redis and Postgres and the machine's CPU per callback, the same for the naive design (one "
+            "Celery task per callback, applied with the ORM), then the rate at which a freshly started"
+            " worker applies a stored backlog, beside the rate of a no-op Celery task. Prints figures;"
+            " no pass/fail."
         ),
     )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="dropped and re-created")
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"the broker, a Redis db of the run's own: flushed (default {DEFAULT_REDIS_URL})",
+    )
     parser.add_argument("--conversations", type=int, default=20, help="agent instances (default 20)")
     parser.add_argument("--callbacks", type=int, default=500, help="callbacks per conversation (default 500)")
     parser.add_argument("--noop-tasks", type=int, default=5000, help="no-op tasks to time (default 5000)")
@@ -103,7 +139,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-end-to-end",
         action="store_true",
-        help="run only the no-op tasks and the backlog phase (quicker, for A/B runs of the worker)",
+        help="run only the no-op tasks and the backlog phase (quicker, for A/B runs of the worker);"
+        " implies --skip-naive",
+    )
+    parser.add_argument(
+        "--skip-naive",
+        action="store_true",
+        help="leave out the naive peer's phase (bench/naive_app.py) and so the end to end / naive line",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     return parser.parse_args(argv)
@@ -115,7 +157,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @dataclass
 class Conversation:
     bodies: list[bytes] = field(default_factory=list)
-    turns: set[tuple[int, str]] = field(default_factory=set)
+    # (Round, speaker) -> the text the turn must end with; an agent's is its sentences joined.
+    texts: dict[tuple[int, str], str] = field(default_factory=dict)
+
+
+@dataclass
+class Load:
+    requests: list[bytes]
+    # (AgentInstanceId, Round, speaker) -> text: every turn the load must leave, and its words.
+    expected: dict[tuple[str, int, str], str]
+    instances: list[str]
+
+    @property
+    def turns(self) -> int:
+        return len(self.expected)
 
 
 def conversation(
@@ -124,21 +179,23 @@ def conversation(
     """``count`` callbacks of one agent instance, Sequence 1..count, a round every ten callbacks.
 
     A round: status LISTENING, the user's ASRResult, status THINKING, six LLMResult sentences,
-    status SPEAKING. The set of turns it must produce comes along, to know when all are visible.
+    status SPEAKING. The turns it must produce come along with their text, to know when all are
+    visible and to check what they say.
     """
     conv = Conversation()
     user = f"user_{instance_id[-6:]}"
+    replies: dict[int, list[str]] = {}
     for index in range(count):
         sequence, round_, step = index + 1, index // 10 + 1, index % 10
+        data: dict[str, Any]
         if step == 1:
-            event, data = (
-                "ASRResult",
-                {"Round": round_, "Text": common.SENTENCES[round_ % len(common.SENTENCES)], "UserId": user},
-            )
-            conv.turns.add((round_, "user"))
+            text = common.SENTENCES[round_ % len(common.SENTENCES)]
+            event, data = "ASRResult", {"Round": round_, "Text": text, "UserId": user}
+            conv.texts[(round_, "user")] = text
         elif 3 <= step < 3 + SENTENCES_PER_REPLY:
-            event, data = "LLMResult", {"Round": round_, "Text": common.sentence(index)}
-            conv.turns.add((round_, "agent"))
+            text = common.sentence(index)
+            event, data = "LLMResult", {"Round": round_, "Text": text}
+            replies.setdefault(round_, []).append(text)
         else:
             status = {0: "LISTENING", 2: "THINKING"}.get(step, "SPEAKING")
             event, data = "AgentInstanceStatus", {"Round": round_, "Status": status}
@@ -151,12 +208,12 @@ def conversation(
                 timestamp_ms=start_ms + 40 * index,
             )
         )
+    # Latin sentences in Sequence order, one space apart (worker/sessions/transcripts.py).
+    conv.texts.update({(round_, "agent"): " ".join(texts) for round_, texts in replies.items()})
     return conv
 
 
-def build_load(
-    args: argparse.Namespace, secret: str, seed: int = LOAD_SEED
-) -> tuple[list[bytes], int, list[str]]:
+def build_load(args: argparse.Namespace, secret: str, seed: int = LOAD_SEED) -> Load:
     """All requests, interleaved across conversations as they would arrive; the turns expected; the instances.
 
     Another ``seed`` gives other AgentInstanceIds and other Nonces, so nothing collides with a load
@@ -170,7 +227,23 @@ def build_load(
     start_ms = int(time.time() * 1000) - 60_000
     convs = [conversation(factory, instance, args.callbacks, start_ms) for instance in instances]
     requests = [common.http_post(PATH, conv.bodies[step]) for step in range(args.callbacks) for conv in convs]
-    return requests, sum(len(conv.turns) for conv in convs), instances
+    expected = {
+        (instance, round_, speaker): text
+        for instance, conv in zip(instances, convs, strict=True)
+        for (round_, speaker), text in conv.texts.items()
+    }
+    return Load(requests, expected, instances)
+
+
+def turns_as_expected(db: Any, expected: dict[tuple[str, int, str], str]) -> int:
+    """How many of the expected turns exist with exactly the expected text."""
+    rows = db.execute(
+        "SELECT i.agent_instance_id, t.round, t.speaker, t.text"
+        " FROM turns t JOIN agent_instances i ON i.id = t.instance_id"
+    ).fetchall()
+    return sum(
+        1 for instance, round_, speaker, text in rows if expected.get((instance, round_, speaker)) == text
+    )
 
 
 # --------------------------------------------------------------------------- no-op tasks
@@ -220,7 +293,7 @@ def bench_noop(args: argparse.Namespace, procs: common.Processes, env: dict[str,
     """Publish the no-op tasks with no worker running, then start one and time it through them."""
     import noop_app
 
-    client = redis.Redis.from_url(BROKER_URL)
+    client = redis.Redis.from_url(args.redis_url)
     started = time.monotonic()
     with noop_app.app.producer_or_acquire() as producer:
         for _ in range(args.noop_tasks):
@@ -245,8 +318,22 @@ def bench_noop(args: argparse.Namespace, procs: common.Processes, env: dict[str,
 # --------------------------------------------------------------------------- pipeline
 
 
+@dataclass(frozen=True)
+class Design:
+    """What a pipeline phase runs: roomwarden, or the naive peer (bench/naive_app.py)."""
+
+    name: str
+    receiver_app: str
+    worker_app: str
+    queue: str
+    # (callbacks applied, turns visible, callbacks parked as failed), from the database.
+    progress: Callable[[Any], tuple[int, int, int]]
+    inbox: bool  # roomwarden's inbox holds drain batches and commit counts worth reporting
+
+
 @dataclass
 class PipelineResult:
+    design: Design
     worker_argv: list[str]
     receiver_argv: list[str]
     worker_env: str
@@ -258,6 +345,7 @@ class PipelineResult:
     all_applied: float = 0.0
     done: int = 0
     turns: int = 0
+    turns_as_expected: int = 0
     empty_turns: int = 0
     stored: int = 0
     failed: int = 0
@@ -279,9 +367,53 @@ class PipelineResult:
     def ingest_rate(self) -> float:
         return self.callbacks / max(1e-9, self.blast.last_ack - self.blast.first_ack)
 
+    @property
+    def complete(self) -> bool:
+        return self.done + self.failed >= self.callbacks and self.turns_as_expected >= self.expected_turns
+
+    def cpu_per_callback(self) -> CpuPerCallback:
+        assert self.cpu is not None
+        return CpuPerCallback.of(self.cpu, self.callbacks)
+
+
+@dataclass
+class CpuPerCallback:
+    """Microseconds of CPU per callback over a phase: the machine under test's groups, summed, and
+    beside them (not summed) the load generator, other groups and the rest of the machine."""
+
+    under_test: list[tuple[str, float]]
+    beside: list[tuple[str, float]]
+
+    @property
+    def total(self) -> float:
+        return sum(us for _, us in self.under_test)
+
+    @classmethod
+    def of(cls, meter: _cpu.CpuMeter, callbacks: int) -> CpuPerCallback:
+        def us(seconds: float) -> float:
+            return 1e6 * seconds / max(1, callbacks)
+
+        under = [(name, us(meter.cpu_seconds.get(name, 0.0))) for name in UNDER_TEST]
+        beside = [("load generator (this benchmark: client, poller)", us(meter.own_seconds))]
+        beside += [
+            (GROUP_NOTES.get(name, name), us(seconds))
+            for name, seconds in meter.cpu_seconds.items()
+            if name not in UNDER_TEST
+        ]
+        beside.append(("rest of the machine (processes not started here)", us(meter.rest_seconds())))
+        return cls(under, beside)
+
+    def lines(self) -> list[str]:
+        out = ["  CPU per callback (CPU time in the window / callbacks), the machine under test:"]
+        out += [f"    {name:<50}{value:>8.0f} us" for name, value in self.under_test]
+        out.append(f"    {'= machine under test':<50}{self.total:>8.0f} us")
+        out.append("  beside it, not in the sum:")
+        out += [f"    {name:<50}{value:>8.0f} us" for name, value in self.beside]
+        return out
+
 
 def progress(db: Any) -> tuple[int, int, int]:
-    """(callbacks applied, turns visible, callbacks parked as failed)."""
+    """Roomwarden: (callbacks applied, turns visible, callbacks parked as failed)."""
     row = db.execute(
         "SELECT count(*) FILTER (WHERE state = 'done'), count(*) FILTER (WHERE state = 'failed'),"
         " (SELECT count(*) FROM turns) FROM inbox"
@@ -289,35 +421,69 @@ def progress(db: Any) -> tuple[int, int, int]:
     return int(row[0]), int(row[2]), int(row[1])
 
 
+def naive_progress(db: Any) -> tuple[int, int, int]:
+    """The naive peer has no inbox: each callback of this load leaves exactly one row of its own
+    (an LLMResult its sentence, an AgentInstanceStatus its timeline event, an ASRResult its Round's
+    user turn), so those rows count the callbacks applied. Nothing is ever parked."""
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM agent_sentences) + (SELECT count(*) FROM timeline_events)"
+        " + (SELECT count(*) FROM turns WHERE speaker = 'user'), (SELECT count(*) FROM turns)"
+    ).fetchone()
+    return int(row[0]), int(row[1]), 0
+
+
 class Poller(threading.Thread):
     """Watches the database from the first request on, so progress during ingest is seen too.
 
     It stops by itself once every callback is applied (or parked) and every turn is visible,
-    and records when; each poll is one short autocommit query on its own connection.
+    and records when; each poll is one short autocommit query on its own connection. With
+    ``keep_open`` its connection stays open until ``stop()``, so that a CPU meter still sees its
+    backend (and can leave it out of the machine under test) when it stops.
     """
 
-    def __init__(self, database_url: str, callbacks: int, turns: int, timeout: float) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        callbacks: int,
+        turns: int,
+        timeout: float,
+        progress: Callable[[Any], tuple[int, int, int]] = progress,
+        *,
+        keep_open: bool = False,
+    ) -> None:
         super().__init__(name="poller", daemon=True)
         self._url, self._callbacks, self._turns, self._timeout = database_url, callbacks, turns, timeout
+        self._progress, self._keep_open = progress, keep_open
         self.samples: list[tuple[float, int, int, int]] = []  # (perf_counter, done, turns, failed)
         self.finished_at = float("nan")
         self.polls = 0
+        self.backend_pid: int | None = None
+        self.finished = threading.Event()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         deadline = time.perf_counter() + self._timeout
         with common.connect(self._url) as db:
-            while not self._stop_event.is_set():
-                now = time.perf_counter()
-                done, turns, failed = progress(db)
-                self.polls += 1
-                self.samples.append((now, done, turns, failed))
-                if done + failed >= self._callbacks and turns >= self._turns:
-                    self.finished_at = now
-                    return
-                if now > deadline:
-                    return
-                time.sleep(0.02)
+            self.backend_pid = db.info.backend_pid
+            try:
+                self._poll(db, deadline)
+            finally:
+                self.finished.set()
+            if self._keep_open:
+                self._stop_event.wait()
+
+    def _poll(self, db: Any, deadline: float) -> None:
+        while not self._stop_event.is_set():
+            now = time.perf_counter()
+            done, turns, failed = self._progress(db)
+            self.polls += 1
+            self.samples.append((now, done, turns, failed))
+            if done + failed >= self._callbacks and turns >= self._turns:
+                self.finished_at = now
+                return
+            if now > deadline:
+                return
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -328,39 +494,72 @@ class Poller(threading.Thread):
         return before[-1] if before else (moment, 0, 0, 0)
 
 
+def roomwarden_design(args: argparse.Namespace) -> Design:
+    return Design("roomwarden", "webhooks.app:app", args.worker_app, QUEUE, progress, inbox=True)
+
+
+def naive_design() -> Design:
+    import naive_app
+
+    return Design(
+        "naive", "bench.naive_app:web", "bench.naive_app", naive_app.QUEUE, naive_progress, inbox=False
+    )
+
+
 def bench_pipeline(
     args: argparse.Namespace,
     procs: common.Processes,
     secret: str,
-    requests: list[bytes],
-    expected_turns: int,
+    load: Load,
+    design: Design,
 ) -> PipelineResult:
+    """Receiver and worker of ``design`` running, the load posted, timed until all is applied."""
     import noop_app  # only for its control channel: ping the worker on the shared broker
 
     database = common.database_name(args.database_url)
-    worker_env, receiver_env, extra = pipeline_envs(args, secret)
+    naive = design.name == "naive"
+    worker_env, receiver_env, extra = pipeline_envs(args, secret, with_extra=not naive)
     port = common.free_port()
-    w_argv = worker_argv(args.worker_app, QUEUE, args.concurrency)
-    r_argv = common.uvicorn_argv("webhooks.app:app", port)
-    worker = procs.start("worker", w_argv, worker_env)
-    receiver = procs.start("receiver", r_argv, receiver_env)
+    w_argv = worker_argv(design.worker_app, design.queue, args.concurrency)
+    r_argv = common.uvicorn_argv(design.receiver_app, port)
+    prefix = "naive-" if naive else ""
+    worker = procs.start(f"{prefix}worker", w_argv, worker_env)
+    receiver = procs.start(f"{prefix}receiver", r_argv, receiver_env)
     db = common.connect(args.database_url)
-    poller = Poller(args.database_url, len(requests), expected_turns, args.timeout)
+    requests = load.requests
+    poller = Poller(
+        args.database_url, len(requests), load.turns, args.timeout, design.progress, keep_open=True
+    )
     spy: Profile | None = None
     try:
         common.wait_for_http(receiver, port, PATH)
         wait_for_worker(noop_app.app, worker)
         postmaster = _cpu.postmaster_pid(db)
+        ours = {db.info.backend_pid}  # this benchmark's own backends: its queries and its poller's
+
+        def postgres(group: str) -> Callable[[], Iterable[int]]:
+            def pids() -> list[int]:
+                found = _cpu.postgres_groups(postmaster, database)[group]
+                return [pid for pid in found if pid not in ours] if group == "postgres backends" else found
+
+            return pids
+
+        def bench_backends() -> list[int]:
+            found = set(_cpu.postgres_groups(postmaster, database)["postgres backends"])
+            return sorted(found & (ours | {poller.backend_pid or 0}))
+
         groups: dict[str, Callable[[], Iterable[int]]] = {
             "uvicorn (receiver)": lambda: _cpu.descendants(receiver.pid),
             "celery worker": lambda: _cpu.descendants(worker.pid),
-            "postgres backends": lambda: _cpu.postgres_groups(postmaster, database)["postgres backends"],
-            "postgres wal/bg": lambda: _cpu.postgres_groups(postmaster, database)["postgres wal/bg"],
+            "postgres backends": postgres("postgres backends"),
+            "postgres wal/bg": postgres("postgres wal/bg"),
+            "postgres other databases": postgres("postgres other databases"),
+            "postgres (this benchmark)": bench_backends,
         }
-        if (redis_pid := _cpu.redis_pid(BROKER_URL)) is not None:
+        if (redis_pid := _cpu.redis_pid(args.redis_url)) is not None:
             groups["redis"] = lambda: [redis_pid]
         commits_before = common.xact_commit(db, database)
-        if args.profile and (spy := start_profile(worker, procs.log_dir)) is not None:
+        if args.profile and not naive and (spy := start_profile(worker, procs.log_dir)) is not None:
             spy_pid = spy.process.pid
             groups["py-spy (--profile)"] = lambda: [spy_pid]
         threads = {"uvicorn (receiver)": (receiver.pid, _cpu.thread_names(receiver.pid))}
@@ -368,38 +567,34 @@ def bench_pipeline(
         meter.start()
         poller.start()
         blast = common.blast(port, requests, args.connections)
-        poller.join(args.timeout + 5)
+        poller.finished.wait(args.timeout + 5)
+        if poller.backend_pid is not None:
+            ours.add(poller.backend_pid)
         meter.stop()
+        poller.stop()
+        poller.join(5)
         result = PipelineResult(
+            design,
             w_argv,
             r_argv,
             common.describe_env(worker_env, shown_env(worker_env, extra)),
             common.describe_env(receiver_env, shown_env(receiver_env, extra)),
             len(requests),
-            expected_turns,
+            load.turns,
             blast,
             cpu=meter,
         )
         _, result.applied_at_last_ack, _, _ = poller.at(blast.last_ack)
         result.all_applied = poller.finished_at
-        result.done, result.turns, result.failed = progress(db)
+        result.done, result.turns, result.failed = design.progress(db)
+        result.turns_as_expected = turns_as_expected(db, load.expected)
         last_sample = poller.samples[-1][0] if poller.samples else blast.first_ack
         result.timeline = [
             poller.at(blast.first_ack + step)[1] for step in range(1, int(last_sample - blast.first_ack) + 1)
         ]
-        result.stored = int(common.scalar(db, "SELECT count(*) FROM inbox"))
         result.empty_turns = int(common.scalar(db, "SELECT count(*) FROM turns WHERE text = ''"))
-        # One drain transaction stamps all it applied with one processed_at: that is its batch.
-        result.drain_batches = [
-            row[0]
-            for row in db.execute(
-                "SELECT count(*) FROM inbox WHERE processed_at IS NOT NULL GROUP BY processed_at"
-            ).fetchall()
-        ]
-        writer_batches = int(common.scalar(db, "SELECT count(DISTINCT received_at) FROM inbox"))
-        time.sleep(1.5)  # backends report their commit counts at most once a second
-        commits = common.xact_commit(db, database) - commits_before
-        result.drain_transactions = commits - writer_batches - poller.polls
+        if design.inbox:
+            inbox_figures(db, database, result, commits_before, poller.polls)
         if spy is not None:
             result.profile = stop_profile(spy, worker)
     finally:
@@ -413,20 +608,37 @@ def bench_pipeline(
     return result
 
 
+def inbox_figures(db: Any, database: str, result: PipelineResult, commits_before: int, polls: int) -> None:
+    """Rows stored, drain batches and drain transactions: what roomwarden's inbox tells of a phase."""
+    result.stored = int(common.scalar(db, "SELECT count(*) FROM inbox"))
+    # One drain transaction stamps all it applied with one processed_at: that is its batch.
+    result.drain_batches = [
+        row[0]
+        for row in db.execute(
+            "SELECT count(*) FROM inbox WHERE processed_at IS NOT NULL GROUP BY processed_at"
+        ).fetchall()
+    ]
+    writer_batches = int(common.scalar(db, "SELECT count(DISTINCT received_at) FROM inbox"))
+    time.sleep(1.5)  # backends report their commit counts at most once a second
+    commits = common.xact_commit(db, database) - commits_before
+    result.drain_transactions = commits - writer_batches - polls
+
+
 def pipeline_envs(
-    args: argparse.Namespace, secret: str
+    args: argparse.Namespace, secret: str, *, with_extra: bool = True
 ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    """The real worker's environment, the receiver's, and what --worker-env added to both."""
-    extra = dict(item.split("=", 1) for item in args.worker_env)
+    """The real worker's environment, the receiver's, and what --worker-env added to both (not to
+    the naive peer's: those A/B settings are roomwarden's)."""
+    extra = dict(item.split("=", 1) for item in args.worker_env) if with_extra else {}
     worker_env = common.child_env(
         ROOMWARDEN_DATABASE_URL=args.database_url,
-        ROOMWARDEN_BROKER_URL=BROKER_URL,
+        ROOMWARDEN_BROKER_URL=args.redis_url,
         ROOMWARDEN_LOG_LEVEL="WARNING",
         **extra,
     )
     receiver_env = common.child_env(
         ROOMWARDEN_DATABASE_URL=args.database_url,
-        ROOMWARDEN_BROKER_URL=BROKER_URL,
+        ROOMWARDEN_BROKER_URL=args.redis_url,
         ROOMWARDEN_ZEGO_APP_ID=str(common.APP_ID),
         ROOMWARDEN_ZEGO_CALLBACK_SECRET=secret,
         ROOMWARDEN_LOG_LEVEL="WARNING",
@@ -504,6 +716,7 @@ class BacklogResult:
     all_applied: float = float("nan")
     done: int = 0
     turns: int = 0
+    turns_as_expected: int = 0
     empty_turns: int = 0
     stored: int = 0
     failed: int = 0
@@ -515,7 +728,7 @@ class BacklogResult:
 
     @property
     def complete(self) -> bool:
-        return self.done + self.failed >= self.callbacks and self.turns >= self.expected_turns
+        return self.done + self.failed >= self.callbacks and self.turns_as_expected >= self.expected_turns
 
     @property
     def seconds(self) -> float:
@@ -613,12 +826,13 @@ def bench_backlog(
     """
     database = common.database_name(args.database_url)
     worker_env, receiver_env, extra = pipeline_envs(args, secret)
-    common.flush_redis(BROKER_URL)
+    common.flush_redis(args.redis_url)
     empty_tables(args.database_url)
-    requests, expected_turns, instances = build_load(args, secret, seed=BACKLOG_SEED)
-    if clash := avoid_instances.intersection(instances):
-        raise RuntimeError(f"backlog AgentInstanceIds collide with the first phase's: {sorted(clash)}")
-    broker = redis.Redis.from_url(BROKER_URL)
+    load = build_load(args, secret, seed=BACKLOG_SEED)
+    requests, expected_turns = load.requests, load.turns
+    if clash := avoid_instances.intersection(load.instances):
+        raise RuntimeError(f"backlog AgentInstanceIds collide with an earlier phase's: {sorted(clash)}")
+    broker = redis.Redis.from_url(args.redis_url)
     port = common.free_port()
     w_argv = worker_argv(args.worker_app, QUEUE, args.concurrency)
     r_argv = common.uvicorn_argv("webhooks.app:app", port)
@@ -655,8 +869,11 @@ def bench_backlog(
             "celery worker": worker_pids,
             "postgres backends": lambda: _cpu.postgres_groups(postmaster, database)["postgres backends"],
             "postgres wal/bg": lambda: _cpu.postgres_groups(postmaster, database)["postgres wal/bg"],
+            "postgres other databases": lambda: _cpu.postgres_groups(postmaster, database)[
+                "postgres other databases"
+            ],
         }
-        if (redis_pid := _cpu.redis_pid(BROKER_URL)) is not None:
+        if (redis_pid := _cpu.redis_pid(args.redis_url)) is not None:
             groups["redis"] = lambda: [redis_pid]
         meter = _cpu.CpuMeter(groups)
         poller.start()
@@ -689,6 +906,7 @@ def bench_backlog(
         result.drain_transactions = common.xact_commit(admin, database) - commits_before - poller.polls - 1
         with common.connect(args.database_url) as db:
             result.done, result.turns, result.failed = progress(db)
+            result.turns_as_expected = turns_as_expected(db, load.expected)
             result.stored = int(common.scalar(db, "SELECT count(*) FROM inbox"))
             result.empty_turns = int(common.scalar(db, "SELECT count(*) FROM turns WHERE text = ''"))
             result.drain_batches = [
@@ -730,8 +948,16 @@ def report_noop(noop: NoopResult) -> None:
 
 def report_pipeline(args: argparse.Namespace, noop: NoopResult, pipe: PipelineResult) -> None:
     blast = pipe.blast
+    naive = pipe.design.name == "naive"
     print()
-    print("Pipeline (real receiver + real worker):")
+    if naive:
+        print(
+            "Naive peer (bench/naive_app.py: verify, apply_async per callback, a task applies it with the"
+            " ORM;\n  same contract, tables, broker, worker flags and load shape; the application tables"
+            f" truncated and Redis ({args.redis_url}) flushed first):"
+        )
+    else:
+        print("Pipeline (real receiver + real worker):")
     print(f"  worker:   $ {pipe.worker_env} \\\n              {shlex.join(pipe.worker_argv)}")
     print(f"  receiver: $ {pipe.receiver_env} \\\n              {shlex.join(pipe.receiver_argv)}")
     print(
@@ -739,6 +965,7 @@ def report_pipeline(args: argparse.Namespace, noop: NoopResult, pipe: PipelineRe
         f" (ASRResult 10%, LLMResult {SENTENCES_PER_REPLY * 10}%, AgentInstanceStatus 30%), signed, distinct"
         f" Sequence;\n            posted by this script over {args.connections} keep-alive connections"
         " (pre-built requests, asyncio+uvloop), interleaved across conversations"
+        + ("; other AgentInstanceIds" if naive else "")
     )
     statuses = ", ".join(f"{code}: {n:,}" for code, n in sorted(blast.statuses.items()))
     print(
@@ -751,16 +978,22 @@ def report_pipeline(args: argparse.Namespace, noop: NoopResult, pipe: PipelineRe
         f"   ingest {pipe.ingest_rate:8,.0f}/s"
         f"   (applied by the last ack: {pipe.applied_at_last_ack:,})"
     )
-    complete = pipe.done + pipe.failed >= pipe.callbacks and pipe.turns >= pipe.expected_turns
     print(
         f"  first ack -> all applied   {pipe.end_to_end_seconds:7.2f}s"
         f"   end to end {pipe.rate:4,.0f} callbacks/s"
-        + ("" if complete else f"   INCOMPLETE after {args.timeout:.0f}s timeout")
+        + ("" if pipe.complete else f"   INCOMPLETE after {args.timeout:.0f}s timeout")
     )
-    print(
-        f"  database: inbox {pipe.stored:,} rows, done {pipe.done:,}, failed {pipe.failed:,};"
-        f" turns {pipe.turns:,} of {pipe.expected_turns:,} expected ({pipe.empty_turns} with empty text)"
+    turns = (
+        f"turns {pipe.turns:,} of {pipe.expected_turns:,} expected, {pipe.turns_as_expected:,} with the"
+        f" expected text ({pipe.empty_turns} with empty text)"
     )
+    if naive:
+        print(
+            f"  database: callbacks applied {pipe.done:,} (one row each: sentence, timeline event,"
+            f" user turn); {turns}"
+        )
+    else:
+        print(f"  database: inbox {pipe.stored:,} rows, done {pipe.done:,}, failed {pipe.failed:,}; {turns}")
     if pipe.timeline:
         print("  applied, each second after the first ack: " + ", ".join(f"{n:,}" for n in pipe.timeline))
     if pipe.drain_batches:
@@ -774,13 +1007,14 @@ def report_pipeline(args: argparse.Namespace, noop: NoopResult, pipe: PipelineRe
             f"  all drain transactions, from pg_stat_database: ~{pipe.drain_transactions:,}"
             f" (so ~{max(0, pipe.drain_transactions - len(batches)):,} found nothing to apply)"
         )
-    print()
-    multiple = pipe.rate / noop.rate
-    print("Target (reported, not enforced):")
-    print(
-        f"  end to end / no-op task rate = {pipe.rate:,.0f} / {noop.rate:,.0f} = {multiple:.1f}x"
-        f"   target >= {TARGET_MULTIPLE:.0f}x   {'met' if multiple >= TARGET_MULTIPLE else 'NOT met'}"
-    )
+    if not naive:
+        print()
+        multiple = pipe.rate / noop.rate
+        print("Target (reported, not enforced):")
+        print(
+            f"  end to end / no-op task rate = {pipe.rate:,.0f} / {noop.rate:,.0f} = {multiple:.1f}x"
+            f"   target >= {TARGET_MULTIPLE:.0f}x   {'met' if multiple >= TARGET_MULTIPLE else 'NOT met'}"
+        )
     if pipe.cpu is not None:
         print()
         cores = os.cpu_count() or 1
@@ -789,10 +1023,50 @@ def report_pipeline(args: argparse.Namespace, noop: NoopResult, pipe: PipelineRe
             " 'this benchmark'):"
         )
         print("\n".join(pipe.cpu.report()))
+        print("\n".join(pipe.cpu_per_callback().lines()))
     if pipe.profile:
         print()
         print("Worker profile (py-spy; this run's figures are perturbed by the sampling):")
         print("\n".join(pipe.profile))
+    if naive:
+        print()
+        print(f"naive end to end = {pipe.rate:.0f} callbacks/s")
+        if pipe.cpu is not None:
+            print(f"naive CPU per callback end to end = {pipe.cpu_per_callback().total:.0f} us")
+
+
+def report_closing(pipe: PipelineResult, naive: PipelineResult | None) -> None:
+    """The figures the issue asks for, with their targets, then the lines other programs read."""
+    print()
+    print("Closing figures (targets reported, not enforced):")
+    cpu = pipe.cpu_per_callback().total if pipe.cpu is not None else float("nan")
+    under_test = " + ".join(UNDER_TEST)
+    print(
+        f"  CPU per callback end to end ({under_test}): {cpu:,.0f} us"
+        f"   target <= {TARGET_CPU_US} us   {'met' if cpu <= TARGET_CPU_US else 'NOT met'}"
+    )
+    multiple = float("nan")
+    if naive is None:
+        print("  end to end / naive: not measured (--skip-naive)")
+    else:
+        multiple = pipe.rate / naive.rate
+        if naive.cpu is not None:
+            naive_cpu = naive.cpu_per_callback().total
+            print(
+                f"  naive CPU per callback end to end: {naive_cpu:,.0f} us"
+                f" ({naive_cpu / cpu:.1f}x roomwarden's)"
+            )
+        incomplete = [p.design.name for p in (pipe, naive) if not p.complete]
+        print(
+            f"  roomwarden / naive end to end: {pipe.rate:,.0f} / {naive.rate:,.0f} callbacks/s"
+            f" = {multiple:.1f}x   target >= {TARGET_NAIVE_MULTIPLE:.0f}x"
+            f"   {'met' if multiple >= TARGET_NAIVE_MULTIPLE else 'NOT met'}"
+            + (f"   (INCOMPLETE: {', '.join(incomplete)})" if incomplete else "")
+        )
+    print()
+    print(f"CPU per callback end to end = {cpu:.0f} us")
+    if naive is not None:
+        print(f"end to end / naive = {multiple:.1f}x")
 
 
 def report_backlog(
@@ -809,7 +1083,8 @@ def report_backlog(
     print(
         f"  load:     {args.conversations} conversations x {args.callbacks} callbacks = {back.callbacks:,},"
         f" as {'above' if after_pipeline else 'the pipeline'} but other AgentInstanceIds; the"
-        f" {len(TABLES)} application tables\n            truncated and Redis db 13 flushed first;"
+        f" {len(TABLES)} application tables\n            truncated and Redis ({args.redis_url})"
+        " flushed first;"
         f" posted over {args.connections} keep-alive connections"
     )
     statuses = ", ".join(f"{code}: {n:,}" for code, n in sorted(blast.statuses.items()))
@@ -843,7 +1118,8 @@ def report_backlog(
     )
     print(
         f"  database: inbox {back.stored:,} rows, done {back.done:,}, failed {back.failed:,};"
-        f" turns {back.turns:,} of {back.expected_turns:,} expected ({back.empty_turns} with empty text)"
+        f" turns {back.turns:,} of {back.expected_turns:,} expected, {back.turns_as_expected:,} with the"
+        f" expected text ({back.empty_turns} with empty text)"
     )
     if back.timeline:
         applied = ", ".join(f"{n:,}" for n in back.timeline)
@@ -891,51 +1167,75 @@ def report_backlog(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.terminate_on_sigterm()
-    # The bench process imports bench/noop_app.py (to publish, and to ping workers) with these.
-    os.environ["ROOMWARDEN_BROKER_URL"] = BROKER_URL
+    # The bench process imports bench/noop_app.py and bench/naive_app.py (to publish, to ping
+    # workers) with these.
+    os.environ["ROOMWARDEN_BROKER_URL"] = args.redis_url
     os.environ["ROOMWARDEN_DATABASE_URL"] = args.database_url
     if args.skip_end_to_end:
         common.header("bench/pipeline: backlog apply rate vs a no-op Celery task (--skip-end-to-end)")
     else:
-        common.header("bench/pipeline: end-to-end callbacks/s vs a no-op Celery task")
+        common.header("bench/pipeline: end-to-end callbacks/s vs a no-op Celery task and the naive design")
     workdir = Path(tempfile.mkdtemp(prefix="roomwarden-bench-pipeline-"))
     secret = secrets.token_urlsafe(24)
     try:
         common.recreate_database(args.database_url)
         common.alembic_upgrade(args.database_url)
-        common.flush_redis(BROKER_URL)
+        common.flush_redis(args.redis_url)
         print(
             f"   database {common.database_name(args.database_url)} re-created at alembic head;"
-            " Redis db 13 flushed"
+            f" Redis {args.redis_url} flushed"
         )
         with common.Processes(workdir) as procs:
             # ROOMWARDEN_LOG_LEVEL as well as --loglevel: worker.celery_app's setup_logging handler
             # configures logging from the settings, so --loglevel alone leaves a line per task.
             noop_env = common.child_env(
                 ROOMWARDEN_DATABASE_URL=args.database_url,
-                ROOMWARDEN_BROKER_URL=BROKER_URL,
+                ROOMWARDEN_BROKER_URL=args.redis_url,
                 ROOMWARDEN_LOG_LEVEL="WARNING",
             )
             noop = bench_noop(args, procs, noop_env)
-            common.flush_redis(BROKER_URL)
-            first_instances: set[str] = set()
+            common.flush_redis(args.redis_url)
+            earlier_instances: set[str] = set()
+            pipe: PipelineResult | None = None
+            naive: PipelineResult | None = None
             if args.skip_end_to_end:
                 report_noop(noop)
             else:
-                requests, expected_turns, instances = build_load(args, secret)
-                first_instances.update(instances)
-                pipe = bench_pipeline(args, procs, secret, requests, expected_turns)
+                load = build_load(args, secret)
+                earlier_instances.update(load.instances)
+                pipe = bench_pipeline(args, procs, secret, load, roomwarden_design(args))
                 report(args, noop, pipe)
+                sys.stdout.flush()
+                if not args.skip_naive:
+                    naive = run_naive(args, procs, secret, earlier_instances)
+                    report_pipeline(args, noop, naive)
             sys.stdout.flush()
-            backlog = bench_backlog(args, procs, secret, first_instances)
+            backlog = bench_backlog(args, procs, secret, earlier_instances)
         report_backlog(args, noop, backlog, after_pipeline=not args.skip_end_to_end)
+        if pipe is not None:
+            report_closing(pipe, naive)
     except KeyboardInterrupt:
         print("\ninterrupted; workers and servers stopped", file=sys.stderr)
         return 130
     finally:
-        common.flush_redis(BROKER_URL)
+        common.flush_redis(args.redis_url)
         if args.keep:
             print(f"\nwork directory kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+def run_naive(
+    args: argparse.Namespace, procs: common.Processes, secret: str, earlier_instances: set[str]
+) -> PipelineResult:
+    """The naive phase on empty tables and an empty broker, with AgentInstanceIds of its own."""
+    common.flush_redis(args.redis_url)
+    empty_tables(args.database_url)
+    load = build_load(args, secret, seed=NAIVE_SEED)
+    if clash := earlier_instances.intersection(load.instances):
+        raise RuntimeError(f"naive AgentInstanceIds collide with an earlier phase's: {sorted(clash)}")
+    earlier_instances.update(load.instances)
+    result = bench_pipeline(args, procs, secret, load, naive_design())
+    common.flush_redis(args.redis_url)
+    return result
