@@ -141,6 +141,8 @@ AGGRESSIVE_DURATIONS: dict[str, dict[str, float]] = {
 AGGRESSIVE_CHOICES: dict[str, dict[str, str]] = {
     "on_deleted": {"user_absent": '"end"'},  # the agent is gone already: no CloseRoom to pay for
     "quota": {"when_full": '"recycle_idle"'},  # a full app hangs up on its longest-silent user
+    # Sent to ZEGO as MaxIdleTime: counted on ZEGO's (the emulator's) clock, so never scaled.
+    "idle": {"user_absent_seconds": "60"},
 }
 POLICIES = ("native", "default", "aggressive")
 NATIVE_DRY = ("on_deleted", "on_exception", "idle", "max_length", "quota")
@@ -170,7 +172,7 @@ def policy(name: str, scale: float) -> PolicyRun:
         for section, values in AGGRESSIVE_DURATIONS.items():
             durations[section].update(values)
         choices = AGGRESSIVE_CHOICES
-        description = "idle 60 s, user_absent end, quota recycle_idle, reconcile after 60 s"
+        description = "idle 60 s, MaxIdleTime 60 s, user_absent end, recycle_idle, reconcile after 60 s"
     elif name == "default":
         description = "worker/policies/config.py defaults (idle 600 s, user_absent close_room)"
     else:

@@ -117,6 +117,7 @@ class Instance:
             "Round": self.round,
             "DeletedCode": self.deleted_code,
             "CreatedMs": self.created_ms,
+            "MaxIdleTime": self.max_idle_s,
         }
 
 

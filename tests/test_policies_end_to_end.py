@@ -92,6 +92,23 @@ def test_1202_closes_the_room_and_ends_the_session_with_its_reason(
     assert "room_gone" not in d.control.state()["rooms"]  # the observer was put out with the room
 
 
+def test_a_user_who_leaves_without_hanging_up_costs_the_policys_absent_limit_not_zegos_120_s(
+    deploy: Callable[..., Deployment],
+) -> None:
+    """With ``idle.user_absent_seconds = 20`` ZEGO ends the agent 20 s (its clock) after the user
+    leaves, not 120 s: the agent-seconds billed with nobody there, as ZEGO's ledger counts them."""
+    d = deploy(policies=policies("[defaults.idle]\nuser_absent_seconds = 20\n"), env=FAST)
+    session_id, instance = start_in_room(d, "room_left")
+    [made] = emulator_instances(d, "room_left")
+    assert made["MaxIdleTime"] == 20
+    d.control.leave("room_left", "user_1")
+
+    ended = d.wait_state(session_id, "ended")
+    assert (ended["end_reason"], ended["end_code"]) == ("user_absent", 1202)
+    [billed] = [i for i in d.control.ledger("room_left")["Instances"] if i["AgentInstanceId"] == instance]
+    assert 20 <= billed["NoUserS"] < 60, billed
+
+
 def test_1205_recreates_the_agent_in_the_same_room_and_the_transcript_goes_on(
     deploy: Callable[..., Deployment],
 ) -> None:

@@ -26,6 +26,8 @@
     after_seconds = 600              # no user speech for this long; 0 turns it off
     warning = "Are you still there? I will hang up soon."   # spoken first, if set
     warning_seconds = 15
+    user_absent_seconds = 60         # ZEGO's MaxIdleTime for agents roomwarden creates (10-1800;
+                                     # unset: ZEGO's 120 s; a request's own value wins)
 
     [defaults.max_length]
     seconds = 3600                   # 0 turns it off
@@ -122,6 +124,10 @@ class OnException(_Section):
 
 class Idle(_Section):
     after_seconds: float = Field(600.0, ge=0)
+    # A user who leaves without hanging up is silent too, but only after after_seconds; ZEGO sees
+    # the user leave the room and deletes the agent MaxIdleTime later (1202), with no beat
+    # interval on top. Unset keeps ZEGO's default (120 s).
+    user_absent_seconds: int | None = Field(None, ge=10, le=1800)
     warning: str | None = Field(None, min_length=1, max_length=300)
     warning_seconds: float = Field(15.0, ge=0)
     dry_run: bool = False

@@ -44,6 +44,7 @@ from worker.models import (
     UserAudio,
 )
 from worker.policies import quotas
+from worker.policies.config import Policy, PolicyBook
 from worker.sealing import Sealer
 from worker.sessions.lifecycle import earliest, latest, refresh
 from worker.vendors.errors import Failure, VendorNotConfigured, classify
@@ -77,7 +78,13 @@ class Started:
 
 
 def claim_start(
-    db: DbSession, session_id: str, *, sealer: Sealer | None, now: dt.datetime, stale_after: float
+    db: DbSession,
+    session_id: str,
+    *,
+    sealer: Sealer | None,
+    now: dt.datetime,
+    stale_after: float,
+    book: PolicyBook | None = None,
 ) -> StartOrder | None:
     """The request to send, if this session still needs starting and nobody else is at it."""
     session = db.scalars(select(Session).where(Session.id == session_id).with_for_update()).one_or_none()
@@ -92,14 +99,34 @@ def claim_start(
         spec = sealer.unseal(spec)
     session.start_claimed_at = now
     session.start_attempts = (session.start_attempts or 0) + 1
+    provider = Provider(str(session.provider))
+    params = spec.get("params", {})
+    if book is not None:
+        params = with_absent_limit(params, provider, book.for_session(session.app_id, session.template))
     return StartOrder(
         session_id=session.id,
-        provider=Provider(str(session.provider)),
+        provider=provider,
         app_id=session.app_id,
-        params=spec.get("params", {}),
+        params=params,
         agent=spec.get("agent"),
         attempt=session.start_attempts,
     )
+
+
+def with_absent_limit(params: dict[str, Any], provider: Provider, policy: Policy) -> dict[str, Any]:
+    """The request with the policy's ``idle.user_absent_seconds`` as ZEGO's MaxIdleTime.
+
+    What an agent costs after its user left without hanging up is decided by ZEGO's own clock,
+    which sees the user leave; roomwarden only hears silence. A value the request sets itself wins
+    (the app knows its room); Coze rooms have no such setting.
+    """
+    seconds = policy.idle.user_absent_seconds
+    if seconds is None or provider is Provider.COZE:
+        return params
+    advanced = params.get("AdvancedConfig")
+    if isinstance(advanced, dict) and advanced.get("MaxIdleTime") is not None:
+        return params
+    return {**params, "AdvancedConfig": {**(advanced or {}), "MaxIdleTime": seconds}}
 
 
 def release_claim(db: DbSession, session_id: str) -> None:
@@ -281,6 +308,7 @@ def start(job: JobContext, session_id: str) -> StartOutcome:
                 sealer=job.sealer,
                 now=utcnow(),
                 stale_after=job.settings.start_stale_seconds,
+                book=job.book,
             )
     if admission.retry_in is not None:
         return StartOutcome("retry", admission.actions, retry_in=admission.retry_in)

@@ -133,3 +133,34 @@ def test_a_lost_start_message_is_found_again(db: Any) -> None:
     assert starting.starts_to_resume(db, now=soon, stale_after=60) == []
     later = utcnow() + dt.timedelta(seconds=120)
     assert starting.starts_to_resume(db, now=later, stale_after=60) == [session.id]
+
+
+def test_the_policys_absent_limit_is_sent_as_zegos_max_idle_time_unless_the_request_sets_one(
+    db: Any,
+) -> None:
+    """``idle.user_absent_seconds`` becomes AdvancedConfig.MaxIdleTime when the agent is made; the
+    stored request is left as the app sent it, and a MaxIdleTime of the app's own is kept."""
+    from worker.policies.config import parse
+
+    sealer = Sealer(Fernet.generate_key().decode())
+    book = parse("[defaults.idle]\nuser_absent_seconds = 30\n")
+    session = _request(db, sealer=sealer)
+    order = starting.claim_start(db, session.id, sealer=sealer, now=utcnow(), stale_after=60, book=book)
+    assert order is not None and order.params["AdvancedConfig"] == {"MaxIdleTime": 30}
+    assert "AdvancedConfig" not in sealer.unseal(session.spec or {})["params"]
+
+    own = {**PARAMS, "AdvancedConfig": {"MaxIdleTime": 300, "DisableTTS": False}}
+    wanted = requesting.SessionRequest(Provider.ZEGO, APP_ID, own)
+    other = requesting.request_session(db, wanted, session_id="s-2", sealer=sealer, now=utcnow())
+    kept = starting.claim_start(db, other.id, sealer=sealer, now=utcnow(), stale_after=60, book=book)
+    assert kept is not None and kept.params["AdvancedConfig"] == {"MaxIdleTime": 300, "DisableTTS": False}
+
+    plain = requesting.request_session(
+        db,
+        requesting.SessionRequest(Provider.ZEGO, APP_ID, PARAMS),
+        session_id="s-3",
+        sealer=sealer,
+        now=utcnow(),
+    )
+    unset = starting.claim_start(db, plain.id, sealer=sealer, now=utcnow(), stale_after=60, book=parse(""))
+    assert unset is not None and "AdvancedConfig" not in unset.params
