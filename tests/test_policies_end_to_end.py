@@ -97,7 +97,8 @@ def test_a_user_who_leaves_without_hanging_up_costs_the_policys_absent_limit_not
 ) -> None:
     """With ``idle.user_absent_seconds = 20`` ZEGO ends the agent 20 s (its clock) after the user
     leaves, not 120 s: the agent-seconds billed with nobody there, as ZEGO's ledger counts them."""
-    d = deploy(policies=policies("[defaults.idle]\nuser_absent_seconds = 20\n"), env=FAST)
+    quiet_but_absent = QUIET.replace("after_seconds = 0\n", "after_seconds = 0\nuser_absent_seconds = 20\n")
+    d = deploy(policies=quiet_but_absent, env=FAST)
     session_id, instance = start_in_room(d, "room_left")
     [made] = emulator_instances(d, "room_left")
     assert made["MaxIdleTime"] == 20
