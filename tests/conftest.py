@@ -36,7 +36,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from tests.deployment import deploy  # noqa: E402, F401
 from tests.emulator_fixture import emulator, emulator_factory  # noqa: E402, F401
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer  # noqa: E402
-from tests.processes import RedisServer, Stack  # noqa: E402
+from tests.processes import PostgresServer, RedisServer, Stack, postgres_bin  # noqa: E402
 from tests.sinks import Sink  # noqa: E402
 from worker.db import Base, make_engine  # noqa: E402
 from worker.jobs import context  # noqa: E402
@@ -137,6 +137,25 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
+    """A migrated Postgres of the test's own, on a free port: tests that stop or restart Postgres
+    never touch the shared one. Skipped where the server binaries are not installed."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) in ROOMWARDEN_PG_BIN or "
+            "/usr/lib/postgresql/*/bin: this test stops a private Postgres, never the shared one"
+        )
+    server = PostgresServer(tmp_path, bin_dir)
+    try:
+        server.start()
+        migrate(server.url)
+        yield server
+    finally:
+        server.cleanup()
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.conftest import migrate
 from tests.factories import Signer
-from tests.processes import PostgresServer, RedisServer, Stack, postgres_bin, stack_env, wait_until
+from tests.processes import PostgresServer, RedisServer, Stack, stack_env, wait_until
 from tests.test_pipeline import assert_conversation_applied_once, count, post_all
 from tests.worker.conversation import conversation
 from worker.db import make_engine
@@ -27,25 +26,8 @@ from worker.models import InboxCallback
 
 pytestmark = pytest.mark.slow
 
-PG_BIN = postgres_bin()
 # ZEGO retries a refused callback for about a minute; the receiver must take it well within that.
 RETRY_WITHIN_SECONDS = 30
-
-
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    if PG_BIN is None:
-        pytest.skip(
-            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) in ROOMWARDEN_PG_BIN or "
-            "/usr/lib/postgresql/*/bin: this test stops a private Postgres, never the shared one"
-        )
-    server = PostgresServer(tmp_path, PG_BIN)
-    try:
-        server.start()
-        migrate(server.url)
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,8 +10,7 @@ from sqlalchemy import Engine
 
 from emulator import Emulator
 from tests.chaos.scenarios import Lab
-from tests.conftest import migrate
-from tests.processes import PostgresServer, RedisServer, postgres_bin
+from tests.processes import PostgresServer, RedisServer
 
 # ZEGO's 2/4/8/16/32 s retries at a quarter: a callback is retried for 15.5 s, longer than a
 # receiver or Postgres takes to come back on a busy two-core machine.
@@ -34,22 +33,6 @@ def lab(
         emulator_factory=emulator_factory,
         redis=private_redis,
     )
-
-
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[PostgresServer]:
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip(
-            "no PostgreSQL server binaries: this test restarts a private Postgres, never the shared one"
-        )
-    server = PostgresServer(tmp_path, bin_dir)
-    try:
-        server.start()
-        migrate(server.url)
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
