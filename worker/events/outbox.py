@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Select, func, literal_column, or_, select,
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
-from worker.db import insert_ignoring_conflicts
+from worker.inbox import recordsets
 from worker.models import OutboxEvent
 
 # Postgres wakes the live streams of every web process through this channel (webhooks/events.py).
@@ -47,8 +47,10 @@ def emit(db: DbSession, events: Sequence[Event]) -> None:
     if not events or db.info.get(_QUIET):
         return
     dialect = db.get_bind().dialect.name
-    db.execute(
-        insert_ignoring_conflicts(OutboxEvent, dialect),
+    # One statement for a drain batch's turn events, in the order given (their ids are their order).
+    recordsets.insert_rows(
+        db,
+        OutboxEvent,
         [
             {
                 "type": e.type,
@@ -61,6 +63,7 @@ def emit(db: DbSession, events: Sequence[Event]) -> None:
             }
             for e in events
         ],
+        skip_conflicts=True,
     )
     transaction = db.get_transaction()
     if dialect == "postgresql" and db.info.get(_NOTIFIED) is not transaction:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session as DbSession
@@ -40,24 +41,54 @@ def complete(db: DbSession, session: Session, instance: AgentInstance, through: 
 
 def complete_many(db: DbSession, marks: Sequence[tuple[Session, AgentInstance, int]]) -> None:
     """``complete`` for several instances at once: one query and one insert for a whole drain batch."""
-    moving = [
-        (s, i, through) for s, i, through in marks if i.completed_round is None or through > i.completed_round
-    ]
-    if not moving:
+    announce(db, advance(marks))
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """An instance's Rounds after ``after`` up to ``through``, just shown to be over."""
+
+    session: Session
+    instance: AgentInstance
+    after: int | None
+    through: int
+
+
+def advance(marks: Sequence[tuple[Session, AgentInstance, int]]) -> list[Completed]:
+    """Move the instances' marks (``completed_round``) to ``through`` where that is further on.
+
+    Only in memory: a drain batch moves them before its flush, so that each instance is written
+    once a batch, and announces the Rounds that moved after it (``announce``), once the turns are
+    in the database.
+    """
+    moved = []
+    for session, instance, through in marks:
+        if instance.completed_round is None or through > instance.completed_round:
+            moved.append(Completed(session, instance, instance.completed_round, through))
+            instance.completed_round = through
+    return moved
+
+
+def announce(db: DbSession, moved: Sequence[Completed]) -> None:
+    """``turn.completed`` for the told turns of the Rounds that ``advance`` moved past, in order."""
+    if not moved:
         return
     ranges = [
-        and_(Turn.instance_id == i.id, Turn.round <= through, Turn.round > (i.completed_round or -(2**63)))
-        for _, i, through in moving
+        and_(
+            Turn.instance_id == m.instance.id,
+            Turn.round <= m.through,
+            Turn.round > (-(2**63) if m.after is None else m.after),
+        )
+        for m in moved
     ]
     found: dict[int, list[Turn]] = {}
     # user before agent within a Round
     for turn in db.scalars(select(Turn).where(or_(*ranges)).order_by(Turn.round, Turn.speaker.desc())):
         found.setdefault(turn.instance_id, []).append(turn)
     events: list[Event] = []
-    for session, instance, through in moving:
-        instance.completed_round = through
-        told = [t for t in found.get(instance.id, []) if t.text or t.interrupted]
-        events.extend(_event(session, instance, turn) for turn in told)
+    for m in moved:
+        told = [t for t in found.get(m.instance.id, []) if t.text or t.interrupted]
+        events.extend(_event(m.session, m.instance, turn) for turn in told)
     emit(db, events)
 
 

@@ -362,12 +362,16 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
         recordsets.insert_rows(db, model, rows)
     transcripts.settle_agent_text(db, streams)
     transcripts.mark_settled(streams)
-    db.flush()
-    transcripts.settle_stored(db, streams)  # before complete_many moves the instances' marks
+    stored = transcripts.stored_to_settle(streams)  # before advance moves the instances' marks
     marks = [(s.session, s.instance, s.complete_through) for s in streams if s.complete_through is not None]
-    turn_events.complete_many(db, marks)  # before any session.ended of this batch
+    # The marks go out with this flush, in the instance's one UPDATE of the batch.
+    completed = turn_events.advance(marks)
     for stream in streams:
         stream.complete_through = None
+    db.flush()
+    transcripts.settle_stored(db, stored)
+    turn_events.announce(db, completed)  # before any session.ended of this batch
+    for stream in streams:
         lifecycle.refresh_session_state(db, stream)
     db.flush()
 

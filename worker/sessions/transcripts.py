@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import from_ms
@@ -161,10 +161,12 @@ def mark_settled(streams: list[Stream]) -> None:
                 turn.settled = True
 
 
-def settle_stored(db: DbSession, streams: list[Stream]) -> None:
-    """Settle the stored turns this batch completed that ``mark_settled`` did not have at hand
-    (earlier Rounds, or every Round on a deletion): one UPDATE, after the flush, and only when
-    such turns can exist."""
+def stored_to_settle(streams: list[Stream]) -> ColumnElement[bool] | None:
+    """The stored turns this batch completed that ``mark_settled`` did not have at hand (earlier
+    Rounds, or every Round on a deletion), only when such turns can exist; for ``settle_stored``.
+
+    Read from the instances' marks before the batch moves them (``turn_events.advance``).
+    """
     ranges = []
     for stream in streams:
         through, before = stream.complete_through, stream.instance.completed_round
@@ -176,10 +178,16 @@ def settle_stored(db: DbSession, streams: list[Stream]) -> None:
         ):
             continue  # every Round of the range was loaded: its turns are at hand, settled already
         ranges.append(and_(Turn.instance_id == stream.instance.id, Turn.round > low, Turn.round <= through))
-    if ranges:
+    return or_(*ranges) if ranges else None
+
+
+def settle_stored(db: DbSession, stored: ColumnElement[bool] | None) -> None:
+    """Settle ``stored_to_settle``'s turns: one UPDATE, after the flush (a turn at hand is written
+    by the flush, settled already; updated here too, it would enter the search indexes twice)."""
+    if stored is not None:
         db.execute(
             update(Turn)
-            .where(~Turn.settled, or_(*ranges))
+            .where(~Turn.settled, stored)
             .values(settled=True)
             # The turns at hand in this range are settled already; nothing in memory to match.
             .execution_options(synchronize_session=False)

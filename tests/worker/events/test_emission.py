@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -89,6 +90,31 @@ def test_callbacks_applied_again_tell_nothing_new(db: DbSession, signer: Signer,
     db.execute(update(AgentInstance).values(completed_round=None))  # even with the marks lost
     apply_pending(db, settings)
     assert len(told(db)) == before
+
+
+def test_events_written_together_keep_their_order_and_skip_a_cause_already_told(db: DbSession) -> None:
+    """A drain batch writes its turn events in one statement: in the order given, repeats left out."""
+    at = dt.datetime(2026, 12, 4, 10, 0, tzinfo=dt.UTC)
+
+    def event(key: str, n: object) -> outbox.Event:
+        return outbox.Event(type="turn.completed", key=key, data={"n": n}, occurred_at=at, session_id=None)
+
+    outbox.emit(db, [event("told-before", 0)])
+    batch = [event(f"turn-{n}", n) for n in range(40, 0, -1)]
+    batch.insert(17, event("told-before", "again"))
+    outbox.emit(db, batch)
+
+    events = told(db)
+    assert [e.data["n"] for e in events] == [0, *range(40, 0, -1)]
+    assert {e.occurred_at.astimezone(dt.UTC) for e in events} == {at}
+
+
+def test_event_data_with_number_keys_is_stored_as_json_would_write_it(db: DbSession) -> None:
+    """orjson refuses non-string keys where the JSON column's serializer writes them as strings."""
+    at = dt.datetime(2026, 12, 4, 10, 0, tzinfo=dt.UTC)
+    outbox.emit(db, [outbox.Event(type="policy.decided", key="k", data={"codes": {1202: 2}}, occurred_at=at)])
+    [event] = told(db)
+    assert event.data == {"codes": {"1202": 2}}
 
 
 def test_a_parked_callback_is_told_as_callback_failed(

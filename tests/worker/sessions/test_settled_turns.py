@@ -7,7 +7,7 @@ import random
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session as DbSession
 
 from tests.factories import Signer, apply_pending, ingest
@@ -56,6 +56,31 @@ def test_an_ending_settles_the_turns_its_batch_never_touched(
     ingest(db, [script[-1]])  # AgentInstanceDeleted: no Round of its own
     apply_pending(db, settings)
     assert set(settled_flags(db).values()) == {True}
+
+
+def test_a_batch_that_ends_rounds_writes_its_instance_once(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """The Round mark moves with the rest of the instance's changes: one UPDATE a batch, not two."""
+    script = conversation(signer)
+    ingest(db, script[:3])  # R1's question
+    apply_pending(db, settings)
+    instance_updates: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.startswith("UPDATE agent_instances"):
+            instance_updates.append(statement)
+
+    bind = db.get_bind()
+    event.listen(bind, "before_cursor_execute", seen)
+    try:
+        ingest(db, script[3:12])  # R1 answered and over (IDLE), R2 asked and answered in part
+        apply_pending(db, settings)
+    finally:
+        event.remove(bind, "before_cursor_execute", seen)
+    assert len(instance_updates) == 1 and "completed_round" in instance_updates[0]
+    assert completed_round(db) == R2 - 1  # R2's question ended every earlier Round
+    assert settled_flags(db)[(R1, "agent")] is True
 
 
 def test_a_live_turn_is_found_by_word_and_by_substring(
