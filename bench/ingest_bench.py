@@ -1,9 +1,14 @@
 """bench/ingest: the receiver's durable ingest against Postgres beside a bare Starlette endpoint.
 
-Both servers run with the same uvicorn flags, one after the other in the same run, under the
-same wrk load: pre-signed callbacks, each with its own Sequence and Nonce, so that every request
-is a new callback the receiver must store (a repeated body would be answered "duplicate" and
-flatter the figures). What the receiver actually stored is counted in the database afterwards.
+Both servers run one after the other in the same run, under the same wrk load, with the same
+uvicorn flags but one: the receiver speaks HTTP through the protocol the Procfile's web process
+gives it (``--receiver-http``; ``webhooks.slow_clients:BoundedProtocol``: header budget,
+connection limit, 431, one write per response), the bare endpoint through uvicorn's own
+httptools. The bare endpoint is the yardstick and stays as a team would first deploy it;
+``--receiver-http httptools`` serves the receiver with that same stock protocol. The load is
+pre-signed callbacks, each with its own Sequence and Nonce, so that every request is a new
+callback the receiver must store (a repeated body would be answered "duplicate" and flatter the
+figures). What the receiver actually stored is counted in the database afterwards.
 
 Targets (printed beside the figures, not enforced): durable ingest >= 50% of the bare endpoint's
 requests/s, and p99 < 20 ms at 32 connections.
@@ -45,12 +50,23 @@ TARGET_RATIO = 0.50
 TARGET_P99_MS = 20.0
 
 
+def procfile_http() -> str:
+    """The ``--http`` the Procfile's web process runs uvicorn with: the receiver as deployed."""
+    for line in (common.ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            words = shlex.split(line)
+            if "--http" in words:
+                return words[words.index("--http") + 1]
+    return "httptools"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/ingest",
         description=(
             "Requests/s and latency of the receiver's durable ingest (Postgres) beside a bare Starlette "
-            "endpoint under the same uvicorn flags and the same wrk load. Prints figures; no pass/fail."
+            "endpoint under the same uvicorn flags (but --http) and the same wrk load. Prints figures; no"
+            " pass/fail."
         ),
     )
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="dropped and re-created")
@@ -87,6 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--receiver-app",
         default="webhooks.app:app",
         help="the ASGI app uvicorn serves as the receiver (default webhooks.app:app)",
+    )
+    parser.add_argument(
+        "--receiver-http",
+        default=procfile_http(),
+        help="uvicorn's --http for the receiver (default: the Procfile web process's, %(default)s;"
+        " 'httptools' for the bare endpoint's own)",
     )
     parser.add_argument("--show-wrk", action="store_true", help="print wrk's own output too")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (bodies, server logs)")
@@ -279,7 +301,7 @@ def bench_receiver(
     and commits are counted from a baseline taken after the warm-up.
     """
     port = common.free_port()
-    argv = common.uvicorn_argv(args.receiver_app, port)
+    argv = with_http(common.uvicorn_argv(args.receiver_app, port), args.receiver_http)
     env = receiver_env(args, secret)
     env_keys = [k for k in env if k.startswith("ROOMWARDEN_")]
     env_keys += [item.split("=", 1)[0] for item in args.receiver_env if not item.startswith("ROOMWARDEN_")]
@@ -325,6 +347,12 @@ def bench_receiver(
         db.close()
         procs.stop(server)
     return target
+
+
+def with_http(argv: list[str], protocol: str) -> list[str]:
+    """``argv`` with its ``--http`` value replaced by ``protocol``."""
+    index = argv.index("--http") + 1
+    return [*argv[:index], protocol, *argv[index + 1 :]]
 
 
 def drain_queue_length(redis_url: str) -> int:
@@ -373,7 +401,7 @@ def report(args: argparse.Namespace, bare: Target, receiver: Target) -> None:
     assert bare.run is not None
     assert receiver.run is not None
     print()
-    print("Servers (one after the other, same flags):")
+    print("Servers (one after the other, same flags but --http):")
     print(f"  bare:     $ {shlex.join(bare.server_argv)}")
     print(f"  receiver: $ {receiver.env_text} \\\n              {shlex.join(receiver.server_argv)}")
     print("Load:")

@@ -85,6 +85,10 @@ class InboxWriter:
         for thread in self._threads:
             await asyncio.to_thread(thread.join, 5)
 
+    def queued(self) -> int:
+        """Callbacks waiting for the writer thread: none unless the database is slower than the load."""
+        return self._queue.qsize()
+
     async def submit(self, item: NewCallback) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
@@ -196,7 +200,11 @@ class PostgresInboxWriter:
         self._batch_max = batch_max
         self._timeout = timeout
         self._on_stored = on_stored
-        self._queue: asyncio.Queue[tuple[NewCallback, asyncio.Future[Outcome]]] = asyncio.Queue()
+        # Callbacks waiting for a writer, and the writers waiting for callbacks (a future each):
+        # a deque and a wake-up, not an asyncio.Queue, whose bookkeeping per item (unfinished-task
+        # count, an Event cleared, putters woken) is paid by every request.
+        self._pending: collections.deque[tuple[NewCallback, asyncio.Future[Outcome]]] = collections.deque()
+        self._idle: list[asyncio.Future[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         # (deadline, future) of every request still waiting, oldest first: ``_watch`` fails the
         # ones past their deadline. Answered ones leave it when they reach the front.
@@ -218,12 +226,21 @@ class PostgresInboxWriter:
             if not future.done():
                 future.set_exception(StorageUnavailable("the receiver is stopping"))
 
+    def queued(self) -> int:
+        """Callbacks waiting for a writer: none unless the database is slower than the load."""
+        return len(self._pending)
+
     async def submit(self, item: NewCallback) -> Outcome:
         """The callback's outcome once its batch is committed; StorageUnavailable if that takes
         longer than ``timeout`` (set by ``_watch``) or the database fails."""
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((item, future))
+        self._pending.append((item, future))
         self._waiting.append((time.monotonic() + self._timeout, future))
+        while self._idle:
+            idle = self._idle.pop()
+            if not idle.done():
+                idle.set_result(None)
+                break
         return await future
 
     async def _watch(self) -> None:
@@ -238,11 +255,20 @@ class PostgresInboxWriter:
 
     async def _run(self) -> None:
         connection: psycopg.AsyncConnection[Any] | None = None
+        pending = self._pending
         try:
             while True:
-                batch = [await self._queue.get()]
-                while len(batch) < self._batch_max and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                while not pending:
+                    wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    self._idle.append(wake)
+                    try:
+                        await wake
+                    except asyncio.CancelledError:
+                        if wake in self._idle:  # stopping: no longer a writer to wake
+                            self._idle.remove(wake)
+                        raise
+                take = min(len(pending), self._batch_max)
+                batch = [pending.popleft() for _ in range(take)]
                 connection = await self._write(connection, batch)
         finally:
             if connection is not None:

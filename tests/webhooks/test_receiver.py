@@ -557,15 +557,92 @@ def test_a_row_the_database_refuses_does_not_fail_its_batch(
             while pg_waiters_on_inbox(clean_engine) == 0 and time.monotonic() < deadline:
                 time.sleep(0.01)
             batch = pool.submit(post_concurrently, app, [refused, *neighbours])
-            while writer._queue.qsize() < 7 and time.monotonic() < deadline:
+            while writer.queued() < 7 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert writer._queue.qsize() == 7, "the seven callbacks should be waiting for one commit"
+            assert writer.queued() == 7, "the seven callbacks should be waiting for one commit"
         assert blocker.result(timeout=30).json() == STORED
         responses = batch.result(timeout=30)
     assert [(r.status_code, r.json()) for r in responses[1:]] == [(200, STORED)] * 6
     assert responses[0].status_code != 200
     rows = inbox_rows(clean_engine)
     assert sorted(r.event for r in rows) == ["AgentInstanceCreated"] + ["LLMResult"] * 6
+
+
+def wait_for_queued(app: TestClient, count: int) -> None:
+    writer = app.app.state.writer  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while writer.queued() < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.queued() == count, f"{count} callbacks should be waiting for one commit"
+
+
+def test_one_commit_holding_a_duplicate_a_copy_and_fresh_callbacks_answers_each_rightly(
+    settings: Settings, clean_engine: Engine, signer: Signer
+) -> None:
+    """A group commit that holds a callback stored earlier, two copies of a new one and another new
+    one: the earlier one and the second copy are duplicates, the others stored, each row kept once."""
+    earlier = signer.callback("ASRResult", sequence=1)
+    fresh = signer.callback("ASRResult", sequence=2)
+    other = signer.callback("ASRResult", sequence=3)
+    with receiver_client(settings, ingest_writers=1) as app, ThreadPoolExecutor(max_workers=2) as pool:
+        assert post(app, earlier).json() == STORED
+        with inbox_locked(clean_engine):
+            blocker = pool.submit(post, app, signer.callback("AgentInstanceCreated"))
+            time.sleep(0.3)  # the writer has taken it and waits for the lock
+            batch = pool.submit(post_concurrently, app, [signer.resign(earlier), fresh, fresh, other])
+            wait_for_queued(app, 4)
+        assert blocker.result(timeout=30).json() == STORED
+        responses = batch.result(timeout=30)
+    answers = [r.json()["status"] for r in responses]
+    assert answers[0] == "duplicate" and answers[3] == "stored"
+    assert sorted(answers[1:3]) == ["duplicate", "stored"]
+    assert sorted(r.sequence for r in inbox_rows(clean_engine) if r.event == "ASRResult") == [1, 2, 3]
+
+
+def _terminate_inbox_writers(engine: Engine) -> int:
+    """End the backends whose INSERT INTO inbox waits for the lock: the database dropping them."""
+    with engine.connect() as connection:
+        return len(
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    " AND query LIKE 'INSERT INTO inbox%'"
+                )
+            ).all()
+        )
+
+
+def test_a_commit_the_database_drops_answers_all_its_callbacks_503_and_loses_none(
+    settings: Settings, clean_engine: Engine, signer: Signer
+) -> None:
+    """The database drops the writer's connections mid-commit (the kept one, the fresh one it retries
+    on, and the next): every callback waiting on those commits is answered 503, none is half-stored,
+    and ZEGO's retries store each exactly once."""
+    if clean_engine.dialect.name != "postgresql":
+        pytest.skip("ends the writer's Postgres backends with pg_terminate_backend")
+    first = signer.callback("AgentInstanceCreated")
+    payloads = [signer.callback("LLMResult", {"Round": 1, "Text": f"s{i}"}) for i in range(6)]
+    with receiver_client(settings, ingest_writers=1) as app, ThreadPoolExecutor(max_workers=2) as pool:
+        assert post(app, signer.callback("AgentInstanceStatus")).json() == STORED  # a kept connection
+        with inbox_locked(clean_engine):
+            blocker = pool.submit(post, app, first)
+            time.sleep(0.3)
+            batch = pool.submit(post_concurrently, app, payloads)
+            wait_for_queued(app, 6)
+            terminated = 0
+            deadline = time.monotonic() + 20
+            while not (blocker.done() and batch.done()) and time.monotonic() < deadline:
+                terminated += _terminate_inbox_writers(clean_engine)
+                time.sleep(0.05)
+            responses = [blocker.result(timeout=1), *batch.result(timeout=1)]
+        assert terminated == 3  # the blocker's commit twice (kept, then fresh), the six's once (fresh)
+        assert [(r.status_code, r.json()["error"]) for r in responses] == [(503, "storage_unavailable")] * 7
+        assert [r.event for r in inbox_rows(clean_engine)] == ["AgentInstanceStatus"]
+        retries = [post(app, signer.resign(payload)) for payload in [first, *payloads]]
+    assert [(r.status_code, r.json()) for r in retries] == [(200, STORED)] * 7
+    rows = inbox_rows(clean_engine)
+    assert len(rows) == 8 and len({r.dedup_key for r in rows}) == 8
 
 
 @pytest.mark.slow
@@ -679,7 +756,7 @@ def test_callbacks_arriving_during_a_commit_share_the_next_one(
         with inbox_locked(clean_engine):
             pending = pool.submit(post_concurrently, client, payloads)
             deadline = time.monotonic() + 5  # well inside the 10 s ingest timeout
-            while writer._queue.qsize() < 8 and time.monotonic() < deadline:
+            while writer.queued() < 8 and time.monotonic() < deadline:
                 time.sleep(0.01)
         responses = pending.result(timeout=30)
     assert [(r.status_code, r.json()) for r in responses] == [(200, STORED)] * 32

@@ -47,8 +47,41 @@ DATA_INTEGERS = {
 }
 
 
+# Every string rule by key, None for no width: what ``_fits`` looks up for each key a callback has.
+_TOP_WIDTHS: dict[str, int | None] = dict(TOP_STRINGS)
+_DATA_WIDTHS: dict[str, int | None] = {**DATA_STRINGS, **dict.fromkeys(DATA_TEXTS)}
+
+
 def check(payload: dict[str, Any]) -> None:
     """Refuse, naming the field, any value that no retry will make storable and applicable."""
+    data = payload.get("Data")
+    if _fits(payload, TOP_INTEGERS, _TOP_WIDTHS) and (
+        not isinstance(data, dict) or ("Audio" not in data and _fits(data, DATA_INTEGERS, _DATA_WIDTHS))
+    ):
+        return
+    _check_in_order(payload)
+
+
+def _fits(where: dict[str, Any], integers: dict[str, tuple[int, int]], widths: dict[str, int | None]) -> bool:
+    """Whether every field of ``where`` that has a rule keeps it: one pass over the fields a
+    callback carries (a handful) instead of a lookup per rule. Decides only the common case;
+    anything it doubts goes to ``_check_in_order``, which names the first offending field."""
+    for key, value in where.items():
+        if value is None:
+            continue
+        bounds = integers.get(key)
+        if bounds is not None:
+            fits = type(value) is int and bounds[0] <= value <= bounds[1]
+            if not fits and not (value == "" and key == "Sequence"):
+                return False
+        elif key in widths:
+            width = widths[key]
+            if type(value) is not str or (width is not None and len(value) > width):
+                return False
+    return True
+
+
+def _check_in_order(payload: dict[str, Any]) -> None:
     for name, bounds in TOP_INTEGERS.items():
         _integer(payload, name, name, bounds)
     for name, width in TOP_STRINGS.items():
