@@ -64,8 +64,10 @@ HANDLERS: dict[str, Handler] = {
 BATCH_LIMIT = 500
 # A drain message's share of a pool process before its streams go back in the queue.
 SLICE_SECONDS = 2.0
-# A drain that keeps its streams (marked, see worker.inbox.wakeups) reads them again at most this
-# often while it is keeping up: the receiver's enqueuer gathers for as long between messages.
+# A stream with this many callbacks due in one pass is busy: the drain keeps it (marked, see
+# worker.inbox.wakeups) and reads it again, at most every PASS_SECONDS while it is keeping up (the
+# receiver's enqueuer gathers for as long between messages). A quiet stream leaves after its pass.
+BUSY = 2
 PASS_SECONDS = 0.05
 
 # A stored callback as the drain reads it: the columns it uses as a plain row, not an ORM object
@@ -257,24 +259,26 @@ def drain_until_done(
     the streams still due are handed back through ``retry_later`` (delay 0: a new message at the
     back of the queue) and this run ends; without ``retry_later`` it drains to the end.
 
-    With ``marks`` (``worker.inbox.wakeups``) the streams stay marked while this loops, so that
-    what is stored meanwhile is found by this loop instead of sending a message to another pool
-    process; a stream leaves only after its mark is released and it is read once more.
+    With ``marks`` (``worker.inbox.wakeups``) the message's marks go at once, so that a quiet
+    stream costs one pass (its next callback sends a message of its own). A stream found busy
+    (``BUSY`` or more callbacks due) is marked again and kept while this loops: what it stores
+    meanwhile is found here instead of waking the other pool process for the same stream. A kept
+    stream leaves only after its mark is released and it is read once more.
     """
     total = DrainResult()
     keys = list(dict.fromkeys(streams))
     marks = marks if marks is not None and marks.enabled else None
-    released: set[StreamKey] = set()
+    kept: set[StreamKey] = set()  # marked by this drain: released, then read once more, to leave
     ensured: set[StreamKey] = set()
     if marks is not None:
-        marks.taken(keys)
+        marks.release(keys)  # taken: what is stored from now on sends a message, or is ours if kept
     started = time.monotonic()
     last_pass: tuple[float, int] | None = None  # when the previous pass began, what it applied
     while keys:
-        if marks is not None and last_pass is not None and 0 < last_pass[1] < BATCH_LIMIT // 2:
-            # Keeping up with live streams: gather for a moment, as the receiver's enqueuer does,
-            # rather than spin on one or two new callbacks a transaction (each pass costs the same
-            # few statements, whatever it applies).
+        if kept and last_pass is not None and 0 < last_pass[1] < BATCH_LIMIT // 2:
+            # Keeping up with busy streams: gather for a moment, as the receiver's enqueuer does,
+            # rather than spin on a few new callbacks a transaction (each pass costs the same few
+            # statements, whatever it applies).
             time.sleep(max(0.0, last_pass[0] + PASS_SECONDS - time.monotonic()))
         pass_started, applied_before = time.monotonic(), total.applied
         # Asked with no lock held: whatever was stored while we worked, and whose message found
@@ -285,10 +289,9 @@ def drain_until_done(
             if new:  # new sessions committed now, in this short transaction, not at a drain's end
                 lifecycle.ensure_streams(db, new)
                 ensured.update(new)
-        leaving = [key for key in keys if key not in counts and key not in released] if marks else []
-        if marks is not None and leaving:
-            marks.release(leaving)  # then read once more: see worker.inbox.wakeups
-            released.update(leaving)
+        leaving = [key for key in keys if key in kept and key not in counts]
+        if leaving:
+            _let_go(marks, leaving, kept)  # then read once more: see worker.inbox.wakeups
         if not counts:
             keys = leaving
             continue
@@ -309,14 +312,27 @@ def drain_until_done(
                 retry_later(batch, result.retry_in)
             held_by_others.update(result.locked)
         last_pass = (pass_started, total.applied - applied_before)
-        # A stream another worker holds is that worker's: it reads again after its commit. Ours
-        # goes like a stream with nothing left: released, then read once more.
-        handed = [key for key in held_by_others if key not in released] if marks else []
-        if marks is not None and handed:
-            marks.release(handed)
-            released.update(handed)
-        keys = [*(key for key in counts if key not in held_by_others), *leaving, *handed]
+        ours = [key for key in counts if key not in held_by_others]
+        if marks is None:
+            keys = ours
+            continue
+        # A stream another worker holds is that worker's: it reads again after its commit. One we
+        # kept goes like a stream with nothing left: released, then read once more.
+        handed = [key for key in held_by_others if key in kept]
+        if handed:
+            _let_go(marks, handed, kept)
+        busy = [key for key in ours if counts[key] >= BUSY and key not in kept]
+        if busy:
+            marks.taken(busy)
+            kept.update(busy)
+        keys = [*(key for key in ours if key in kept), *leaving, *handed]
     return total
+
+
+def _let_go(marks: Wakeups | None, streams: list[StreamKey], kept: set[StreamKey]) -> None:
+    assert marks is not None  # only marked streams are kept
+    marks.release(streams)
+    kept.difference_update(streams)
 
 
 def batches(counts: dict[StreamKey, int], budget: int) -> list[list[StreamKey]]:

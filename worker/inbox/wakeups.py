@@ -11,12 +11,14 @@ The mark is a Redis key per stream, shared by every receiver and worker host:
 - whoever sends a message (a receiver's enqueuer, the sweeper, a drain handing its streams
   back) first sets the mark if absent (``claim``), and sends only for streams it marked; if the
   broker refuses the message it takes its marks away again (``unclaim``);
-- a drain that takes a message re-marks its streams with a short expiry (``taken``) and keeps
-  them while it loops, so what is stored meanwhile is picked up by that loop, not by a second
-  message to the other pool process;
-- before a drain lets a stream go it deletes the mark (``release``) and then reads the stream's
-  due callbacks once more. A callback stored while the mark was set sent no message, but it was
-  committed before the mark went, so that read finds it.
+- a drain that takes a message deletes its marks (``release``) before it reads the streams: a
+  callback stored after that sends a message of its own, one stored before is in the read. A
+  quiet stream is done after one pass;
+- a stream the drain finds busy it marks again with a short expiry (``taken``) and keeps while
+  it loops, so what is stored meanwhile is picked up by that loop, not by a second message to
+  the other pool process. Before it lets such a stream go it deletes the mark and then reads the
+  stream's due callbacks once more: a callback stored while the mark was set sent no message,
+  but it was committed before the mark went, so that read finds it.
 
 Deleting a mark is always safe (at worst a message too many); keeping one is what could strand a
 callback, so every mark expires: ``QUEUED_SECONDS`` for a message waiting in the queue (a message
@@ -78,7 +80,7 @@ class Wakeups:
         return [stream for stream, marked in zip(streams, answers, strict=True) if marked]
 
     def taken(self, streams: Sequence[StreamKey]) -> None:
-        """A drain has the streams: keep them marked while it loops, for a short while only."""
+        """A drain keeps these busy streams: marked while it loops, for a short while only."""
         self._set(streams, TAKEN_SECONDS, "taken")
 
     def requeued(self, streams: Sequence[StreamKey]) -> None:

@@ -17,7 +17,6 @@ from sqlalchemy.orm import sessionmaker
 from tests.conftest import REDIS_URL
 from tests.factories import INSTANCE, Signer, apply_pending, ingest
 from worker.db import make_sessionmaker, session_scope, utcnow
-from worker.inbox import drain as draining
 from worker.inbox import store as inbox
 from worker.inbox import wakeups
 from worker.inbox.drain import drain_stream, drain_streams, drain_until_done, sweep
@@ -275,43 +274,72 @@ def test_a_drain_that_outlasts_its_slice_hands_its_streams_back_to_the_queue(
 
 
 class _StoredMeanwhile(Wakeups):
-    """Marks that, the moment a drain lets its stream go, first see a callback stored while the
-    stream was still marked: the receiver's enqueuer finds the mark and sends nothing."""
+    """Marks that, the moment a drain lets a stream it kept go, first see a callback stored while
+    the stream was still marked: the receiver's enqueuer finds the mark and sends nothing."""
 
     def __init__(self, factory: sessionmaker[DbSession], payload: dict[str, Any]) -> None:
         super().__init__(redis.Redis.from_url(REDIS_URL))
-        self.factory, self.payload, self.receiver_sent = factory, payload, None
+        self.factory, self.payload = factory, payload
+        self.kept: list[tuple[int, str]] = []
+        self.receiver_sent: list[tuple[int, str]] | None = None
+
+    def taken(self, streams: Sequence[tuple[int, str]]) -> None:
+        super().taken(streams)
+        self.kept.extend(streams)
 
     def release(self, streams: Sequence[tuple[int, str]]) -> None:
-        if self.receiver_sent is None:
+        if self.kept and self.receiver_sent is None:
             with session_scope(self.factory) as db:
                 ingest(db, [self.payload])
             self.receiver_sent = self.claim(streams)
         super().release(streams)
 
 
-def test_a_drain_keeps_its_stream_marked_and_applies_what_came_meanwhile(
-    clean_engine: Engine, redis_client: redis.Redis, signer: Signer, settings: Settings
+def _said(round_: int, text: str, sequence: int) -> dict[str, Any]:
+    return Signer().callback(
+        "ASRResult", {"UserId": "user_1", "Round": round_, "Text": text}, sequence=sequence
+    )
+
+
+def test_a_drain_keeps_a_busy_stream_marked_and_applies_what_came_meanwhile(
+    clean_engine: Engine, redis_client: redis.Redis, settings: Settings
 ) -> None:
-    """While a drain has a stream, a new callback sends no second message (that would wake the
-    other pool process for nothing); the drain reads the stream again after letting it go, so the
-    callback is applied all the same, and from then on a new callback sends a message again."""
+    """While a drain works a busy stream, a new callback sends no second message (that would wake
+    the other pool process for nothing); the drain reads the stream again after letting it go, so
+    the callback is applied all the same, and from then on a new callback sends a message again."""
     factory = make_sessionmaker(clean_engine)
-    stream = (signer.app_id, INSTANCE)
+    stream = (Signer().app_id, INSTANCE)
     with session_scope(factory) as db:
-        ingest(db, [signer.callback("ASRResult", {"UserId": "user_1", "Round": 1, "Text": "hi"}, sequence=1)])
-    later = signer.callback("ASRResult", {"UserId": "user_1", "Round": 2, "Text": "again"}, sequence=2)
-    marks = _StoredMeanwhile(factory, later)
-    assert marks.claim([stream]) == [stream]  # the receiver's message for the first callback
+        ingest(db, [_said(1, "hi", 1), _said(2, "there", 2)])
+    marks = _StoredMeanwhile(factory, _said(3, "again", 3))
+    assert marks.claim([stream]) == [stream]  # the receiver's message for the first callbacks
 
     result = drain_until_done(factory, [stream], settings=settings, marks=marks)
 
-    assert marks.receiver_sent == []  # the second callback found the mark: no message of its own
-    assert result.applied == 2
+    assert marks.kept == [stream]  # two callbacks in one pass: busy, kept
+    assert marks.receiver_sent == []  # the third found the mark: no message of its own
+    assert result.applied == 3
     with session_scope(factory) as db:
-        assert [t.text for t in db.scalars(select(Turn).order_by(Turn.round))] == ["hi", "again"]
+        assert [t.text for t in db.scalars(select(Turn).order_by(Turn.round))] == ["hi", "there", "again"]
         assert inbox.due_streams(db, [stream], now=utcnow()) == []
     assert marks.claim([stream]) == [stream]  # let go: the next callback sends a message
+
+
+def test_a_quiet_stream_is_let_go_when_its_message_is_taken(
+    clean_engine: Engine, redis_client: redis.Redis, settings: Settings
+) -> None:
+    """One callback due: the drain frees the stream as it takes the message, applies the callback
+    in one pass and is done; a callback after that sends a message of its own."""
+    factory = make_sessionmaker(clean_engine)
+    stream = (Signer().app_id, INSTANCE)
+    with session_scope(factory) as db:
+        ingest(db, [_said(1, "hi", 1)])
+    marks = _StoredMeanwhile(factory, _said(2, "unused", 2))
+    assert marks.claim([stream]) == [stream]
+
+    assert drain_until_done(factory, [stream], settings=settings, marks=marks).applied == 1
+    assert marks.kept == [] and marks.receiver_sent is None
+    assert marks.claim([stream]) == [stream]
 
 
 def test_the_sweeper_skips_a_stream_whose_message_is_on_its_way_until_its_mark_expires(
@@ -338,39 +366,49 @@ def test_the_sweeper_skips_a_stream_whose_message_is_on_its_way_until_its_mark_e
         job.close()
 
 
-def test_a_worker_killed_mid_drain_leaves_its_streams_to_the_sweeper(
-    clean_engine: Engine,
-    redis_client: redis.Redis,
-    signer: Signer,
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A drain killed after taking its message leaves the stream marked (and on a Redis broker its
-    message dies with it): new callbacks send nothing until the mark expires, then the sweeper
-    sends the stream again and everything is applied, once."""
-    monkeypatch.setattr(wakeups, "TAKEN_SECONDS", 1)
-    factory = make_sessionmaker(clean_engine)
-    stream = (signer.app_id, INSTANCE)
-    with session_scope(factory) as db:
-        ingest(db, [signer.callback("ASRResult", {"UserId": "user_1", "Round": 1, "Text": "hi"})])
-    marks = wakeups.for_settings(settings)
-    assert marks.claim([stream]) == [stream]
+class _KilledWhileKeeping(Wakeups):
+    """kill -9 of the worker while its drain keeps a busy stream: nothing after it runs."""
 
     class Killed(BaseException):
-        """kill -9: nothing after it runs, no finally that matters."""
+        pass
 
-    def killed(*_args: object, **_kwargs: object) -> None:
-        raise Killed
+    def __init__(self) -> None:
+        super().__init__(redis.Redis.from_url(REDIS_URL))
+        self.keeping = False
 
-    monkeypatch.setattr(draining, "drain_streams", killed)
-    with pytest.raises(Killed):
-        drain_until_done(factory, [stream], settings=settings, marks=marks)
-    monkeypatch.undo()
+    def taken(self, streams: Sequence[tuple[int, str]]) -> None:
+        super().taken(streams)
+        self.keeping = True
 
+    def release(self, streams: Sequence[tuple[int, str]]) -> None:
+        if self.keeping:
+            raise self.Killed
+        super().release(streams)
+
+
+def test_a_worker_killed_mid_drain_leaves_its_streams_to_the_sweeper(
+    clean_engine: Engine, redis_client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain killed while it keeps a busy stream leaves the stream marked (and on a Redis broker
+    its message dies with it): a callback stored then sends nothing until the mark expires, then
+    the sweeper sends the stream again and everything is applied, once."""
+    monkeypatch.setattr(wakeups, "TAKEN_SECONDS", 1)
+    factory = make_sessionmaker(clean_engine)
+    stream = (Signer().app_id, INSTANCE)
+    with session_scope(factory) as db:
+        ingest(db, [_said(1, "hi", 1), _said(2, "there", 2)])
+    dying = _KilledWhileKeeping()
+    assert dying.claim([stream]) == [stream]
+    with pytest.raises(_KilledWhileKeeping.Killed):
+        drain_until_done(factory, [stream], settings=settings, marks=dying)
+
+    marks = wakeups.for_settings(settings)
+    with session_scope(factory) as db:
+        ingest(db, [_said(3, "again", 3)])
     job = JobContext.from_settings(settings.model_copy(update={"sweep_after_seconds": 0.0}))
     sent: list[list[tuple[int, str]]] = []
     try:
-        assert marks.claim([stream]) == []  # a callback stored now sends nothing: the mark holds
+        assert marks.claim([stream]) == []  # the receiver sends nothing for it: the mark holds
         assert sweep(job, lambda streams: sent.append(streams) or True) == 0
         time.sleep(1.2)
         assert sweep(job, lambda streams: sent.append(streams) or True) == 1
@@ -379,4 +417,4 @@ def test_a_worker_killed_mid_drain_leaves_its_streams_to_the_sweeper(
     assert sent == [[stream]]
     assert drain_until_done(factory, sent[0], settings=settings, marks=marks).applied == 1
     with session_scope(factory) as db:
-        assert [t.text for t in db.scalars(select(Turn))] == ["hi"]
+        assert [t.text for t in db.scalars(select(Turn).order_by(Turn.round))] == ["hi", "there", "again"]
