@@ -8,15 +8,22 @@ LLMResult sentences, a status or an Exception), with duplicates, reorders, lost 
 forged signatures mixed in.
 
 1. **Saturation**: a burst, unpaced over ``--connections`` keep-alive connections, timed from
-   its first acknowledgement to the last callback applied: the end-to-end rate the stack can
-   give at all (skipped with ``--steady-rate``).
-2. **Steady**: every conversation sends its next callback every ``sessions / rate`` seconds
-   (+-50% jitter) at half that rate, for ``--duration`` seconds. Meanwhile: acknowledgement ->
-   applied lag for a sample of callbacks, CPU and memory of every process every
-   ``--sample-every`` seconds, and the run time of every beat job.
-3. **Checks**: once everything is applied, every conversation's transcript is compared with the
+   its first acknowledgement to the last callback applied: the end-to-end rate the stack gives a
+   backlog, its ceiling (skipped with ``--skip-burst`` or ``--steady-rate``).
+2. **Ramp**: paced sparse load, shaped like the steady phase, at ``--ramp-step`` callbacks/s,
+   then twice, three times that..., ``--ramp-seconds`` each. A step keeps up when the workers
+   apply what it stores (``KEEP_UP``) and its callbacks' lag stays bounded (``LAG_BOUND_SECONDS``
+   at p99, counting the ones not applied yet at their wait so far). The saturating rate of live
+   traffic is the last step that keeps up: with thousands of conversations each sending a
+   callback every few seconds a drain finds one or two per stream, so it is well below the
+   burst's (skipped with ``--steady-rate``).
+3. **Steady**: every conversation sends its next callback every ``sessions / rate`` seconds
+   (+-50% jitter) at half the ramp's saturating rate, for ``--duration`` seconds. Meanwhile:
+   acknowledgement -> applied lag for a sample of callbacks, CPU and memory of every process
+   every ``--sample-every`` seconds, and the run time of every beat job.
+4. **Checks**: once everything is applied, every conversation's transcript is compared with the
    one its script must leave, and the inbox, sessions and exceptions with what was sent.
-4. **API**: H2's ``bench/api_bench.py`` ``measure()`` over the same database, when present.
+5. **API**: H2's ``bench/api_bench.py`` ``measure()`` over the same database, when present.
 
 The policies are on with thresholds the run cannot reach (idle, maximum length, reconciliation
 a day), so the beat's scans read every live session each interval and act on none; a server
@@ -57,6 +64,11 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/roomwarden_
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 LOAD_SEED = 15
 BEAT_TARGET_SECONDS = 1.0
+# A ramp step keeps up when the workers applied at least this share of what it stored...
+KEEP_UP = 0.95
+# ... and 99% of its sampled callbacks were applied within this many seconds of their
+# acknowledgement (a drain message waits behind the others; seconds, not minutes, is bounded).
+LAG_BOUND_SECONDS = 5.0
 POLICY_JOBS = ("recycle-idle", "enforce-max-length", "reconcile", "sweep-actions", "start-queued")
 # Thresholds no run reaches: the scans look at every live session and decide nothing.
 POLICIES = """\
@@ -75,7 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="bench/scale",
         description=(
             "Live conversations paced like real ones through the real receiver, workers and beat on "
-            "Postgres and Redis: saturating rate, then a steady phase at half of it with lag, CPU and "
+            "Postgres and Redis: a burst's rate, the saturating rate of paced load, then a steady phase at "
+            "half of it with lag, CPU and "
             "memory over time, beat job durations and a transcript check. Prints figures; no pass/fail."
         ),
     )
@@ -93,8 +106,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--steady-rate",
         type=float,
         default=None,
-        help="callbacks/s for the steady phase; skips the saturation burst (default: half the burst's rate)",
+        help="callbacks/s for the steady phase; skips the burst and the ramp (default: half the ramp's"
+        " saturating rate)",
     )
+    parser.add_argument(
+        "--ramp-step",
+        type=float,
+        default=150.0,
+        help="the paced ramp's step, callbacks/s: steps of 1x, 2x, 3x... until one does not keep up (150)",
+    )
+    parser.add_argument("--ramp-seconds", type=float, default=60.0, help="each ramp step, seconds (60)")
+    parser.add_argument("--skip-burst", action="store_true", help="no unpaced burst (the backlog ceiling)")
     parser.add_argument("--connections", type=int, default=32, help="the vendor's keep-alive connections")
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool processes (Procfile: 2)")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between samples (10)")
@@ -237,6 +259,21 @@ class LagPoller(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+    def lags_between(self, begin: float, end: float) -> list[float]:
+        """Lags of the callbacks acknowledged in [begin, end): applied ones, and for the rest their
+        wait so far (a lower bound). Read while the poller runs: copies, retried if it moved."""
+        now = time.perf_counter()
+        for _ in range(10):
+            try:
+                waiting = [*self.waiting.values(), *(at for _, at in list(self.acks))]
+                break
+            except RuntimeError:  # the poller changed ``waiting`` mid-copy
+                continue
+        else:
+            waiting = []
+        done = [lag for at, lag in list(self.lags) if begin <= at < end]
+        return done + [now - at for at in waiting if begin <= at < end]
 
 
 @dataclass
@@ -386,6 +423,60 @@ def measure_api(args: argparse.Namespace) -> list[str]:
     accepted = inspect.signature(measure).parameters
     kwargs = {name: value for name, value in offered.items() if name in accepted}
     return [f"  {line}" for line in measure(args.database_url, **kwargs)]
+
+
+# --------------------------------------------------------------------------- ramp
+
+
+@dataclass
+class Step:
+    offered: float  # callbacks/s asked of the vendor
+    stored: float  # callbacks/s the receiver stored
+    applied: float  # callbacks/s the workers applied over the step
+    backlog: int  # pending at its end
+    p50: float
+    p99: float
+    sampled: int
+
+    @property
+    def keeps_up(self) -> bool:
+        return self.applied >= KEEP_UP * self.stored and self.p99 <= LAG_BOUND_SECONDS
+
+
+def ramp(args: argparse.Namespace, sender: _load.Sender, poller: LagPoller, watcher: Watcher) -> list[Step]:
+    """Paced steps of ``--ramp-step`` more callbacks/s each, until one does not keep up. Between
+    steps nothing waits: a step starts on what the one before left, as live traffic would."""
+    steps: list[Step] = []
+    with common.connect(args.database_url) as db:
+        for multiple in itertools.count(1):
+            rate = args.ramp_step * multiple
+            watcher.phase = f"ramp {rate:,.0f}"
+            begin = watcher.mark(db)
+            sender.paced(rate, args.ramp_seconds, args.lag_sample)
+            end = watcher.mark(db)
+            time.sleep(max(0.5, 3 * args.poll_interval))  # the poller's look at the last ones
+            lags = poller.lags_between(begin.at, end.at)
+            span = end.at - begin.at
+            step = Step(
+                offered=rate,
+                stored=(end.stored - begin.stored) / span,
+                applied=((end.stored - end.backlog) - (begin.stored - begin.backlog)) / span,
+                backlog=end.backlog,
+                p50=common.percentile(lags, 50) if lags else float("nan"),
+                p99=common.percentile(lags, 99) if lags else float("nan"),
+                sampled=len(lags),
+            )
+            steps.append(step)
+            print(
+                f"  step {rate:7,.0f}/s: stored {step.stored:7,.0f}/s, applied {step.applied:7,.0f}/s,"
+                f" backlog at its end {step.backlog:7,}, lag p50 {ms(step.p50):>8}, p99 {ms(step.p99):>8}"
+                f" ({step.sampled:,} sampled)   {'keeps up' if step.keeps_up else 'does NOT keep up'}"
+            )
+            sys.stdout.flush()
+            # The vendor itself falling behind (its one thread) is no figure for roomwarden.
+            if not step.keeps_up or step.stored < 0.9 * rate:
+                break
+    return steps
 
 
 # --------------------------------------------------------------------------- report
@@ -601,7 +692,7 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         saturating = None
         burst_counts = None
         burst_seconds = 0.0
-        if args.steady_rate is None:
+        if args.steady_rate is None and not args.skip_burst:
             watcher.phase = "burst"
             size = args.burst or max(5_000, 4 * args.sessions)
             positions = [(index, 0) for index in range(args.sessions)]
@@ -616,10 +707,6 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             all_applied = wait_until_applied(args.database_url, args.timeout)
             burst_seconds = all_applied - burst_counts.first_ack
             saturating = burst_counts.stored / burst_seconds
-            steady_rate = saturating / 2
-        else:
-            steady_rate = args.steady_rate
-        interval = args.sessions / steady_rate
         print()
         if burst_counts is not None and saturating is not None:
             print("Saturation (unpaced burst, no faults, interleaved across conversations):")
@@ -628,10 +715,42 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
                 f"  {burst_counts.stored:,} callbacks, first ack -> all applied {burst_seconds:.2f} s"
                 f" = {saturating:,.0f} callbacks/s end to end (ingest alone"
                 f" {burst_counts.stored / max(1e-9, burst_counts.last_ack - burst_counts.first_ack):,.0f}/s)"
+                "; the backlog ceiling, not the rate live traffic sustains"
             )
+        paced_saturating = None
+        if args.steady_rate is None:
+            print(
+                f"Ramp (paced like the steady phase, steps of {args.ramp_step:,.0f} callbacks/s,"
+                f" {args.ramp_seconds:.0f} s each; keeps up = applied >= {KEEP_UP:.0%} of stored and lag"
+                f" p99 <= {LAG_BOUND_SECONDS:.0f} s, not yet applied counted at their wait so far):"
+            )
+            sys.stdout.flush()
+            steps = ramp(args, sender, poller, watcher)
+            kept = [step for step in steps if step.keeps_up]
+            watcher.phase = "ramp drain"
+            wait_until_applied(args.database_url, args.timeout)
+            why = "half the paced saturating rate"
+            if kept:
+                paced_saturating = kept[-1].applied
+                print(
+                    f"  saturating rate, paced: {paced_saturating:,.0f} callbacks/s applied"
+                    f" (the {kept[-1].offered:,.0f}/s step; the next did not keep up)"
+                    if len(kept) < len(steps)
+                    else f"  saturating rate, paced: at least {paced_saturating:,.0f} callbacks/s applied"
+                    " (the vendor could not offer more)"
+                )
+                steady_rate = paced_saturating / 2
+            else:
+                print(f"  saturating rate, paced: below the first step ({args.ramp_step:,.0f}/s)")
+                steady_rate = args.ramp_step / 2
+                why = "half the first ramp step"
+        else:
+            steady_rate = args.steady_rate
+            why = "--steady-rate"
+        interval = args.sessions / steady_rate
         print(
             f"Steady phase: {steady_rate:,.0f} callbacks/s"
-            f" ({'half the saturating rate' if saturating else '--steady-rate'})"
+            f" ({why})"
             f" over {args.sessions:,} conversations"
             f" = one callback per conversation every {interval:.2f} s (+-50%), for {args.duration:.0f} s;"
             " requests are ~11% more (duplicates, resends, forgeries)"

@@ -18,6 +18,7 @@ from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres
 from webhooks.request_ids import RequestIds
 from worker import tracing
 from worker.db import make_engine, make_sessionmaker
+from worker.inbox import wakeups
 from worker.logging import configure_logging
 from worker.metrics import DatabaseGauges
 from worker.policies.config import book_for
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         configure_logging(settings)
         require_production(settings, serves_api=True)
         engine = make_engine(settings.database_url)
-        enqueuer = Enqueuer(enqueue_drain)
+        enqueuer = Enqueuer(enqueue_drain, marks=wakeups.for_settings(settings))
         writer = _inbox_writer(settings, engine, enqueuer)
         _load_state(app, settings)
         app.state.engine = engine

@@ -43,6 +43,7 @@ from worker.inbox.store import (
     postgres_insert_params,
     store_batch,
 )
+from worker.inbox.wakeups import Wakeups
 from worker.models import InboxState
 
 log = structlog.get_logger(__name__)
@@ -360,12 +361,19 @@ def postgres_conninfo(database_url: str) -> str:
 
 
 class Enqueuer:
-    """Publishes one drain message for all streams made dirty since the last one."""
+    """Publishes one drain message for all streams made dirty since the last one, leaving out
+    the streams whose message is still on its way or being worked (``worker.inbox.wakeups``)."""
 
     def __init__(
-        self, publish: Callable[[list[StreamKey]], bool], *, chunk: int = 200, interval: float = 0.05
+        self,
+        publish: Callable[[list[StreamKey]], bool],
+        *,
+        marks: Wakeups | None = None,
+        chunk: int = 200,
+        interval: float = 0.05,
     ) -> None:
         self._publish = publish
+        self._marks = marks or Wakeups(None)
         self._chunk = chunk
         self._interval = interval
         self._dirty: set[StreamKey] = set()
@@ -397,10 +405,15 @@ class Enqueuer:
                     return
                 streams, self._dirty = list(self._dirty), set()
             failed: list[StreamKey] = []
-            for start in range(0, len(streams), self._chunk):
-                chunk = streams[start : start + self._chunk]
+            # Marked first, chunked after: a message names only streams that need one, so each
+            # carries up to ``chunk`` of them however many are marked already.
+            wanted = self._marks.claim(streams)
+            for start in range(0, len(wanted), self._chunk):
+                chunk = wanted[start : start + self._chunk]
                 if failed or not self._publish(chunk):
                     failed.extend(chunk)
+            if failed:
+                self._marks.unclaim(failed)  # not on their way: claimed again on the next try
             if failed:
                 # The rows are stored; keep trying a while, and the sweeper covers the rest.
                 backoff = min(max(backoff * 2, 0.5), 5.0)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from worker.celery_app import app
 from worker.events import delivery, dispatch
 from worker.inbox import drain as draining
-from worker.inbox import retention
+from worker.inbox import retention, wakeups
 from worker.inbox.store import StreamKey
 from worker.jobs import context
 from worker.jobs.publish import publish
@@ -44,16 +44,30 @@ def drain(streams: StreamList) -> dict[str, int]:
     job = context.current()
     keys = [(int(app_id), str(instance_id)) for app_id, instance_id in streams]
     return draining.drain_until_done(
-        job.sessions, keys, settings=job.settings, retry_later=_retry_later, on_actions=enqueue_actions
+        job.sessions,
+        keys,
+        settings=job.settings,
+        retry_later=_retry_later,
+        on_actions=enqueue_actions,
+        marks=wakeups.for_settings(job.settings),
     ).totals()
 
 
 def _retry_later(streams: list[StreamKey], delay: float) -> None:
-    enqueue_drain(streams, countdown=delay)
+    if delay:  # callbacks that failed: unmarked, or new callbacks would wait for their backoff
+        enqueue_drain(streams, countdown=delay)
+        return
+    marks = wakeups.for_settings(context.current().settings)  # a drain hands its marked streams back
+    marks.requeued(streams)
+    if not enqueue_drain(streams):
+        marks.release(streams)  # the broker is away: the sweeper sends them once it is back
 
 
 def enqueue_drain(streams: list[tuple[int, str]], *, countdown: float | None = None) -> bool:
-    """Ask a worker to drain these streams; the rows are stored already, the sweeper finds them."""
+    """Ask a worker to drain these streams; the rows are stored already, the sweeper finds them.
+
+    Sends whatever it is given: the callers that must not send a second message for a stream
+    (the receiver, the sweeper) ask ``worker.inbox.wakeups`` first."""
     wanted = [list(stream) for stream in streams]
     return publish(drain, wanted, countdown=countdown, argsrepr=f"<{len(streams)} streams>")
 

@@ -886,3 +886,24 @@ def test_a_leaked_signature_cannot_make_the_genuine_callback_vanish(
     assert orjson.loads(rows[1].payload)["Data"]["Text"] == "Cancel my order"
     assert rows[1].dedup_key.startswith(rows[0].dedup_key + ":conflict:")
     assert conflicts_counted(client) == before + 2
+
+
+def test_a_stream_whose_drain_message_is_waiting_gets_no_second_one(
+    client: TestClient, clean_engine: Engine, redis_client: redis.Redis, signer: Signer
+) -> None:
+    """No worker is running: the first callback's drain message waits in the queue. More
+    callbacks of the same conversation add nothing to the queue (that message will find them);
+    another conversation's callback gets a message of its own."""
+
+    def queued() -> int:
+        return int(redis_client.llen("roomwarden"))
+
+    assert post(client, signer.callback("ASRResult", {"Round": 1, "Text": "hello"})).status_code == 200
+    wait_until(lambda: queued() == 1, 5, "the first drain message")
+    for n in range(2, 5):
+        assert post(client, signer.callback("ASRResult", {"Round": n, "Text": "more"})).status_code == 200
+    time.sleep(0.5)  # ten times the enqueuer's gathering interval
+    assert queued() == 1
+    assert post(client, signer.callback("ASRResult", instance="another")).status_code == 200
+    wait_until(lambda: queued() == 2, 5, "the other conversation's message")
+    assert len(inbox_rows(clean_engine)) == 5

@@ -26,10 +26,11 @@ from sqlalchemy.orm import sessionmaker
 from worker.db import Base, describe_failure, id_in, session_scope, utcnow
 from worker.events import callbacks as callback_events
 from worker.events import turns as turn_events
-from worker.inbox import callback_fields, recordsets
+from worker.inbox import callback_fields, recordsets, wakeups
 from worker.inbox import store as inbox
 from worker.inbox.callbacks import Callback, int_field
 from worker.inbox.store import StreamKey
+from worker.inbox.wakeups import Wakeups
 from worker.jobs import leases
 from worker.metrics import APPLY_LAG
 from worker.models import InboxCallback, InboxState, PolicyAction
@@ -63,6 +64,11 @@ HANDLERS: dict[str, Handler] = {
 BATCH_LIMIT = 500
 # A drain message's share of a pool process before its streams go back in the queue.
 SLICE_SECONDS = 2.0
+# A stream with this many callbacks due in one pass is busy: the drain keeps it (marked, see
+# worker.inbox.wakeups) and reads it again, at most every PASS_SECONDS while it is keeping up (the
+# receiver's enqueuer gathers for as long between messages). A quiet stream leaves after its pass.
+BUSY = 2
+PASS_SECONDS = 0.05
 
 # A stored callback as the drain reads it: the columns it uses as a plain row, not an ORM object
 # (building 500 InboxCallback objects a batch, identity map and all, was most of the ~10% of the
@@ -240,6 +246,7 @@ def drain_until_done(
     react: bool = True,
     on_actions: Callable[[list[tuple[int, float]]], None] | None = None,
     slice_seconds: float = SLICE_SECONDS,
+    marks: Wakeups | None = None,
 ) -> DrainResult:
     """Drain these streams until none has callbacks due, one transaction per ~BATCH_LIMIT callbacks.
 
@@ -251,21 +258,45 @@ def drain_until_done(
     holding a pool process the beat's jobs and other streams wait for. After ``slice_seconds``
     the streams still due are handed back through ``retry_later`` (delay 0: a new message at the
     back of the queue) and this run ends; without ``retry_later`` it drains to the end.
+
+    With ``marks`` (``worker.inbox.wakeups``) the message's marks go at once, so that a quiet
+    stream costs one pass (its next callback sends a message of its own). A stream found busy
+    (``BUSY`` or more callbacks due) is marked again and kept while this loops: what it stores
+    meanwhile is found here instead of waking the other pool process for the same stream. A kept
+    stream leaves only after its mark is released and it is read once more.
     """
     total = DrainResult()
     keys = list(dict.fromkeys(streams))
+    marks = marks if marks is not None and marks.enabled else None
+    kept: set[StreamKey] = set()  # marked by this drain: released, then read once more, to leave
+    ensured: set[StreamKey] = set()
+    if marks is not None:
+        marks.release(keys)  # taken: what is stored from now on sends a message, or is ours if kept
     started = time.monotonic()
+    last_pass: tuple[float, int] | None = None  # when the previous pass began, what it applied
     while keys:
+        if kept and last_pass is not None and 0 < last_pass[1] < BATCH_LIMIT // 2:
+            # Keeping up with busy streams: gather for a moment, as the receiver's enqueuer does,
+            # rather than spin on a few new callbacks a transaction (each pass costs the same few
+            # statements, whatever it applies).
+            time.sleep(max(0.0, last_pass[0] + PASS_SECONDS - time.monotonic()))
+        pass_started, applied_before = time.monotonic(), total.applied
         # Asked with no lock held: whatever was stored while we worked, and whose message found
         # us holding its session, is picked up on the next turn of this loop.
         with session_scope(factory) as db:
             counts = inbox.due_counts(db, keys, now=utcnow())
-            if counts:  # new sessions committed now, in this short transaction, not at a drain's end
-                lifecycle.ensure_streams(db, list(counts))
+            new = [key for key in counts if key not in ensured]
+            if new:  # new sessions committed now, in this short transaction, not at a drain's end
+                lifecycle.ensure_streams(db, new)
+                ensured.update(new)
+        leaving = [key for key in keys if key in kept and key not in counts]
+        if leaving:
+            _let_go(marks, leaving, kept)  # then read once more: see worker.inbox.wakeups
         if not counts:
-            break
+            keys = leaving
+            continue
         if retry_later is not None and total.applied and time.monotonic() - started >= slice_seconds:
-            retry_later(list(counts), 0.0)
+            retry_later([*counts, *leaving], 0.0)
             break
         held_by_others: set[StreamKey] = set()
         for batch in batches(counts, BATCH_LIMIT):
@@ -280,8 +311,28 @@ def drain_until_done(
             if result.retry_in is not None and retry_later is not None:
                 retry_later(batch, result.retry_in)
             held_by_others.update(result.locked)
-        keys = [key for key in counts if key not in held_by_others]
+        last_pass = (pass_started, total.applied - applied_before)
+        ours = [key for key in counts if key not in held_by_others]
+        if marks is None:
+            keys = ours
+            continue
+        # A stream another worker holds is that worker's: it reads again after its commit. One we
+        # kept goes like a stream with nothing left: released, then read once more.
+        handed = [key for key in held_by_others if key in kept]
+        if handed:
+            _let_go(marks, handed, kept)
+        busy = [key for key in ours if counts[key] >= BUSY and key not in kept]
+        if busy:
+            marks.taken(busy)
+            kept.update(busy)
+        keys = [*(key for key in ours if key in kept), *leaving, *handed]
     return total
+
+
+def _let_go(marks: Wakeups | None, streams: list[StreamKey], kept: set[StreamKey]) -> None:
+    assert marks is not None  # only marked streams are kept
+    marks.release(streams)
+    kept.difference_update(streams)
 
 
 def batches(counts: dict[StreamKey, int], budget: int) -> list[list[StreamKey]]:
@@ -431,16 +482,31 @@ def _record_failure(
     db.execute(update(InboxCallback).where(InboxCallback.id == row.id).values(**values))
 
 
-def sweep(job: JobContext, enqueue: Callable[[list[StreamKey]], object]) -> int:
+def sweep(job: JobContext, enqueue: Callable[[list[StreamKey]], bool]) -> int:
     """Re-send the streams whose callbacks are overdue, in messages of 100; one sweep at a time
-    across every beat and worker (a second would only send the same streams again)."""
+    across every beat and worker (a second would only send the same streams again).
+
+    A stream whose message is still on its way (marked, see ``worker.inbox.wakeups``) is skipped:
+    under a backlog its message is only late, and another would lengthen the queue it waits in.
+    Its mark expires if the message was lost, and the next sweep sends it. Returns how many
+    streams were sent."""
     with leases.held(job.sessions, "sweep-inbox") as mine:
         if not mine:
             return 0
+        marks = wakeups.for_settings(job.settings)
         streams = overdue(job)
+        sent = 0
         for start in range(0, len(streams), 100):
-            enqueue(streams[start : start + 100])
-    return len(streams)
+            wanted = marks.claim(streams[start : start + 100])
+            if not wanted:
+                continue
+            if not enqueue(wanted):
+                marks.unclaim(wanted)
+                break  # the broker is away: the rest would fail the same way; the next sweep tries
+            sent += len(wanted)
+    if streams:
+        log.info("inbox_swept", overdue=len(streams), sent=sent)
+    return sent
 
 
 def overdue(job: JobContext) -> list[StreamKey]:
@@ -450,6 +516,4 @@ def overdue(job: JobContext) -> list[StreamKey]:
         streams = inbox.pending_streams(
             db, received_before=now - dt.timedelta(seconds=job.settings.sweep_after_seconds), now=now
         )
-    if streams:
-        log.info("inbox_swept", streams=len(streams))
     return streams

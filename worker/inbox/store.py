@@ -210,7 +210,10 @@ POSTGRES_STORED_PAYLOADS = "SELECT dedup_key, payload FROM inbox WHERE dedup_key
 def pending_streams(
     session: Session, *, received_before: dt.datetime, now: dt.datetime, limit: int = 1000
 ) -> list[StreamKey]:
-    """Streams with callbacks that should have been applied by now: what the sweeper re-enqueues."""
+    """Streams with callbacks that should have been applied by now: what the sweeper re-enqueues.
+
+    Longest waiting first: the sweeper skips streams whose message is only late, so the ``limit``
+    it reads must not be the same thousand late ones every time while a lost one waits behind."""
     rows = session.execute(
         select(InboxCallback.app_id, InboxCallback.agent_instance_id)
         .where(
@@ -219,6 +222,7 @@ def pending_streams(
             or_(InboxCallback.next_attempt_at.is_(None), InboxCallback.next_attempt_at <= now),
         )
         .group_by(InboxCallback.app_id, InboxCallback.agent_instance_id)
+        .order_by(func.min(InboxCallback.received_at))
         .limit(limit)
     )
     return [(app_id, instance) for app_id, instance in rows]

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
+import redis
 import structlog
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import sessionmaker
 
+from tests.conftest import REDIS_URL
 from tests.factories import INSTANCE, Signer, apply_pending, ingest
 from worker.db import make_sessionmaker, session_scope, utcnow
 from worker.inbox import store as inbox
-from worker.inbox.drain import drain_stream, drain_streams
+from worker.inbox import wakeups
+from worker.inbox.drain import drain_stream, drain_streams, drain_until_done, sweep
+from worker.inbox.wakeups import Wakeups
+from worker.jobs.context import JobContext
 from worker.models import InboxCallback, Session, Turn, UserAudio
 from worker.sessions import audio
 from worker.sessions.lifecycle import session_id_for
@@ -259,3 +268,153 @@ def test_a_drain_that_outlasts_its_slice_hands_its_streams_back_to_the_queue(
         assert [t.text for t in db.scalars(select(Turn).order_by(Turn.round))] == [
             f"line {n}" for n in range(1, 6)
         ]
+
+
+# --- One message per stream at a time (worker/inbox/wakeups.py). ---
+
+
+class _StoredMeanwhile(Wakeups):
+    """Marks that, the moment a drain lets a stream it kept go, first see a callback stored while
+    the stream was still marked: the receiver's enqueuer finds the mark and sends nothing."""
+
+    def __init__(self, factory: sessionmaker[DbSession], payload: dict[str, Any]) -> None:
+        super().__init__(redis.Redis.from_url(REDIS_URL))
+        self.factory, self.payload = factory, payload
+        self.kept: list[tuple[int, str]] = []
+        self.receiver_sent: list[tuple[int, str]] | None = None
+
+    def taken(self, streams: Sequence[tuple[int, str]]) -> None:
+        super().taken(streams)
+        self.kept.extend(streams)
+
+    def release(self, streams: Sequence[tuple[int, str]]) -> None:
+        if self.kept and self.receiver_sent is None:
+            with session_scope(self.factory) as db:
+                ingest(db, [self.payload])
+            self.receiver_sent = self.claim(streams)
+        super().release(streams)
+
+
+def _said(round_: int, text: str, sequence: int) -> dict[str, Any]:
+    return Signer().callback(
+        "ASRResult", {"UserId": "user_1", "Round": round_, "Text": text}, sequence=sequence
+    )
+
+
+def test_a_drain_keeps_a_busy_stream_marked_and_applies_what_came_meanwhile(
+    clean_engine: Engine, redis_client: redis.Redis, settings: Settings
+) -> None:
+    """While a drain works a busy stream, a new callback sends no second message (that would wake
+    the other pool process for nothing); the drain reads the stream again after letting it go, so
+    the callback is applied all the same, and from then on a new callback sends a message again."""
+    factory = make_sessionmaker(clean_engine)
+    stream = (Signer().app_id, INSTANCE)
+    with session_scope(factory) as db:
+        ingest(db, [_said(1, "hi", 1), _said(2, "there", 2)])
+    marks = _StoredMeanwhile(factory, _said(3, "again", 3))
+    assert marks.claim([stream]) == [stream]  # the receiver's message for the first callbacks
+
+    result = drain_until_done(factory, [stream], settings=settings, marks=marks)
+
+    assert marks.kept == [stream]  # two callbacks in one pass: busy, kept
+    assert marks.receiver_sent == []  # the third found the mark: no message of its own
+    assert result.applied == 3
+    with session_scope(factory) as db:
+        assert [t.text for t in db.scalars(select(Turn).order_by(Turn.round))] == ["hi", "there", "again"]
+        assert inbox.due_streams(db, [stream], now=utcnow()) == []
+    assert marks.claim([stream]) == [stream]  # let go: the next callback sends a message
+
+
+def test_a_quiet_stream_is_let_go_when_its_message_is_taken(
+    clean_engine: Engine, redis_client: redis.Redis, settings: Settings
+) -> None:
+    """One callback due: the drain frees the stream as it takes the message, applies the callback
+    in one pass and is done; a callback after that sends a message of its own."""
+    factory = make_sessionmaker(clean_engine)
+    stream = (Signer().app_id, INSTANCE)
+    with session_scope(factory) as db:
+        ingest(db, [_said(1, "hi", 1)])
+    marks = _StoredMeanwhile(factory, _said(2, "unused", 2))
+    assert marks.claim([stream]) == [stream]
+
+    assert drain_until_done(factory, [stream], settings=settings, marks=marks).applied == 1
+    assert marks.kept == [] and marks.receiver_sent is None
+    assert marks.claim([stream]) == [stream]
+
+
+def test_the_sweeper_skips_a_stream_whose_message_is_on_its_way_until_its_mark_expires(
+    clean_engine: Engine, redis_client: redis.Redis, signer: Signer, settings: Settings
+) -> None:
+    """Under a backlog a stream's message is late, not lost: the sweeper leaves it alone instead
+    of lengthening the queue. A message really lost (its mark expired) is sent again."""
+    factory = make_sessionmaker(clean_engine)
+    late, forgotten = (signer.app_id, INSTANCE), (signer.app_id, "42")
+    with session_scope(factory) as db:
+        ingest(db, [signer.callback("ASRResult"), signer.callback("ASRResult", instance="42")])
+    marks = wakeups.for_settings(settings)
+    assert marks.claim([late], seconds=1) == [late]  # sent by the receiver, then lost by the broker
+    job = JobContext.from_settings(settings.model_copy(update={"sweep_after_seconds": 0.0}))
+    sent: list[list[tuple[int, str]]] = []
+    try:
+        assert sweep(job, lambda streams: sent.append(streams) or True) == 1
+        assert sent == [[forgotten]]  # never marked: its message went missing before the mark
+        assert sweep(job, lambda streams: sent.append(streams) or True) == 0  # both on their way now
+        time.sleep(1.2)
+        assert sweep(job, lambda streams: sent.append(streams) or True) == 1
+        assert sent[1:] == [[late]]
+    finally:
+        job.close()
+
+
+class _KilledWhileKeeping(Wakeups):
+    """kill -9 of the worker while its drain keeps a busy stream: nothing after it runs."""
+
+    class Killed(BaseException):
+        pass
+
+    def __init__(self) -> None:
+        super().__init__(redis.Redis.from_url(REDIS_URL))
+        self.keeping = False
+
+    def taken(self, streams: Sequence[tuple[int, str]]) -> None:
+        super().taken(streams)
+        self.keeping = True
+
+    def release(self, streams: Sequence[tuple[int, str]]) -> None:
+        if self.keeping:
+            raise self.Killed
+        super().release(streams)
+
+
+def test_a_worker_killed_mid_drain_leaves_its_streams_to_the_sweeper(
+    clean_engine: Engine, redis_client: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain killed while it keeps a busy stream leaves the stream marked (and on a Redis broker
+    its message dies with it): a callback stored then sends nothing until the mark expires, then
+    the sweeper sends the stream again and everything is applied, once."""
+    monkeypatch.setattr(wakeups, "TAKEN_SECONDS", 1)
+    factory = make_sessionmaker(clean_engine)
+    stream = (Signer().app_id, INSTANCE)
+    with session_scope(factory) as db:
+        ingest(db, [_said(1, "hi", 1), _said(2, "there", 2)])
+    dying = _KilledWhileKeeping()
+    assert dying.claim([stream]) == [stream]
+    with pytest.raises(_KilledWhileKeeping.Killed):
+        drain_until_done(factory, [stream], settings=settings, marks=dying)
+
+    marks = wakeups.for_settings(settings)
+    with session_scope(factory) as db:
+        ingest(db, [_said(3, "again", 3)])
+    job = JobContext.from_settings(settings.model_copy(update={"sweep_after_seconds": 0.0}))
+    sent: list[list[tuple[int, str]]] = []
+    try:
+        assert marks.claim([stream]) == []  # the receiver sends nothing for it: the mark holds
+        assert sweep(job, lambda streams: sent.append(streams) or True) == 0
+        time.sleep(1.2)
+        assert sweep(job, lambda streams: sent.append(streams) or True) == 1
+    finally:
+        job.close()
+    assert sent == [[stream]]
+    assert drain_until_done(factory, sent[0], settings=settings, marks=marks).applied == 1
+    with session_scope(factory) as db:
+        assert [t.text for t in db.scalars(select(Turn).order_by(Turn.round))] == ["hi", "there", "again"]
