@@ -214,12 +214,17 @@ def _status(vendors: Vendors, app_id: int, agent_instance_id: str) -> str:
 
 def _user_in_room(vendors: Vendors, claimed: Claimed) -> bool | None:
     """Whether the session's user is in its room; None when the session names neither."""
-    if not claimed.room_id or not claimed.user_id:
-        return None
     try:
-        users = vendors.zego_rtc(claimed.app_id).describe_users(claimed.room_id, [claimed.user_id])
+        return _describe_user(vendors, claimed)
     except ZegoNotFoundError:
         return False  # 50001: the room is gone, and the user with it
+
+
+def _describe_user(vendors: Vendors, claimed: Claimed) -> bool | None:
+    """``_user_in_room``, but a room ZEGO no longer has raises ZegoNotFoundError (50001)."""
+    if not claimed.room_id or not claimed.user_id:
+        return None
+    users = vendors.zego_rtc(claimed.app_id).describe_users(claimed.room_id, [claimed.user_id])
     return any(u.user_id == claimed.user_id and u.in_room for u in users)
 
 
@@ -291,8 +296,18 @@ def _merge(outcome: Outcome, extra: dict[str, Any]) -> Outcome:
 
 
 def _close_room(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
-    """Close the room the agent left (1202), unless the user has come back to it meanwhile."""
-    present = seen["user_in_room"] = _user_in_room(vendors, claimed)
+    """Close the room the agent left (1202), unless the user has come back to it meanwhile.
+
+    After a 1202 the room is usually gone already: ZEGO destroys a room once nobody is left in it
+    (vendor facts 3), and its creating user has been out for MaxIdleTime when the agent leaves.
+    DescribeUsers says so (50001), and then there is nothing to close: CloseRoom, limited to one
+    a second per app, would only answer 5018. The room is closed when someone else stayed in it.
+    """
+    try:
+        present = seen["user_in_room"] = _describe_user(vendors, claimed)
+    except ZegoNotFoundError:
+        seen["user_in_room"], seen["room"] = False, GONE
+        return Outcome("done", {"seen": seen, "closed": False})
     if present:
         return Outcome("skipped", {"seen": seen, "why": "user_returned"})
     if not claimed.room_id:

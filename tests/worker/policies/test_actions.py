@@ -311,6 +311,25 @@ def test_close_room_empties_the_room_the_user_left(
     assert "room_1" not in control.state()["rooms"]
 
 
+def test_close_room_leaves_a_room_zego_has_destroyed_alone(
+    db: DbSession, vendors: Vendors, control: EmulatorControl
+) -> None:
+    """The user left and the agent followed (1202): nobody is left, so ZEGO destroyed the room and
+    there is nothing to close. The action is done without a CloseRoom, which would answer 5018."""
+    session, iid = live_session(db, vendors, control, user_present=False)
+    control.rtc_fault(iid, 1202)
+    mark_deleted(db, iid, 1202)
+    action = decide(db, session, ActionKind.CLOSE_ROOM, iid, reason="user_absent")
+    assert "room_1" not in control.state()["rooms"]
+
+    outcome, _ = run(db, vendors, action)
+
+    assert (outcome.state, outcome.result["closed"]) == ("done", False)
+    assert outcome.result["seen"]["room"] == actions.GONE
+    refused = {(r["Action"], r["Code"]) for r in control.ledger()["Refusals"]}
+    assert ("DescribeUsers", 50001) in refused and ("CloseRoom", 5018) not in refused
+
+
 def test_close_room_is_skipped_when_the_user_is_back(
     db: DbSession, vendors: Vendors, control: EmulatorControl
 ) -> None:
