@@ -30,11 +30,12 @@ from sqlalchemy.orm import Session as DbSession
 from worker.db import utcnow
 from worker.events import actions as action_events
 from worker.models import ActionKind, ActionState, PolicyAction, Provider, Session
+from worker.policies.config import PolicyBook
 from worker.policies.decisions import Decision, record, recreatable
 from worker.sealing import Sealer
 from worker.sessions.ending import live_instances
 from worker.sessions.lifecycle import refresh
-from worker.sessions.starting import StartOrder, attach_instance, call_vendor
+from worker.sessions.starting import StartOrder, attach_instance, call_vendor, with_absent_limit
 from worker.vendors.clients import Vendors
 from worker.vendors.errors import SpecError, VendorNotConfigured, classify
 from worker.vendors.retries import RetryPolicy
@@ -93,9 +94,20 @@ class Outcome:
 
 
 def claim(
-    db: DbSession, action_id: int, *, sealer: Sealer | None, now: dt.datetime, stale_after: float
+    db: DbSession,
+    action_id: int,
+    *,
+    sealer: Sealer | None,
+    now: dt.datetime,
+    stale_after: float,
+    book: PolicyBook | None = None,
 ) -> Claimed | None:
-    """Take the action if it is due and nobody alive holds it; None otherwise."""
+    """Take the action if it is due and nobody alive holds it; None otherwise.
+
+    With ``book``, the request a recreation sends carries the session's policy as a start's does
+    (``starting.with_absent_limit``): a recreated agent whose user then leaves costs the policy's
+    MaxIdleTime, not ZEGO's 120 s.
+    """
     row = db.scalars(select(PolicyAction).where(PolicyAction.id == action_id).with_for_update()).one_or_none()
     if row is None or not _claimable(row, now=now, stale_after=stale_after):
         return None
@@ -117,6 +129,10 @@ def claim(
     spec = session.spec or {}
     if sealer is not None:
         spec = sealer.unseal(spec)
+    params = spec.get("params")
+    if book is not None and params and session.provider is not None:
+        policy = book.for_session(session.app_id, session.template)
+        params = with_absent_limit(params, Provider(session.provider), policy)
     row.state, row.claimed_at = ActionState.RUNNING, now
     row.attempts = (row.attempts or 0) + 1
     return Claimed(
@@ -132,7 +148,7 @@ def claim(
         room_id=session.room_id,
         user_id=session.user_id,
         provider=session.provider,
-        params=spec.get("params"),
+        params=params,
         agent=spec.get("agent"),
         live_instances=[instance for _, instance in live_instances(db, session.id)],
         created_at=row.created_at,
