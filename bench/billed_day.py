@@ -11,13 +11,20 @@ Prints, per kind of visit and run, the median / p95 / max of that per session in
 seconds, the total billed, sessions lost to quota, and the vendor's rate-limit and quota
 refusals, beside the issue's targets. Nothing passes or fails.
 
+The three runs play at once (``play_concurrently``), each in a process of its own with its own
+emulator, roomwarden deployment, Redis server and database (``<name>_<policy>``); ``--sequential``
+plays them one after another on ``--database-url`` and ``--redis-url``.
+
 Time: roomwarden runs on the real clock, so every duration in its policy file and its beat
-interval are divided by the time scale (``--scale``, or the one that plays ``--hours`` in
-``--minutes``); the interval is floored at ``--min-interval`` real seconds, and the target uses
-the interval that actually ran. What time compression distorts: roomwarden's own latency
-(callback to decision to DeleteAgentInstance, tens of real milliseconds) is multiplied by the
-scale in emulated seconds, and the vendor's rate limits stay per real second (so they are
-``scale`` times tighter than over a real day). The figures print both so they can be told apart.
+interval are divided by the time scale (``--scale``, default 20, or the one that plays the window
+in ``--minutes``); the interval is floored at ``--min-interval`` real seconds, and the target uses
+the interval that actually ran. What time compression distorts: roomwarden's own latency (a
+start, a callback applied, a decision carried out: tenths of a real second, seconds on a loaded
+machine) is multiplied by the scale in emulated seconds, and the vendor's rate limits stay per
+real second (so they are ``scale`` times tighter than over a real day). The figures print both so
+they can be told apart. To keep the scale low within ~15 real minutes, the default plays a window
+of the day (``--window``, 16:45-21:15: the evening peak), not all 24 hours; it starts with no
+agent running, about five fewer than the whole day would have then, two hours before the peak.
 """
 
 from __future__ import annotations
