@@ -11,13 +11,20 @@ Prints, per kind of visit and run, the median / p95 / max of that per session in
 seconds, the total billed, sessions lost to quota, and the vendor's rate-limit and quota
 refusals, beside the issue's targets. Nothing passes or fails.
 
+The three runs play at once (``play_concurrently``), each in a process of its own with its own
+emulator, roomwarden deployment, Redis server and database (``<name>_<policy>``); ``--sequential``
+plays them one after another on ``--database-url`` and ``--redis-url``.
+
 Time: roomwarden runs on the real clock, so every duration in its policy file and its beat
-interval are divided by the time scale (``--scale``, or the one that plays ``--hours`` in
-``--minutes``); the interval is floored at ``--min-interval`` real seconds, and the target uses
-the interval that actually ran. What time compression distorts: roomwarden's own latency
-(callback to decision to DeleteAgentInstance, tens of real milliseconds) is multiplied by the
-scale in emulated seconds, and the vendor's rate limits stay per real second (so they are
-``scale`` times tighter than over a real day). The figures print both so they can be told apart.
+interval are divided by the time scale (``--scale``, default 20, or the one that plays the window
+in ``--minutes``); the interval is floored at ``--min-interval`` real seconds, and the target uses
+the interval that actually ran. What time compression distorts: roomwarden's own latency (a
+start, a callback applied, a decision carried out: tenths of a real second, seconds on a loaded
+machine) is multiplied by the scale in emulated seconds, and the vendor's rate limits stay per
+real second (so they are ``scale`` times tighter than over a real day). The figures print both so
+they can be told apart. To keep the scale low within ~15 real minutes, the default plays a window
+of the day (``--window``, 16:45-21:15: the evening peak), not all 24 hours; it starts with no
+agent running, about five fewer than the whole day would have then, two hours before the peak.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import pickle
 import re
 import statistics
 import sys
@@ -42,8 +50,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import _common as common
 import _cpu
 import httpx
-from billed_day_plan import DAY_S, KINDS, POLICIES, PolicyRun, Visit, day, peak_arrivals_per_hour, policy
+import redis
+from billed_day_plan import (
+    DAY_S,
+    KINDS,
+    PATIENCE_S,
+    POLICIES,
+    PolicyRun,
+    Visit,
+    day,
+    peak_arrivals_per_hour,
+    policy,
+    window,
+)
 from billed_day_users import Driver, Outcome, session_body
+from sqlalchemy.engine import make_url
 
 from emulator.zego_gateway import sign
 from roomwarden.runner import commands
@@ -58,24 +79,48 @@ RATE_LIMIT_CODES = {("agent", 410000010), ("agent", 410001029), ("rtc", 206), ("
 QUOTA_CODES = {410000011, 410001031}
 WORKER_BOOT_S = 5.0
 QUOTA = 10  # ZEGO's default concurrent voice instances, the emulator's and the policy's
+# Each real second of roomwarden's latency (a start, a callback applied) is DEFAULT_SCALE emulated
+# seconds of a user waiting or a slot counted taken. At 100x (a day in 15 minutes) a loaded
+# 2-core machine made that 100-300 s: 130 of 200 users gave up waiting for agents ZEGO had room
+# for. At 20x it is a few seconds, and the beat runs at its production cadence (5 s emulated =
+# 0.25 s real); the price is a window of the day, not all of it: 4.5 hours take 13.5 minutes.
+DEFAULT_SCALE = 20.0
+DEFAULT_WINDOW = "16:45-21:15"  # the evening peak (19:00) +- 1.5 of its widths
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/billed_day", description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1000, help="visits in the day (default 1000)")
     parser.add_argument("--hours", type=float, default=24.0, help="emulated hours they arrive over (24)")
-    parser.add_argument("--minutes", type=float, default=5.0, help="real minutes per run (default 5)")
     parser.add_argument(
-        "--scale", type=float, default=None, help="emulated s per real s (overrides --minutes)"
+        "--window",
+        default=DEFAULT_WINDOW,
+        help=f"the part of the day played, HH:MM-HH:MM (default {DEFAULT_WINDOW}, the evening peak; 'all')",
     )
-    parser.add_argument("--min-interval", type=float, default=0.1, help="floor of the beat interval, real s")
-    parser.add_argument("--policies", default=",".join(POLICIES), help="runs, in order (default all three)")
-    parser.add_argument("--seed", type=int, default=20261204)
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL, help="dropped and re-created per run")
+    parser.add_argument("--minutes", type=float, default=None, help="real minutes per run (sets the scale)")
     parser.add_argument(
-        "--redis-url", default=DEFAULT_REDIS_URL, help="broker and rate limits; flushed per run"
+        "--scale", type=float, default=None, help=f"emulated s per real s (default {DEFAULT_SCALE:g})"
+    )
+    parser.add_argument(
+        "--min-interval", type=float, default=0.5, help="floor of the beat interval, real s (0.5)"
+    )
+    parser.add_argument("--policies", default=",".join(POLICIES), help="runs (default all three)")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="one run after another on --database-url and --redis-url (default: all at once, each on"
+        " its own database <name>_<policy> and its own Redis server)",
+    )
+    parser.add_argument("--seed", type=int, default=20261204)
+    parser.add_argument(
+        "--database-url", default=DEFAULT_DATABASE_URL, help="dropped and re-created per run (+ _<policy>)"
+    )
+    parser.add_argument(
+        "--redis-url", default=DEFAULT_REDIS_URL, help="broker and rate limits with --sequential; flushed"
     )
     parser.add_argument("--logs", type=Path, default=None, help="keep the processes' logs here")
+    # A run played by a child process (see play_concurrently): where it leaves its result.
+    parser.add_argument("--result-file", type=Path, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -129,8 +174,10 @@ def _environment(
         ROOMWARDEN_POLICIES_FILE=str(policy_file),
         ROOMWARDEN_POLICY_INTERVAL_SECONDS=repr(interval),
         ROOMWARDEN_START_RETRY_BASE_SECONDS="0.2",
-        ROOMWARDEN_SWEEP_INTERVAL_SECONDS="0.5",
-        ROOMWARDEN_SWEEP_AFTER_SECONDS="1",
+        # No drain message is lost here: a sweep that re-sends the streams of drains merely late
+        # would only add load, and lateness, while the machine is busy.
+        ROOMWARDEN_SWEEP_INTERVAL_SECONDS="2",
+        ROOMWARDEN_SWEEP_AFTER_SECONDS="5",
         ROOMWARDEN_LOG_FORMAT="json",
         ROOMWARDEN_LOG_LEVEL="WARNING",
     )
@@ -151,7 +198,7 @@ class Slots:
 
 
 async def _watch_slots(api: httpx.AsyncClient, control: httpx.AsyncClient, slots: Slots) -> None:
-    """Every 0.25 real s: /metrics (roomwarden's view) and the ledger's running count (ZEGO's)."""
+    """Every real second: /metrics (roomwarden's view) and the ledger's running count (ZEGO's)."""
     while True:
         try:
             metrics = (await api.get("/metrics")).content
@@ -165,7 +212,7 @@ async def _watch_slots(api: httpx.AsyncClient, control: httpx.AsyncClient, slots
             if queued is not None and float(queued.group(1)) > 0:
                 slots.queued += 1
                 slots.queued_with_room += running < QUOTA
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(1.0)
 
 
 async def _drive(
@@ -239,6 +286,7 @@ def run_one(
             emulator,
             receiver,
             processes.start("worker", argv["worker"], env),
+            processes.start("jobs worker", _jobs_worker(argv["worker"]), env),
             processes.start("beat", argv["beat"], env),
         ]
         time.sleep(WORKER_BOOT_S)  # so that the first visits do not wait for Celery's start-up
@@ -252,6 +300,20 @@ def run_one(
     actions, queued, learned = _actions(args.database_url)
     _keep(directory / "visits.json", outcomes, ledger)
     return RunResult(run, interval, outcomes, ledger, actions, queued, slots, learned, meter.wall, cpu)
+
+
+def _jobs_worker(worker: list[str]) -> list[str]:
+    """One more worker process, for the beat's jobs only (``-Q roomwarden.jobs``).
+
+    The beat's messages expire after one policy interval, a fraction of a real second here: with
+    only the Procfile's worker, whose two processes are mostly in drains (up to 2 s a slice) and
+    starts, most rounds of the idle scan and of start_queued expired unrun, and silent users'
+    agents outlived the idle threshold by twenty times. A deployment may run the same.
+    """
+    argv = list(worker)
+    argv[argv.index("-Q") + 1] = "roomwarden.jobs"
+    argv[argv.index("--concurrency") + 1] = "1"
+    return [*argv, "-n", "jobs@%h"]
 
 
 def _keep(path: Path, outcomes: list[Outcome], ledger: dict[str, Any]) -> None:
@@ -409,26 +471,123 @@ def _admission(result: RunResult) -> str:
     return f"{statistics.median(waits):.0f} / {common.percentile(waits, 95):.0f} / {max(waits):.0f} s"
 
 
+def play_concurrently(
+    args: argparse.Namespace, runs: list[PolicyRun], scale: float, logs: Path
+) -> list[RunResult]:
+    """Every run at once, each in a child process of its own on its own database and Redis server.
+
+    A process each, not a thread: the users of three runs in one interpreter would share its GIL
+    and fall behind the emulated clock. Each run has its own emulator and roomwarden deployment.
+    """
+    launcher = Path(__file__).with_name("billed_day")
+    logs.mkdir(parents=True, exist_ok=True)
+    children = []
+    with common.Processes(logs) as processes:
+        for run in runs:
+            port = common.free_port()
+            redis_argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            _wait_for_redis(processes.start(f"redis-{run.name}", redis_argv, common.child_env()), port)
+            result_file = logs / f"{run.name}.result"
+            argv = [
+                sys.executable, str(launcher), "--policies", run.name, "--scale", repr(scale),
+                "--sessions", str(args.sessions), "--hours", repr(args.hours), "--seed", str(args.seed),
+                "--window", args.window,
+                "--min-interval", repr(args.min_interval),
+                "--database-url", _database_for(args.database_url, run.name),
+                "--redis-url", f"redis://127.0.0.1:{port}/0",
+                "--logs", str(logs), "--result-file", str(result_file),
+            ]  # fmt: skip
+            children.append((run, processes.start(f"run-{run.name}", argv, common.child_env()), result_file))
+            print(f"-- {run.name}: {run.description}", flush=True)
+        results = []
+        for run, child, result_file in children:
+            if child.process.wait() != 0:
+                raise RuntimeError(f"the {run.name} run failed:\n{child.log_tail()}")
+            result: RunResult = pickle.loads(result_file.read_bytes())
+            print(f"   {run.name} done in {result.wall_s:.0f} s real", flush=True)
+            results.append(result)
+    return results
+
+
+def _database_for(database_url: str, run_name: str) -> str:
+    url = make_url(database_url)
+    return url.set(database=f"{common.database_name(database_url)}_{run_name}").render_as_string(
+        hide_password=False
+    )
+
+
+def _wait_for_redis(server: common.Server, port: int, timeout: float = 10.0) -> None:
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited early:\n{server.log_tail()}")
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not answer within {timeout:.0f} s")
+
+
+def _window(text: str, whole_s: float) -> tuple[float, float]:
+    """``HH:MM-HH:MM`` (or ``all``) as emulated seconds of the day, within its ``whole_s``."""
+    if text == "all":
+        return 0.0, whole_s
+    try:
+        first, last = (int(h) * 3600.0 + int(m) * 60.0 for h, m in (t.split(":") for t in text.split("-")))
+    except ValueError:
+        raise SystemExit(f"--window wants HH:MM-HH:MM or all, not {text!r}") from None
+    if not 0 <= first < last:
+        raise SystemExit(f"--window {text!r} is empty")
+    return min(first, whole_s), min(last, whole_s)
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.terminate_on_sigterm()
-    span = args.hours * 3600.0
-    scale = args.scale or span / (args.minutes * 60.0)
-    visits = day(args.sessions, seed=args.seed, span_s=span)
+    whole = args.hours * 3600.0
+    start, end = _window(args.window, whole)
+    span = end - start
+    scale = args.scale or (span / (args.minutes * 60.0) if args.minutes else DEFAULT_SCALE)
+    visits = window(day(args.sessions, seed=args.seed, span_s=whole), start, end)
     runs = [policy(name.strip(), scale) for name in args.policies.split(",") if name.strip()]
+    if args.result_file is not None:  # one run for play_concurrently: its result goes in a file
+        with tempfile.TemporaryDirectory(prefix="billed-day-") as scratch:
+            result = run_one(args, runs[0], visits, scale, args.logs or Path(scratch))
+        args.result_file.write_bytes(pickle.dumps(result))
+        return 0
+    concurrently = len(runs) > 1 and not args.sequential
     common.header(f"bench/billed_day: {args.sessions} sessions over {args.hours:g} emulated hours")
+    if span < whole:
+        print(
+            f"   played: the {len(visits)} visits arriving {_clock(start)}-{_clock(end)}"
+            f" ({span / 3600:g} hours of the day; their agents run to the end)"
+        )
     kinds = Counter(v.kind for v in visits)
     print(f"   time scale {scale:.0f}x: a run takes about {span / scale / 60:.1f} real minutes plus the tail")
+    if concurrently:
+        print(
+            f"   the {len(runs)} runs play at once, each with its own emulator, roomwarden, Redis server and"
+            f" database ({common.database_name(args.database_url)}_<policy>)"
+        )
     mix = ", ".join(f"{k} {kinds[k]}" for k in KINDS)
     print(f"   visits: {mix}; busiest hour {peak_arrivals_per_hour(visits)} arrivals")
+    print(f"   a user waits {PATIENCE_S:.0f} s in roomwarden's line for an agent, then hangs up (lost)")
     print("   ZEGO quota 10 voice instances; rate limits per real second (scale x tighter than a real day)")
-    if span < DAY_S:
-        dense = args.sessions * DAY_S / span
+    if whole < DAY_S:
+        dense = args.sessions * DAY_S / whole
         print(f"   (a {args.hours:g}-hour day: arrivals as dense as {dense:,.0f} in 24 hours)")
     results = []
     with tempfile.TemporaryDirectory(prefix="billed-day-") as scratch:
         logs = args.logs or Path(scratch)
-        for run in runs:
+        if concurrently:
+            results = play_concurrently(args, runs, scale, logs)
+        for run in runs if not concurrently else []:
             print(f"-- {run.name}: {run.description}", flush=True)
             result = run_one(args, run, visits, scale, logs)
             print(f"   done in {result.wall_s:.0f} s real", flush=True)

@@ -4,15 +4,22 @@ Everything here is emulated (vendor) seconds and a seeded random generator, so t
 runs of one invocation (native, default, aggressive) play the very same day, and a run can be
 repeated. ``bench/billed_day.py`` turns it into real time with the run's time scale.
 
-The arrivals: half spread evenly over the day, a quarter around late morning and a quarter
-around early evening (normal curves, 75 minutes wide), so that the peaks ask for more than ZEGO's
-10 concurrent voice instances while the rest of the day does not. With 1,000 sessions a day the
-peaks bring about 1.7 sessions a minute: about what 10 slots carry when agents leave promptly
-(a few minutes each), and more than they carry when absent and silent users' agents linger.
+The arrivals: three quarters spread evenly over the day, an eighth around late morning and an
+eighth around early evening (normal curves, 90 minutes wide). A realistic day: the quota is
+pressed at the peaks only. With 1,000 sessions, roomwarden's policies keep the offered load
+under ZEGO's 10 concurrent voice instances most of the day, above it for minutes at the peaks
+(the line absorbs those); without policies (ZEGO's rules alone) silent users' agents linger for
+half an hour and the peaks ask for more than 10 for about an hour. (The first plan put half the
+day in two 75-minute peaks: more than 10 for hours even with the policies, 600+ sessions in line.)
+
+Users wait ``PATIENCE_S`` in the line, as a caller on hold would, then hang up: the session is
+lost to quota. With first-come first-served slots and no latency, the default policy's line
+would be at most about 140 s long on this day (seed 20261204), the aggressive one's about 10 s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import Counter
@@ -22,10 +29,10 @@ DAY_S = 86_400.0
 KINDS = ("normal", "leaves", "quiet", "rtc_fault", "dropped_deletion")
 MIX = {"normal": 0.40, "leaves": 0.20, "quiet": 0.15, "rtc_fault": 0.15, "dropped_deletion": 0.10}
 RTC_CODES = (1201, 1203, 1204, 1205, 1206, 1207)
-PEAKS = ((11.0 * 3600, 0.25), (19.0 * 3600, 0.25))  # (centre, share of the day's arrivals)
-PEAK_WIDTH_S = 75 * 60.0
+PEAKS = ((11.0 * 3600, 0.125), (19.0 * 3600, 0.125))  # (centre, share of the day's arrivals)
+PEAK_WIDTH_S = 90 * 60.0
 GAP_S = (10.0, 40.0)  # silence before each utterance
-PATIENCE_S = 900.0  # a user waits this long for an agent (roomwarden's queue gives up at 600)
+PATIENCE_S = 180.0  # a user in the line hangs up after three minutes (roomwarden's gives up at 600)
 RECOVERY_PATIENCE_S = 120.0  # and this long for a new one after theirs dropped out
 
 
@@ -101,6 +108,16 @@ def day(sessions: int, *, seed: int, span_s: float = DAY_S) -> list[Visit]:
     rng.shuffle(kinds)
     arrivals = sorted(_arrival(rng, span_s) for _ in range(sessions))
     return [_visit(rng, n, kind, at) for n, (kind, at) in enumerate(zip(kinds, arrivals, strict=True))]
+
+
+def window(visits: list[Visit], start_s: float, end_s: float) -> list[Visit]:
+    """The visits arriving in [start_s, end_s) of the day, their clock starting at ``start_s``.
+
+    They keep their numbers (and so their rooms and users): a window of the same day is the same
+    people whatever else is played.
+    """
+    chosen = [v for v in visits if start_s <= v.arrival_s < end_s]
+    return [dataclasses.replace(v, arrival_s=v.arrival_s - start_s) for v in chosen]
 
 
 def peak_arrivals_per_hour(visits: list[Visit]) -> int:

@@ -73,8 +73,13 @@ class Driver:
     async def live_agent(
         self, session_id: str, patience_s: float, *, not_this: str | None = None
     ) -> tuple[str | None, str]:
-        """The session's running agent (other than ``not_this``, which ZEGO has just dropped),
-        waiting up to ``patience_s``; (None, state) if none comes."""
+        """The session's agent (other than ``not_this``, which ZEGO has just dropped), waiting up to
+        ``patience_s``; (None, state) if none comes.
+
+        The agent is there as soon as roomwarden has its AgentInstanceId (ZEGO made it): the user's
+        client hears it join the room, as a real app's would, without waiting for roomwarden to
+        apply its AgentInstanceCreated. An agent ZEGO drops meanwhile answers 404 to the user.
+        """
         deadline = self.emulated_now() + patience_s
         while True:
             session = await self.session(session_id)
@@ -83,8 +88,8 @@ class Driver:
                 for i in session["instances"]
                 if i["state"] != "deleted" and i["agent_instance_id"] != not_this
             ]
-            if session["state"] == "active" and live:
-                return str(live[-1]), "active"
+            if session["state"] not in GONE_STATES and live:
+                return str(live[-1]), str(session["state"])
             if session["state"] in GONE_STATES or self.emulated_now() > deadline:
                 return None, str(session["state"])
             await asyncio.sleep(self.poll_s)

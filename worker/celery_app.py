@@ -26,14 +26,20 @@ from celery.signals import (
 
 from worker.db import private_sqlite_file
 from worker.logging import configure_logging
-from worker.schedule import beat_schedule
+from worker.schedule import JOBS_QUEUE, beat_schedule
 from worker.settings import ProductionMisconfigured, get_settings, require_production
 
 QUEUE = "roomwarden"
 # Deliveries to the app's endpoints have their own queue and workers (Procfile "outbound"):
 # endpoints that are slow or down then cost those workers' time, never a drain's.
 OUTBOUND_QUEUE = "roomwarden.outbound"
-ROUTES = {"worker.tasks.deliver_endpoint": {"queue": OUTBOUND_QUEUE}}
+ROUTES = {
+    "worker.tasks.deliver_endpoint": {"queue": OUTBOUND_QUEUE},
+    # A user waits on these: not at the back of the drain backlog, with the beat's jobs (a worker
+    # takes from its queues in turn). Behind drains, one start in ten took ~9 s on a busy host.
+    "worker.tasks.start_session": {"queue": JOBS_QUEUE},
+    "worker.tasks.start_freed_slots": {"queue": JOBS_QUEUE},
+}
 
 
 def broker_options(broker_url: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ def drain(streams: StreamList) -> dict[str, int]:
         retry_later=_retry_later,
         on_actions=enqueue_actions,
         marks=wakeups.for_settings(job.settings),
+        on_slot_freed=lambda: publish(start_freed_slots),
     ).totals()
 
 
@@ -208,4 +209,13 @@ def start_queued() -> int:
     ids = scheduled.start_queued(context.current())
     for session_id in ids:
         enqueue_start(session_id)  # a lost message: resume_starts finds the session
+    return len(ids)
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def start_freed_slots() -> int:
+    """A drain applied a deletion while sessions wait in line: start those that now fit."""
+    ids = scheduled.start_freed(context.current())
+    for session_id in ids:
+        enqueue_start(session_id)
     return len(ids)

@@ -34,7 +34,7 @@ from worker.inbox.wakeups import Wakeups
 from worker.jobs import leases
 from worker.metrics import APPLY_LAG
 from worker.models import InboxCallback, InboxState, PolicyAction
-from worker.policies import decisions
+from worker.policies import decisions, quotas
 from worker.policies.config import PolicyBook, book_for
 from worker.sessions import audio, lifecycle, transcripts
 from worker.sessions.lifecycle import Stream
@@ -86,6 +86,8 @@ class DrainResult:
     locked: list[StreamKey] = field(default_factory=list)
     # Policy actions decided while applying (pending ones only): enqueue them after the commit.
     actions: list[tuple[int, float]] = field(default_factory=list)
+    # A deletion freed a slot of an app with sessions in line: start them after the commit.
+    slot_freed: bool = False
 
     def totals(self) -> dict[str, int]:
         return {"applied": self.applied, "retrying": self.retrying, "parked": self.parked}
@@ -137,6 +139,8 @@ def drain_streams(
         )
     result.applied = len(done)
     _observe_lag(rows, set(done))
+    freed = {stream.session.app_id for stream in held.values() if stream.freed}
+    result.slot_freed = react and bool(freed) and quotas.anyone_waiting(db, freed)
     result.actions = [
         (action.id, max(0.0, (action.not_before - now).total_seconds()))
         for action in reactions
@@ -245,14 +249,18 @@ def drain_until_done(
     retry_later: Callable[[list[StreamKey], float], None] | None = None,
     react: bool = True,
     on_actions: Callable[[list[tuple[int, float]]], None] | None = None,
+    on_slot_freed: Callable[[], object] | None = None,
     slice_seconds: float = SLICE_SECONDS,
     marks: Wakeups | None = None,
 ) -> DrainResult:
     """Drain these streams until none has callbacks due, one transaction per ~BATCH_LIMIT callbacks.
 
     Owns its transactions (it runs many), unlike ``drain_streams``. Streams another worker holds
-    are left to it. ``retry_later`` is told when callbacks that failed become due again, and
-    ``on_actions`` of the policy actions each committed transaction decided (id, delay).
+    are left to it. ``retry_later`` is told when callbacks that failed become due again,
+    ``on_actions`` of the policy actions each committed transaction decided (id, delay), and
+    ``on_slot_freed`` when one deleted an agent while sessions of its app wait for a slot: the
+    slot goes to them at once, not at the next beat of ``start_queued`` (up to an interval
+    during which ZEGO has room and roomwarden makes users wait).
 
     Live conversations keep their streams due, so a drain could loop for as long as they talk,
     holding a pool process the beat's jobs and other streams wait for. After ``slice_seconds``
@@ -304,6 +312,8 @@ def drain_until_done(
                 result = drain_streams(db, streams=batch, settings=settings, react=react)
             if result.actions and on_actions is not None:
                 on_actions(result.actions)
+            if result.slot_freed and on_slot_freed is not None:
+                on_slot_freed()
             total.actions.extend(result.actions)
             total.applied += result.applied
             total.retrying += result.retrying

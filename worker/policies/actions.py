@@ -30,11 +30,12 @@ from sqlalchemy.orm import Session as DbSession
 from worker.db import utcnow
 from worker.events import actions as action_events
 from worker.models import ActionKind, ActionState, PolicyAction, Provider, Session
+from worker.policies.config import PolicyBook
 from worker.policies.decisions import Decision, record, recreatable
 from worker.sealing import Sealer
 from worker.sessions.ending import live_instances
 from worker.sessions.lifecycle import refresh
-from worker.sessions.starting import StartOrder, attach_instance, call_vendor
+from worker.sessions.starting import StartOrder, attach_instance, call_vendor, with_absent_limit
 from worker.vendors.clients import Vendors
 from worker.vendors.errors import SpecError, VendorNotConfigured, classify
 from worker.vendors.retries import RetryPolicy
@@ -93,9 +94,20 @@ class Outcome:
 
 
 def claim(
-    db: DbSession, action_id: int, *, sealer: Sealer | None, now: dt.datetime, stale_after: float
+    db: DbSession,
+    action_id: int,
+    *,
+    sealer: Sealer | None,
+    now: dt.datetime,
+    stale_after: float,
+    book: PolicyBook | None = None,
 ) -> Claimed | None:
-    """Take the action if it is due and nobody alive holds it; None otherwise."""
+    """Take the action if it is due and nobody alive holds it; None otherwise.
+
+    With ``book``, the request a recreation sends carries the session's policy as a start's does
+    (``starting.with_absent_limit``): a recreated agent whose user then leaves costs the policy's
+    MaxIdleTime, not ZEGO's 120 s.
+    """
     row = db.scalars(select(PolicyAction).where(PolicyAction.id == action_id).with_for_update()).one_or_none()
     if row is None or not _claimable(row, now=now, stale_after=stale_after):
         return None
@@ -117,6 +129,10 @@ def claim(
     spec = session.spec or {}
     if sealer is not None:
         spec = sealer.unseal(spec)
+    params = spec.get("params")
+    if book is not None and params and session.provider is not None:
+        policy = book.for_session(session.app_id, session.template)
+        params = with_absent_limit(params, Provider(session.provider), policy)
     row.state, row.claimed_at = ActionState.RUNNING, now
     row.attempts = (row.attempts or 0) + 1
     return Claimed(
@@ -132,7 +148,7 @@ def claim(
         room_id=session.room_id,
         user_id=session.user_id,
         provider=session.provider,
-        params=spec.get("params"),
+        params=params,
         agent=spec.get("agent"),
         live_instances=[instance for _, instance in live_instances(db, session.id)],
         created_at=row.created_at,
@@ -214,12 +230,17 @@ def _status(vendors: Vendors, app_id: int, agent_instance_id: str) -> str:
 
 def _user_in_room(vendors: Vendors, claimed: Claimed) -> bool | None:
     """Whether the session's user is in its room; None when the session names neither."""
-    if not claimed.room_id or not claimed.user_id:
-        return None
     try:
-        users = vendors.zego_rtc(claimed.app_id).describe_users(claimed.room_id, [claimed.user_id])
+        return _describe_user(vendors, claimed)
     except ZegoNotFoundError:
         return False  # 50001: the room is gone, and the user with it
+
+
+def _describe_user(vendors: Vendors, claimed: Claimed) -> bool | None:
+    """``_user_in_room``, but a room ZEGO no longer has raises ZegoNotFoundError (50001)."""
+    if not claimed.room_id or not claimed.user_id:
+        return None
+    users = vendors.zego_rtc(claimed.app_id).describe_users(claimed.room_id, [claimed.user_id])
     return any(u.user_id == claimed.user_id and u.in_room for u in users)
 
 
@@ -291,8 +312,18 @@ def _merge(outcome: Outcome, extra: dict[str, Any]) -> Outcome:
 
 
 def _close_room(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
-    """Close the room the agent left (1202), unless the user has come back to it meanwhile."""
-    present = seen["user_in_room"] = _user_in_room(vendors, claimed)
+    """Close the room the agent left (1202), unless the user has come back to it meanwhile.
+
+    After a 1202 the room is usually gone already: ZEGO destroys a room once nobody is left in it
+    (vendor facts 3), and its creating user has been out for MaxIdleTime when the agent leaves.
+    DescribeUsers says so (50001), and then there is nothing to close: CloseRoom, limited to one
+    a second per app, would only answer 5018. The room is closed when someone else stayed in it.
+    """
+    try:
+        present = seen["user_in_room"] = _describe_user(vendors, claimed)
+    except ZegoNotFoundError:
+        seen["user_in_room"], seen["room"] = False, GONE
+        return Outcome("done", {"seen": seen, "closed": False})
     if present:
         return Outcome("skipped", {"seen": seen, "why": "user_returned"})
     if not claimed.room_id:

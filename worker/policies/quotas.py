@@ -10,9 +10,10 @@ room for the same user and bot.
 - ZEGO: the app's live instances of the session's kind, plus starts already claimed and not yet
   answered, against ``quota.voice_instances`` / ``digital_human_instances``. Full, or others
   already waiting: the session is QUEUED (``when_full = "recycle_idle"`` also records a RECYCLE
-  of the app's longest-idle session, which frees the slot). ``dequeue``, every policy interval,
-  starts the oldest queued sessions that fit and fails those past ``queue_timeout_seconds`` with
-  reason ``queue_timeout``.
+  of the app's longest-idle session, which frees the slot). ``dequeue``, every policy interval
+  and as soon as a drain has applied a deletion of the app's (``start_freed_slots``), starts the
+  oldest queued sessions that fit and fails those past ``queue_timeout_seconds`` with reason
+  ``queue_timeout``.
 - Coze: more than ``coze.rooms_per_minute`` creations in the last minute → try again later.
 
 Two starts of one app admitted at once could both see the last free slot, so ``admit`` and
@@ -238,6 +239,12 @@ def on_vendor_quota(db: DbSession, session_id: str, now: dt.datetime) -> bool:
     _queue(session, now)
     log.info("session_queued_by_vendor", session_id=session_id)
     return True
+
+
+def anyone_waiting(db: DbSession, app_ids: set[int]) -> bool:
+    """Whether sessions of these apps wait in line for a slot (the drain asks after a deletion)."""
+    waiting = select(Session.id).where(Session.state == SessionState.QUEUED, Session.app_id.in_(app_ids))
+    return db.scalar(waiting.limit(1)) is not None
 
 
 def dequeue(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[str]:

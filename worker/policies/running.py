@@ -42,6 +42,7 @@ def run(job: JobContext, action_id: int) -> Ran:
             sealer=job.sealer,
             now=utcnow(),
             stale_after=job.settings.action_stale_seconds,
+            book=job.book,
         )
     if claimed is None:
         return Ran("skipped")

@@ -79,5 +79,15 @@ def start_queued(job: JobContext) -> list[str]:
     with leases.held(job.sessions, "start-queued") as mine:
         if not mine:
             return []
-        with session_scope(job.sessions) as db:
-            return quotas.dequeue(db, job.book, utcnow())
+        return start_freed(job)
+
+
+def start_freed(job: JobContext) -> list[str]:
+    """``start_queued`` without the lease, when a drain has just freed a slot.
+
+    The beat's run may be half-way (its count of used slots read before the deletion committed):
+    waiting for its lease would leave the slot to the next beat. ``dequeue``'s per-app lock
+    already keeps two runs from handing out one slot twice.
+    """
+    with session_scope(job.sessions) as db:
+        return quotas.dequeue(db, job.book, utcnow())

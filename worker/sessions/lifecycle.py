@@ -73,6 +73,8 @@ class Stream:
     inserts: dict[type[Base], list[dict[str, Any]]] = field(default_factory=dict)
     # The highest Round this batch showed to be over (turn.completed, worker/events/turns.py).
     complete_through: int | None = None
+    # This batch deleted the instance: its vendor slot is free (a session in line may take it).
+    freed: bool = False
 
     def complete(self, round_: int | None) -> None:
         if round_ is not None and (self.complete_through is None or round_ > self.complete_through):
@@ -239,6 +241,7 @@ def instance_deleted(db: DbSession, stream: Stream, cb: Callback, inbox_id: int)
         # A deletion that overtook its creation still proves the agent was live: say so first, so
         # the app hears active before ended (the creation, applied later, repeats the same key).
         session_events.live(db, stream.session, instance.agent_instance_id)
+    stream.freed = stream.freed or instance.state != "deleted"
     instance.state = "deleted"
     instance.deleted_at = at
     instance.delete_code = int_field(data.get("Code"))

@@ -21,6 +21,7 @@ from worker.db import session_scope, utcnow
 from worker.jobs.context import JobContext
 from worker.models import ActionKind, ActionState, AgentInstance, PolicyAction, Provider, Session
 from worker.policies import actions
+from worker.policies.config import PolicyBook, parse
 from worker.policies.decisions import Decision, deletion_key, record
 from worker.sessions import requesting, starting
 from worker.sessions.lifecycle import refresh
@@ -89,10 +90,11 @@ def run(
     *,
     now: dt.datetime | None = None,
     max_attempts: int = 5,
+    book: PolicyBook | None = None,
 ) -> tuple[actions.Outcome, list[tuple[int, float]]]:
     """One run of the action, as run_action does it; fails the test if it cannot be claimed."""
     now = now or utcnow()
-    claimed = actions.claim(db, action.id, sealer=None, now=now, stale_after=STALE)
+    claimed = actions.claim(db, action.id, sealer=None, now=now, stale_after=STALE, book=book)
     assert claimed is not None
     outcome = actions.execute(claimed, vendors)
     follow_up = actions.finish(db, claimed, outcome, now=now, max_attempts=max_attempts)
@@ -131,6 +133,24 @@ def test_a_dropped_agent_is_recreated_in_the_same_room_for_the_same_session(
     # Running the task again finds nothing to claim: still one create.
     assert actions.claim(db, action.id, sealer=None, now=utcnow(), stale_after=STALE) is None
     assert len(emulated(control, "room_1")) == 2
+
+
+def test_a_recreated_agent_keeps_the_policy_s_limit_on_an_absent_user(
+    db: DbSession, vendors: Vendors, control: EmulatorControl
+) -> None:
+    """idle.user_absent_seconds = 60 went to ZEGO as MaxIdleTime with the first agent; the one that
+    replaces it after a fault gets it too, so if the user then leaves it costs 60 s, not ZEGO's 120."""
+    book = parse("[defaults.idle]\nuser_absent_seconds = 60\n")
+    session, old = live_session(db, vendors, control)
+    control.rtc_fault(old, 1205)
+    mark_deleted(db, old, 1205)
+    action = decide(db, session, ActionKind.RECREATE, old)
+
+    outcome, _ = run(db, vendors, action, book=book)
+
+    assert outcome.state == "done"
+    new = [i for i in emulated(control, "room_1") if i["AgentInstanceId"] == outcome.new_instance_id]
+    assert [i["MaxIdleTime"] for i in new] == [60]
 
 
 def test_no_recreate_when_the_vendor_says_the_old_agent_is_alive(
@@ -309,6 +329,25 @@ def test_close_room_empties_the_room_the_user_left(
         {"user_in_room": False},
     )
     assert "room_1" not in control.state()["rooms"]
+
+
+def test_close_room_leaves_a_room_zego_has_destroyed_alone(
+    db: DbSession, vendors: Vendors, control: EmulatorControl
+) -> None:
+    """The user left and the agent followed (1202): nobody is left, so ZEGO destroyed the room and
+    there is nothing to close. The action is done without a CloseRoom, which would answer 5018."""
+    session, iid = live_session(db, vendors, control, user_present=False)
+    control.rtc_fault(iid, 1202)
+    mark_deleted(db, iid, 1202)
+    action = decide(db, session, ActionKind.CLOSE_ROOM, iid, reason="user_absent")
+    assert "room_1" not in control.state()["rooms"]
+
+    outcome, _ = run(db, vendors, action)
+
+    assert (outcome.state, outcome.result["closed"]) == ("done", False)
+    assert outcome.result["seen"]["room"] == actions.GONE
+    refused = {(r["Action"], r["Code"]) for r in control.ledger()["Refusals"]}
+    assert ("DescribeUsers", 50001) in refused and ("CloseRoom", 5018) not in refused
 
 
 def test_close_room_is_skipped_when_the_user_is_back(

@@ -12,12 +12,21 @@ from sqlalchemy.orm import Session as DbSession
 
 from emulator import Emulator
 from tests.emulator_fixture import instance_body
-from tests.factories import APP_ID
+from tests.factories import APP_ID, Signer, ingest
 from tests.worker.policies.conftest import settings_against
 from tests.worker.policies.rows import live_session
-from worker.db import session_scope, utcnow
+from worker.db import make_sessionmaker, session_scope, utcnow
+from worker.inbox.drain import drain_until_done
 from worker.jobs.context import JobContext
-from worker.models import COZE_APP_ID, ActionState, PolicyAction, Provider, Session, SessionState
+from worker.models import (
+    COZE_APP_ID,
+    ActionState,
+    AgentInstance,
+    PolicyAction,
+    Provider,
+    Session,
+    SessionState,
+)
 from worker.policies import quotas
 from worker.policies.config import parse
 from worker.sessions import requesting, starting
@@ -195,3 +204,35 @@ def test_a_start_s_log_fields_do_not_outlive_it(
     assert tasks.start_session.run(session_id) == "started"
     left = structlog.contextvars.get_contextvars()
     assert not {"session_id", "provider"} & set(left), left
+
+
+# --- A freed slot goes to the line at once. ---
+
+
+def test_a_deletion_lets_the_first_in_line_start_without_waiting_for_the_beat(
+    clean_engine: Engine, signer: Signer, settings: Settings
+) -> None:
+    """Ten agents run and a session waits in line. The drain that applies ZEGO's deletion of one of
+    them asks for the line to move (once ZEGO has room, so may the user); the slot goes to the one
+    waiting. A deletion with nobody in line asks nothing."""
+    factory = make_sessionmaker(clean_engine)
+    with session_scope(factory) as db:
+        agents = [live_session(db, quiet_for=10, instance=f"19121229184526417{i:02d}")[1] for i in range(11)]
+        agents[10].state = "deleted"  # one ended earlier: ten run
+        waiting = requested(db, 11).id
+        assert quotas.admit(db, waiting, BOOK, utcnow()).queued
+    woken: list[str] = []
+
+    def deleted_by_zego(agent: AgentInstance) -> None:
+        with session_scope(factory) as db:
+            ingest(db, [signer.callback("AgentInstanceDeleted", instance=agent.agent_instance_id)])
+        stream = (APP_ID, agent.agent_instance_id)
+        drain_until_done(factory, [stream], settings=settings, on_slot_freed=lambda: woken.append("wake"))
+
+    deleted_by_zego(agents[0])
+    assert woken == ["wake"]
+    with session_scope(factory) as db:
+        assert quotas.dequeue(db, BOOK, utcnow()) == [waiting]
+
+    deleted_by_zego(agents[1])
+    assert woken == ["wake"]  # the line is empty: nothing to move
