@@ -35,7 +35,7 @@ from worker.metrics import APPLY_LAG
 from worker.models import InboxCallback, InboxState, PolicyAction
 from worker.policies import decisions
 from worker.policies.config import PolicyBook, book_for
-from worker.sessions import audio, lifecycle, transcripts
+from worker.sessions import audio, lifecycle, rounds, transcripts
 from worker.sessions.lifecycle import Stream
 from worker.settings import Settings
 from worker.vendors.retries import RetryPolicy
@@ -360,6 +360,7 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
         stream.inserts.clear()
     for model, rows in inserts.items():
         recordsets.insert_rows(db, model, rows)
+    rounds.settle(db, streams)
     transcripts.settle_agent_text(db, streams)
     transcripts.mark_settled(streams)
     db.flush()
