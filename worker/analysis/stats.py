@@ -1,9 +1,11 @@
 """Figures over the sessions a filter finds: volume, durations, outcomes, interruptions, latency, cost.
 
-Counts, sums and days are SQL aggregates (GROUP BY) on both databases. Percentiles of durations,
+Counts, sums and days are SQL aggregates (GROUP BY) on both databases; turn figures sum each
+session's turn counts and response times read the drain's per-Round rows (``rounds``), so no
+figure reads the turns or the timeline. Percentiles of durations,
 latencies and response times are Postgres's ``percentile_cont`` there, so a figure over a million
-turns reads a few rows, not one per session or Round (``latency.response_times`` computes each
-Round's response time in SQL). SQLite, the embedded and small case, has no ``percentile_cont``:
+turns reads a few rows, not one per session or Round (``latency.response_times`` reads each
+Round's response time stored). SQLite, the embedded and small case, has no ``percentile_cont``:
 it reads one number per session, instance or Round and ``percentile`` interpolates the same
 way (numpy's default): linearly between the two closest ranks, p = (n - 1) * q.
 
@@ -18,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, distinct, func, literal, select, text
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session as DbSession
@@ -27,7 +29,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Date
 
 from worker.analysis import catalog, latency
-from worker.models import AgentException, AgentInstance, Provider, Session, SessionState, Turn
+from worker.models import AgentException, AgentInstance, Provider, Session, SessionState
 
 # agent_instances.latency (AgentInstanceDeleted's LatencyData) fields, by the name stats uses.
 LATENCY_FIELDS = {
@@ -54,7 +56,7 @@ def compute(
         db.execute(text("SET LOCAL work_mem = '32MB'"))
     found = catalog.filtered(f)
     sessions = _sessions(db, f, postgres=postgres)
-    turns = _turns(db, found)
+    turns = _turns(db, f)
     return {
         **sessions.pop("figures"),
         **turns,
@@ -185,22 +187,20 @@ def _cont(q: float, value: ColumnElement[Any]) -> ColumnElement[float]:
     return func.percentile_cont(q).within_group(value)
 
 
-def _turns(db: DbSession, found: Any) -> dict[str, Any]:
-    agent = Turn.speaker == "agent"
-    cut = and_(agent, Turn.interrupted.is_(True))
-    total, users, agents, cuts, cut_sessions = db.execute(
+def _turns(db: DbSession, f: catalog.SessionFilter) -> dict[str, Any]:
+    """From each session's turn counts (kept as turns are made), not from the turns themselves."""
+    users, agents, cuts, cut_sessions = db.execute(
         select(
-            func.count(),
-            func.sum(case((Turn.speaker == "user", 1), else_=0)),
-            func.sum(case((agent, 1), else_=0)),
-            func.sum(case((cut, 1), else_=0)),
-            func.count(distinct(case((cut, Turn.session_id), else_=None))),
-        ).where(Turn.session_id.in_(found))
+            func.sum(Session.user_turns),
+            func.sum(Session.agent_turns),
+            func.sum(Session.interrupted_turns),
+            func.count().filter(Session.interrupted_turns > 0),
+        ).where(*f.conditions())
     ).one()
-    agents, cuts = int(agents or 0), int(cuts or 0)
+    users, agents, cuts = int(users or 0), int(agents or 0), int(cuts or 0)
     return {
-        "turns": int(total),
-        "user_turns": int(users or 0),
+        "turns": users + agents,
+        "user_turns": users,
         "agent_turns": agents,
         "interruption_rate": cuts / agents if agents else None,
         "interrupted_turns": cuts,
