@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select, text
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select, text, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session as DbSession
@@ -50,11 +50,17 @@ def compute(
     postgres = db.get_bind().dialect.name == "postgresql"
     if postgres:
         # These aggregates run in a few hundred milliseconds; compiling them (JIT, its cost
-        # estimate tripped by a million rows) took longer than running them. Grouping a day's
-        # Rounds (10,000 sessions: ~100,000) spilled to disk at the default 4 MB.
+        # estimate tripped by a million rows) took longer than running them. Sorting every
+        # Round's response time (500,000 over a million turns) spilled to disk at the default 4 MB.
         db.execute(text("SET LOCAL jit = off"))
         db.execute(text("SET LOCAL work_mem = '32MB'"))
     found = catalog.filtered(f)
+    filtering = bool(f.conditions())
+
+    def of_found(column: Any) -> ColumnElement[bool]:
+        # Without a filter every session is found: no semi-join against the whole table.
+        return column.in_(found) if filtering else true()
+
     sessions = _sessions(db, f, postgres=postgres)
     turns = _turns(db, f)
     return {
@@ -65,12 +71,14 @@ def compute(
             for code, n in _grouped(
                 db,
                 AgentInstance.delete_code,
-                AgentInstance.session_id.in_(found),
+                of_found(AgentInstance.session_id),
                 AgentInstance.delete_code.is_not(None),
             )
         },
-        "exceptions": dict(_grouped(db, AgentException.family, AgentException.session_id.in_(found))),
-        "latency": _latency(db, found, postgres=postgres, filtering=bool(f.conditions())),
+        "exceptions": dict(_grouped(db, AgentException.family, of_found(AgentException.session_id))),
+        "latency": _latency(
+            db, found, of_found(AgentInstance.session_id), postgres=postgres, filtering=filtering
+        ),
         "cost": _cost(sessions["minutes_by_provider"], rates, currency),
         "per_day": sessions["per_day"],
     }
@@ -213,15 +221,16 @@ def _grouped(db: DbSession, column: Any, *where: Any) -> list[tuple[Any, int]]:
     return [(key, int(n)) for key, n in rows]
 
 
-def _latency(db: DbSession, found: Any, *, postgres: bool, filtering: bool) -> dict[str, Any]:
-    """Per instance LatencyData (as ZEGO reports it on deletion) and per Round response times."""
+def _latency(
+    db: DbSession, found: Any, instances: ColumnElement[bool], *, postgres: bool, filtering: bool
+) -> dict[str, Any]:
+    """Per instance LatencyData (as ZEGO reports it on deletion) and per Round response times;
+    ``instances`` says which instances are the found sessions'."""
     if postgres:
-        return _latency_in_sql(db, found, filtering=filtering)
+        return _latency_in_sql(db, found, instances, filtering=filtering)
     values: dict[str, list[float]] = {name: [] for name in LATENCY_FIELDS}
     for (data,) in db.execute(
-        select(AgentInstance.latency).where(
-            AgentInstance.session_id.in_(found), AgentInstance.latency.is_not(None)
-        )
+        select(AgentInstance.latency).where(instances, AgentInstance.latency.is_not(None))
     ):
         for name, field in LATENCY_FIELDS.items():
             value = data.get(field) if isinstance(data, dict) else None
@@ -233,7 +242,9 @@ def _latency(db: DbSession, found: Any, *, postgres: bool, filtering: bool) -> d
     return out
 
 
-def _latency_in_sql(db: DbSession, found: Any, *, filtering: bool) -> dict[str, Any]:
+def _latency_in_sql(
+    db: DbSession, found: Any, instances: ColumnElement[bool], *, filtering: bool
+) -> dict[str, Any]:
     """The same figures with count and percentiles aggregated by Postgres: a few rows come back."""
     columns: list[ColumnElement[Any]] = []
     for field in LATENCY_FIELDS.values():
@@ -241,9 +252,7 @@ def _latency_in_sql(db: DbSession, found: Any, *, filtering: bool) -> dict[str, 
         number = func.jsonb_typeof(AgentInstance.latency[field]) == "number"
         value = case((number, cast(AgentInstance.latency[field].as_string(), Float)), else_=None)
         columns += [func.count(value), _conts(value)]
-    row = db.execute(
-        select(*columns).where(AgentInstance.session_id.in_(found), AgentInstance.latency.is_not(None))
-    ).one()
+    row = db.execute(select(*columns).where(instances, AgentInstance.latency.is_not(None))).one()
     out = {}
     for k, name in enumerate(LATENCY_FIELDS):
         out[name] = _distribution(row[2 * k], row[2 * k + 1])
