@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session as DbSession
 
 from tests.factories import Signer, apply_pending, ingest
 from tests.seeded import SEEDS, seed
-from worker.models import AgentInstance, Round, Session, Turn
+from worker.models import COZE_APP_ID, AgentInstance, Round, Session, SessionState, Turn
+from worker.sessions import coze_rooms
+from worker.sessions.coze_rooms import Message, Watch
 from worker.settings import Settings
 
 BASE = 1_800_000_000_000
@@ -133,3 +135,31 @@ def test_an_interruption_heard_twice_counts_once(db: DbSession, signer: Signer, 
         select(Session).join(AgentInstance).where(AgentInstance.agent_instance_id == "cut")
     ).one()
     assert (session.user_turns, session.agent_turns, session.interrupted_turns) == (0, 2, 1)
+
+
+def test_a_coze_rooms_turns_are_counted_as_its_messages_are_written(db: DbSession) -> None:
+    """Coze sends no callbacks: its turns are written from the room's messages, and counted there,
+    a message that adds to a turn already written counting nothing."""
+    now = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
+    room = Session(
+        id="coze-room", app_id=COZE_APP_ID, origin="api", state=SessionState.ACTIVE, provider="coze",
+        created_at=now, started_at=now, conversation_id="conv-1",
+    )  # fmt: skip
+    db.add(room)
+    db.flush()
+    db.add(
+        AgentInstance(app_id=COZE_APP_ID, agent_instance_id="coze-room", session_id=room.id, state="active")
+    )
+    db.flush()
+    messages = [
+        Message("m1", "1001", "user", "Hi", int(now.timestamp())),
+        Message("m2", "1001", "assistant", "Hello!", int(now.timestamp()) + 1),
+        Message("m3", "1001", "assistant", "How can I help?", int(now.timestamp()) + 2),
+        Message("m4", "1002", "user", "Bye", int(now.timestamp()) + 3),
+    ]
+    watch = Watch(session_id=room.id, conversation_id="conv-1", cursor=None)
+    assert coze_rooms.record(db, watch, messages, now=now, silence_seconds=600) is None
+    db.flush()  # as the watcher's commit would
+    db.expire(room)
+    assert (room.user_turns, room.agent_turns, room.interrupted_turns) == (2, 1, 0)
+    assert len(db.scalars(select(Turn).where(Turn.session_id == room.id)).all()) == 3
