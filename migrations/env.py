@@ -32,8 +32,12 @@ UNMODELLED_INDEXES = frozenset(
         "ix_turns_interrupted",
         "ix_agent_instances_agent_instance_id",
         "ix_agent_instances_live",
+        # 0012: the word index on the stored vector, CJK bigrams (an expression on a function).
+        "ix_turns_text_bigrams",
     }
 )
+# Generated columns on Postgres only (0012), as (table, column).
+UNMODELLED_COLUMNS = frozenset({("turns", "text_tsv"), ("rounds", "response_ms")})
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -44,6 +48,8 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
         return not name.startswith(UNMODELLED_TABLE_PREFIXES)
     if type_ == "index":
         return name not in UNMODELLED_INDEXES
+    if type_ == "column" and isinstance(parent_names, dict):
+        return (parent_names.get("table_name"), name) not in UNMODELLED_COLUMNS
     return True
 
 

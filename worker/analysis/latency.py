@@ -5,37 +5,22 @@ waits is visible per Round in what roomwarden stores: the user's ``SPEAK_END`` (
 agent's first output of the same Round, whichever came first of its first ``LLMResult``
 (``agent_sentences.callback_ts``) and its ``SPEAKING`` status (timeline).
 
-Everything is aggregated in SQL, one row per (instance, Round) with GROUP BY, so stats over many
-sessions read rounds, not events; only the subtraction of two times is done in Python.
+The drain keeps those three times per Round as it applies callbacks (the ``rounds`` table,
+worker/sessions/rounds.py), so stats over many sessions read one row a Round, not the events;
+only the subtraction of two times is done here (in SQL on Postgres: ``rounds.response_ms``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    DateTime,
-    Float,
-    Select,
-    and_,
-    case,
-    cast,
-    extract,
-    func,
-    literal,
-    or_,
-    select,
-    true,
-    union,
-)
+from sqlalchemy import ColumnElement, Float, Select, and_, literal_column, select, true
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import from_ms
-from worker.models import AgentInstance, AgentSentence, TimelineEvent
+from worker.models import AgentInstance, Round
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,52 +53,24 @@ def round_latencies(
     """Every Round of one session, or of the sessions a ``SELECT sessions.id`` finds (a filter).
 
     Ordered by session, then instance (as first seen), then Round. With neither argument, every
-    Round stored.
+    Round stored. Read from ``rounds``, which the drain keeps (worker/sessions/rounds.py).
     """
-    events = _in_scope(TimelineEvent.session_id, session_id, sessions)
-    instances = select(AgentInstance.id).where(_in_scope(AgentInstance.session_id, session_id, sessions))
-
-    # The last SPEAK_END of a Round (a user may pause and go on) and its first SPEAKING.
-    speak_end = _timeline_per_round(events, func.max, "UserSpeakAction", "Action", "SPEAK_END")
-    speaking = _timeline_per_round(events, func.min, "AgentInstanceStatus", "Status", "SPEAKING")
-    first_llm = (
-        select(
-            AgentSentence.instance_id.label("instance_id"),
-            AgentSentence.round.label("round"),
-            func.min(AgentSentence.callback_ts).label("ts"),
-        )
-        .where(AgentSentence.instance_id.in_(instances))
-        .group_by(AgentSentence.instance_id, AgentSentence.round)
-        .subquery("first_llm")
-    )
-    keys = union(
-        select(speak_end.c.instance_id, speak_end.c.round),
-        select(speaking.c.instance_id, speaking.c.round),
-        select(first_llm.c.instance_id, first_llm.c.round),
-    ).subquery("keys")
-
-    def same(sub: Any) -> ColumnElement[bool]:
-        return and_(sub.c.instance_id == keys.c.instance_id, sub.c.round == keys.c.round)
-
     rows = db.execute(
         select(
             AgentInstance.session_id,
             AgentInstance.agent_instance_id,
-            keys.c.round,
-            speak_end.c.at,
-            speaking.c.at,
-            first_llm.c.ts,
+            Round.round,
+            Round.user_speak_end_at,
+            Round.agent_speaking_at,
+            Round.first_llm_ts,
         )
-        .select_from(keys)
-        .join(AgentInstance, AgentInstance.id == keys.c.instance_id)
-        .outerjoin(speak_end, same(speak_end))
-        .outerjoin(speaking, same(speaking))
-        .outerjoin(first_llm, same(first_llm))
+        .join(AgentInstance, AgentInstance.id == Round.instance_id)
+        .where(_in_scope(AgentInstance.session_id, session_id, sessions))
         .order_by(
             AgentInstance.session_id,
             AgentInstance.first_seen_at,
             AgentInstance.agent_instance_id,
-            keys.c.round,
+            Round.round,
         )
     ).all()
     return [_round(*row) for row in rows]
@@ -151,81 +108,19 @@ def _round(
     )
 
 
-def _timeline_per_round(
-    events: ColumnElement[bool], aggregate: Callable[..., Any], event: str, key: str, value: str
-) -> Any:
-    """One time per (instance, Round) of the timeline events whose Data[key] is ``value``."""
-    return (
-        select(
-            TimelineEvent.instance_id.label("instance_id"),
-            TimelineEvent.round.label("round"),
-            aggregate(TimelineEvent.at).label("at"),
-        )
-        .where(
-            events,
-            TimelineEvent.event == event,
-            TimelineEvent.detail[key].as_string() == value,
-            TimelineEvent.round.is_not(None),
-        )
-        .group_by(TimelineEvent.instance_id, TimelineEvent.round)
-        .subquery(value.lower())
-    )
+# Postgres only: the generated column of migration 0012 (``_round``'s arithmetic in SQL), not modelled.
+RESPONSE_MS = literal_column("rounds.response_ms", Float)
 
 
 def response_times(sessions: Select[Any] | None) -> Any:
     """The same response times as ``round_latencies``, as a subquery with one ``ms`` column per Round
     (Postgres only): stats take their percentiles in SQL rather than reading every Round.
 
-    One pass over the timeline (the last SPEAK_END and first SPEAKING of each Round as filtered
-    aggregates) left-joined to the first LLMResult: only Rounds whose speech ended can have a
-    response time. The arithmetic is the Python one: the earlier output, the LLMResult's
-    milliseconds as a timestamp, the difference in milliseconds when not negative.
+    Each Round's time is stored with it (``rounds.response_ms``); ``sessions`` None is every
+    session (an unfiltered figure needs no semi-join against the whole table).
     """
-    # None: every session (an unfiltered figure needs no semi-join against the whole table).
-    in_scope = _in_scope(TimelineEvent.session_id, None, sessions)
-    instances = select(AgentInstance.id).where(_in_scope(AgentInstance.session_id, None, sessions))
-    speak_end = and_(
-        TimelineEvent.event == "UserSpeakAction", TimelineEvent.detail["Action"].as_string() == "SPEAK_END"
-    )
-    speaking = and_(
-        TimelineEvent.event == "AgentInstanceStatus", TimelineEvent.detail["Status"].as_string() == "SPEAKING"
-    )
-    rounds = (
-        select(
-            TimelineEvent.instance_id.label("instance_id"),
-            TimelineEvent.round.label("round"),
-            func.max(TimelineEvent.at).filter(speak_end).label("speak_end"),
-            func.min(TimelineEvent.at).filter(speaking).label("speaking"),
-        )
-        .where(in_scope, TimelineEvent.round.is_not(None), or_(speak_end, speaking))
-        .group_by(TimelineEvent.instance_id, TimelineEvent.round)
-        .subquery("rounds")
-    )
-    first_llm = (
-        select(
-            AgentSentence.instance_id.label("instance_id"),
-            AgentSentence.round.label("round"),
-            func.min(AgentSentence.callback_ts).label("ts"),
-        )
-        .where(AgentSentence.instance_id.in_(instances) if sessions is not None else true())
-        .group_by(AgentSentence.instance_id, AgentSentence.round)
-        .subquery("first_llm")
-    )
-    first_output = func.least(
-        rounds.c.speaking,
-        func.to_timestamp(cast(first_llm.c.ts, Float) / literal(1000.0, Float)),
-        type_=DateTime(timezone=True),
-    )
-    elapsed = first_output - rounds.c.speak_end
-    ms = case((first_output >= rounds.c.speak_end, cast(extract("epoch", elapsed) * 1000, Float)), else_=None)
-    return (
-        select(ms.label("ms"))
-        .select_from(
-            rounds.outerjoin(
-                first_llm,
-                and_(first_llm.c.instance_id == rounds.c.instance_id, first_llm.c.round == rounds.c.round),
-            )
-        )
-        .where(rounds.c.speak_end.is_not(None))
-        .subquery("response_times")
-    )
+    times = select(RESPONSE_MS.label("ms")).select_from(Round.__table__)
+    if sessions is not None:
+        instances = select(AgentInstance.id).where(AgentInstance.session_id.in_(sessions.scalar_subquery()))
+        times = times.where(Round.instance_id.in_(instances))
+    return times.where(RESPONSE_MS.is_not(None)).subquery("response_times")

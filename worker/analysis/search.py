@@ -37,8 +37,10 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
+    true,
     union_all,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session as DbSession
 
 from worker.analysis import catalog, summary
@@ -58,6 +60,13 @@ MAX_SCANNED_CHARS = 20_000
 # Han, kana, Hangul, CJK punctuation and full-width forms: scripts written without spaces.
 _CJK = re.compile("[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 _FTS = table("turns_fts", column("rowid"), column("rank"))
+# Postgres: settled turns' stored word vector (a generated column of migration 0012, not modelled).
+_STORED_VECTOR: ColumnElement[Any] = literal_column("turns.text_tsv")
+# _CJK as a Postgres regular expression, written exactly as migration 0012's partial bigram index
+# says it (a constant in the query, not a parameter: the planner must see that it implies it).
+_CJK_PREDICATE: ColumnElement[str] = literal_column(
+    r"'[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]'"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +89,8 @@ def search(
     q = " ".join(terms)
     limit = max(1, min(limit, MAX_LIMIT))
     context = max(0, min(context, MAX_CONTEXT))
-    scope = Turn.session_id.in_(catalog.filtered(f))
+    # Every turn belongs to a session: without a filter, no semi-join with every session.
+    scope = Turn.session_id.in_(catalog.filtered(f)) if f.conditions() else true()
     ids = _matching(db, q.strip(), terms, scope, limit)
     return _hits(db, ids, context) if ids else []
 
@@ -109,13 +119,17 @@ def _matching(db: DbSession, q: str, terms: list[str], scope: ColumnElement[bool
         config: ColumnElement[Any] = literal_column(
             "'simple'::regconfig"
         )  # a constant: the expression index matches it
-        vector = func.to_tsvector(config, Turn.text)
         query = func.websearch_to_tsquery(config, q)
-        ranked = _settled_or_not(
-            lambda settled: select(Turn.id, func.ts_rank(vector, query).label("rank")).where(
+
+        def ranked_branch(settled: ColumnElement[bool], stored: bool) -> Select[Any]:
+            # Settled turns have their vector stored (``text_tsv``, NULL for the others): ranking
+            # a match reads it instead of parsing the text again. The few live turns are parsed.
+            vector = _STORED_VECTOR if stored else func.to_tsvector(config, Turn.text)
+            return select(Turn.id, func.ts_rank(vector, query).label("rank")).where(
                 settled, vector.op("@@")(query), scope
             )
-        )
+
+        ranked = _settled_or_not(ranked_branch)
         best = select(ranked.c.id).order_by(ranked.c.rank.desc(), ranked.c.id.desc()).limit(limit)
         found = list(db.scalars(best))
     elif dialect == "sqlite" and all(len(t) >= 3 for t in terms):
@@ -140,16 +154,34 @@ def _substring(terms: Sequence[str], scope: ColumnElement[bool], dialect: str) -
     like = and_(*(text.ilike(f"%{escape_like(t)}%", escape="\\") for t in terms))
     if dialect != "postgresql":
         return select(Turn.id).where(like, scope).order_by(Turn.id.desc())
-    found = _settled_or_not(lambda settled: select(Turn.id).where(settled, like, scope))
+    pairs = [t for t in terms if _is_cjk_pair(t)]
+
+    def branch(settled: ColumnElement[bool], indexed: bool) -> Select[Any]:
+        where = [settled, like, scope]
+        if pairs and indexed:
+            # Shorter than a trigram: the bigram index (migration 0012) finds the settled turns
+            # holding each pair, the ILIKE above decides. Its predicate, said as it says it.
+            bigrams = postgresql.array([func.lower(t) for t in pairs])
+            where += [Turn.text.op("~")(_CJK_PREDICATE), func.turn_cjk_bigrams(Turn.text).op("@>")(bigrams)]
+        return select(Turn.id).where(*where)
+
+    found = _settled_or_not(branch)
     return select(found.c.id).order_by(found.c.id.desc())
 
 
-def _settled_or_not(branch: Callable[[ColumnElement[bool]], Select[Any]]) -> Subquery:
-    """``branch`` over settled turns (the partial GIN indexes) and over unsettled ones (a scan of
-    ``ix_turns_unsettled``), as one subquery. Written out as two branches because the planner
-    folds ``(settled AND x) OR (NOT settled AND x)`` into ``x`` and then uses neither index."""
+def _is_cjk_pair(term: str) -> bool:
+    """A two-character term with a CJK character whose other character lower-cases to one
+    character (CJK or ASCII): ``lower(term)`` is then one of the bigrams the index holds."""
+    return len(term) == 2 and bool(_CJK.search(term)) and all(_CJK.match(c) or c.isascii() for c in term)
+
+
+def _settled_or_not(branch: Callable[[ColumnElement[bool], bool], Select[Any]]) -> Subquery:
+    """``branch`` over settled turns (the partial GIN indexes, the stored vector: its second
+    argument True) and over unsettled ones (a scan of ``ix_turns_unsettled``), as one subquery.
+    Written out as two branches because the planner folds ``(settled AND x) OR (NOT settled AND
+    x)`` into ``x`` and then uses neither index."""
     settled = Turn.settled.expression  # as the index predicates say it: `settled`, `NOT settled`
-    return union_all(branch(settled), branch(~settled)).subquery()
+    return union_all(branch(settled, True), branch(~settled, False)).subquery()
 
 
 def escape_like(term: str) -> str:

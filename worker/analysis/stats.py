@@ -1,9 +1,11 @@
 """Figures over the sessions a filter finds: volume, durations, outcomes, interruptions, latency, cost.
 
-Counts, sums and days are SQL aggregates (GROUP BY) on both databases. Percentiles of durations,
+Counts, sums and days are SQL aggregates (GROUP BY) on both databases; turn figures sum each
+session's turn counts and response times read the drain's per-Round rows (``rounds``), so no
+figure reads the turns or the timeline. Percentiles of durations,
 latencies and response times are Postgres's ``percentile_cont`` there, so a figure over a million
-turns reads a few rows, not one per session or Round (``latency.response_times`` computes each
-Round's response time in SQL). SQLite, the embedded and small case, has no ``percentile_cont``:
+turns reads a few rows, not one per session or Round (``latency.response_times`` reads each
+Round's response time stored). SQLite, the embedded and small case, has no ``percentile_cont``:
 it reads one number per session, instance or Round and ``percentile`` interpolates the same
 way (numpy's default): linearly between the two closest ranks, p = (n - 1) * q.
 
@@ -18,7 +20,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, distinct, func, literal, select, text
+from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select, text, true
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session as DbSession
@@ -27,7 +29,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import Date
 
 from worker.analysis import catalog, latency
-from worker.models import AgentException, AgentInstance, Provider, Session, SessionState, Turn
+from worker.models import AgentException, AgentInstance, Provider, Session, SessionState
 
 # agent_instances.latency (AgentInstanceDeleted's LatencyData) fields, by the name stats uses.
 LATENCY_FIELDS = {
@@ -48,13 +50,19 @@ def compute(
     postgres = db.get_bind().dialect.name == "postgresql"
     if postgres:
         # These aggregates run in a few hundred milliseconds; compiling them (JIT, its cost
-        # estimate tripped by a million rows) took longer than running them. Grouping a day's
-        # Rounds (10,000 sessions: ~100,000) spilled to disk at the default 4 MB.
+        # estimate tripped by a million rows) took longer than running them. Sorting every
+        # Round's response time (500,000 over a million turns) spilled to disk at the default 4 MB.
         db.execute(text("SET LOCAL jit = off"))
         db.execute(text("SET LOCAL work_mem = '32MB'"))
     found = catalog.filtered(f)
+    filtering = bool(f.conditions())
+
+    def of_found(column: Any) -> ColumnElement[bool]:
+        # Without a filter every session is found: no semi-join against the whole table.
+        return column.in_(found) if filtering else true()
+
     sessions = _sessions(db, f, postgres=postgres)
-    turns = _turns(db, found)
+    turns = _turns(db, f)
     return {
         **sessions.pop("figures"),
         **turns,
@@ -63,12 +71,14 @@ def compute(
             for code, n in _grouped(
                 db,
                 AgentInstance.delete_code,
-                AgentInstance.session_id.in_(found),
+                of_found(AgentInstance.session_id),
                 AgentInstance.delete_code.is_not(None),
             )
         },
-        "exceptions": dict(_grouped(db, AgentException.family, AgentException.session_id.in_(found))),
-        "latency": _latency(db, found, postgres=postgres, filtering=bool(f.conditions())),
+        "exceptions": dict(_grouped(db, AgentException.family, of_found(AgentException.session_id))),
+        "latency": _latency(
+            db, found, of_found(AgentInstance.session_id), postgres=postgres, filtering=filtering
+        ),
         "cost": _cost(sessions["minutes_by_provider"], rates, currency),
         "per_day": sessions["per_day"],
     }
@@ -185,22 +195,20 @@ def _cont(q: float, value: ColumnElement[Any]) -> ColumnElement[float]:
     return func.percentile_cont(q).within_group(value)
 
 
-def _turns(db: DbSession, found: Any) -> dict[str, Any]:
-    agent = Turn.speaker == "agent"
-    cut = and_(agent, Turn.interrupted.is_(True))
-    total, users, agents, cuts, cut_sessions = db.execute(
+def _turns(db: DbSession, f: catalog.SessionFilter) -> dict[str, Any]:
+    """From each session's turn counts (kept as turns are made), not from the turns themselves."""
+    users, agents, cuts, cut_sessions = db.execute(
         select(
-            func.count(),
-            func.sum(case((Turn.speaker == "user", 1), else_=0)),
-            func.sum(case((agent, 1), else_=0)),
-            func.sum(case((cut, 1), else_=0)),
-            func.count(distinct(case((cut, Turn.session_id), else_=None))),
-        ).where(Turn.session_id.in_(found))
+            func.sum(Session.user_turns),
+            func.sum(Session.agent_turns),
+            func.sum(Session.interrupted_turns),
+            func.count().filter(Session.interrupted_turns > 0),
+        ).where(*f.conditions())
     ).one()
-    agents, cuts = int(agents or 0), int(cuts or 0)
+    users, agents, cuts = int(users or 0), int(agents or 0), int(cuts or 0)
     return {
-        "turns": int(total),
-        "user_turns": int(users or 0),
+        "turns": users + agents,
+        "user_turns": users,
         "agent_turns": agents,
         "interruption_rate": cuts / agents if agents else None,
         "interrupted_turns": cuts,
@@ -213,15 +221,16 @@ def _grouped(db: DbSession, column: Any, *where: Any) -> list[tuple[Any, int]]:
     return [(key, int(n)) for key, n in rows]
 
 
-def _latency(db: DbSession, found: Any, *, postgres: bool, filtering: bool) -> dict[str, Any]:
-    """Per instance LatencyData (as ZEGO reports it on deletion) and per Round response times."""
+def _latency(
+    db: DbSession, found: Any, instances: ColumnElement[bool], *, postgres: bool, filtering: bool
+) -> dict[str, Any]:
+    """Per instance LatencyData (as ZEGO reports it on deletion) and per Round response times;
+    ``instances`` says which instances are the found sessions'."""
     if postgres:
-        return _latency_in_sql(db, found, filtering=filtering)
+        return _latency_in_sql(db, found, instances, filtering=filtering)
     values: dict[str, list[float]] = {name: [] for name in LATENCY_FIELDS}
     for (data,) in db.execute(
-        select(AgentInstance.latency).where(
-            AgentInstance.session_id.in_(found), AgentInstance.latency.is_not(None)
-        )
+        select(AgentInstance.latency).where(instances, AgentInstance.latency.is_not(None))
     ):
         for name, field in LATENCY_FIELDS.items():
             value = data.get(field) if isinstance(data, dict) else None
@@ -233,7 +242,9 @@ def _latency(db: DbSession, found: Any, *, postgres: bool, filtering: bool) -> d
     return out
 
 
-def _latency_in_sql(db: DbSession, found: Any, *, filtering: bool) -> dict[str, Any]:
+def _latency_in_sql(
+    db: DbSession, found: Any, instances: ColumnElement[bool], *, filtering: bool
+) -> dict[str, Any]:
     """The same figures with count and percentiles aggregated by Postgres: a few rows come back."""
     columns: list[ColumnElement[Any]] = []
     for field in LATENCY_FIELDS.values():
@@ -241,9 +252,7 @@ def _latency_in_sql(db: DbSession, found: Any, *, filtering: bool) -> dict[str, 
         number = func.jsonb_typeof(AgentInstance.latency[field]) == "number"
         value = case((number, cast(AgentInstance.latency[field].as_string(), Float)), else_=None)
         columns += [func.count(value), _conts(value)]
-    row = db.execute(
-        select(*columns).where(AgentInstance.session_id.in_(found), AgentInstance.latency.is_not(None))
-    ).one()
+    row = db.execute(select(*columns).where(instances, AgentInstance.latency.is_not(None))).one()
     out = {}
     for k, name in enumerate(LATENCY_FIELDS):
         out[name] = _distribution(row[2 * k], row[2 * k + 1])

@@ -36,7 +36,7 @@ from worker.metrics import APPLY_LAG
 from worker.models import InboxCallback, InboxState, PolicyAction
 from worker.policies import decisions, quotas
 from worker.policies.config import PolicyBook, book_for
-from worker.sessions import audio, lifecycle, transcripts
+from worker.sessions import audio, lifecycle, rounds, transcripts
 from worker.sessions.lifecycle import Stream
 from worker.settings import Settings
 from worker.vendors.retries import RetryPolicy
@@ -421,6 +421,7 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
         stream.inserts.clear()
     for model, rows in inserts.items():
         recordsets.insert_rows(db, model, rows)
+    rounds.settle(db, streams)
     transcripts.settle_agent_text(db, streams)
     transcripts.mark_settled(streams)
     stored = transcripts.stored_to_settle(streams)  # before advance moves the instances' marks

@@ -13,7 +13,7 @@ from worker.models.outbound import (
 )
 from worker.models.requests import IdempotentRequest
 from worker.models.sessions import COZE_APP_ID, AgentInstance, Provider, Session, SessionState
-from worker.models.transcripts import AgentSentence, Turn
+from worker.models.transcripts import AgentSentence, Round, Turn
 
 __all__ = [
     "COZE_APP_ID",
@@ -34,6 +34,7 @@ __all__ = [
     "OutboxEvent",
     "PolicyAction",
     "Provider",
+    "Round",
     "Session",
     "SessionState",
     "TimelineEvent",

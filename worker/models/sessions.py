@@ -87,6 +87,12 @@ class Session(Base):
     reconciled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     reconcile_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    # Its turns by speaker, and its interrupted agent turns: counted as turns are made (the drain,
+    # Coze rooms) so that ``min_turns`` and the stats' turn figures read sessions, not turns.
+    user_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    agent_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    interrupted_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
     instances: Mapped[list[AgentInstance]] = relationship(
         back_populates="session", order_by="AgentInstance.first_seen_at"
     )

@@ -63,3 +63,26 @@ class AgentSentence(Base):
     text: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_agent_sentences_instance_round", "instance_id", "round"),)
+
+
+class Round(Base):
+    """What one Round's response time is computed from, kept by the drain as callbacks are applied.
+
+    A summary of rows stored elsewhere (the timeline's SPEAK_END and SPEAKING, the first
+    LLMResult sentence), folded with max/min so that the order callbacks arrive in does not
+    matter: stats read one row per Round instead of grouping the timeline on every request.
+    Postgres adds ``response_ms``, a generated column (migration 0012, not modelled here).
+    """
+
+    __tablename__ = "rounds"
+
+    instance_id: Mapped[int] = mapped_column(
+        ForeignKey("agent_instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    round: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # The last SPEAK_END of the Round: a user who pauses and goes on is still speaking.
+    user_speak_end_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The first SPEAKING status of the Round.
+    agent_speaking_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The first LLMResult's callback time, in milliseconds as ZEGO sent it (agent_sentences.callback_ts).
+    first_llm_ts: Mapped[int | None] = mapped_column(BigInteger)

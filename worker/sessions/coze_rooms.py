@@ -26,6 +26,7 @@ from worker.db import session_scope, utcnow
 from worker.events import sessions as session_events
 from worker.jobs import leases
 from worker.models import AgentInstance, Provider, Session, SessionState, Turn
+from worker.sessions.transcripts import count_new_turn
 from worker.vendors.errors import VendorNotConfigured, classify
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def record(
                 settled=True,  # written whole from Coze's message list: indexed for search at once
             )
             db.add(turn)
+            count_new_turn(session, speaker)
         turns[(round_, speaker)] = turn
         turn.text = f"{turn.text} {message.content}".strip() if turn.text else message.content
         turn.spoken_at = spoken if turn.spoken_at is None else min(turn.spoken_at, spoken)

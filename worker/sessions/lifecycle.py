@@ -24,6 +24,7 @@ from worker.events import turns as turn_events
 from worker.inbox.callbacks import Callback, int_field, text_field
 from worker.inbox.store import StreamKey
 from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent, Turn
+from worker.sessions import rounds as round_marks
 
 SESSION_NAMESPACE = uuid.UUID("5b0f3c52-1d7e-4c59-9a55-7f1f0f7e2a11")
 
@@ -75,6 +76,9 @@ class Stream:
     complete_through: int | None = None
     # This batch deleted the instance: its vendor slot is free (a session in line may take it).
     freed: bool = False
+    # Per Round, the response time marks this batch saw (worker/sessions/rounds.py), written with
+    # one upsert when the batch settles.
+    rounds: dict[int, round_marks.Marks] = field(default_factory=dict)
 
     def complete(self, round_: int | None) -> None:
         if round_ is not None and (self.complete_through is None or round_ > self.complete_through):
@@ -275,17 +279,19 @@ def timeline(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None
             stream.instance.status_sequence = seq
         if data["Status"] == "IDLE":
             stream.complete(int_field(data.get("Round")))  # this Round and every earlier one
+    round_, at = int_field(data.get("Round")), from_ms(cb.timestamp_ms)
     stream.insert(
         TimelineEvent,
         session_id=stream.session.id,
         instance_id=stream.instance.id,
         inbox_id=inbox_id,
         event=cb.event,
-        round=int_field(data.get("Round")),
+        round=round_,
         sequence=cb.sequence,
-        at=from_ms(cb.timestamp_ms),
+        at=at,
         detail={k: v for k, v in data.items() if k != "Round"},
     )
+    round_marks.heard(stream, cb.event, data, round_, at)
 
 
 def refresh_session_state(db: DbSession, stream: Stream, *, learned: str = "callback") -> None:

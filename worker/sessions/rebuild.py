@@ -8,7 +8,9 @@ roomwarden keep their row and lose only what callbacks had written on it.
 
 from __future__ import annotations
 
-from sqlalchemy import CompoundSelect, delete, select, update
+from typing import Any
+
+from sqlalchemy import ColumnElement, CompoundSelect, ScalarSelect, delete, func, select, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import aliased, sessionmaker
 
@@ -23,6 +25,7 @@ from worker.models import (
     AgentInstance,
     AgentSentence,
     InboxCallback,
+    Round,
     Session,
     SessionState,
     TimelineEvent,
@@ -55,7 +58,7 @@ def reset_derived(db: DbSession) -> None:
     zego_instances = select(AgentInstance.id).where(
         AgentInstance.app_id != COZE_APP_ID, AgentInstance.session_id.not_in(kept)
     )
-    for model in (UserAudio, AgentException, TimelineEvent, AgentSentence, Turn):
+    for model in (UserAudio, AgentException, TimelineEvent, AgentSentence, Round, Turn):
         db.execute(delete(model).where(model.instance_id.in_(zego_instances)))
     kept_streams = select(AgentInstance.id).where(
         AgentInstance.session_id.in_(kept),
@@ -97,9 +100,18 @@ def reset_derived(db: DbSession) -> None:
             ended_at=None,
             last_activity_at=None,
             last_user_speech_at=None,
+            # Counted again as the turns are made again (Coze turns, not derived, stay counted).
+            user_turns=_turns_of(Session.id, Turn.speaker == "user"),
+            agent_turns=_turns_of(Session.id, Turn.speaker == "agent"),
+            interrupted_turns=_turns_of(Session.id, Turn.speaker == "agent", Turn.interrupted.is_(True)),
         )
     )
     inbox.reset_all(db, unless=kept_streams.exists())
+
+
+def _turns_of(session_id: Any, *where: ColumnElement[bool]) -> ScalarSelect[int]:
+    """How many of a session's turns (those left) match ``where``."""
+    return select(func.count()).where(Turn.session_id == session_id, *where).scalar_subquery()
 
 
 class WorkersRunning(Exception):

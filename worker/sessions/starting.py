@@ -222,6 +222,10 @@ def adopt(db: DbSession, session: Session, orphan_id: str) -> None:
         if value is not None:
             setattr(session, name, latest(getattr(session, name), value))
     session.agent_name = session.agent_name or orphan.agent_name
+    # Its turns came along: so do their counts.
+    session.user_turns += orphan.user_turns
+    session.agent_turns += orphan.agent_turns
+    session.interrupted_turns += orphan.interrupted_turns
     db.execute(delete(Session).where(Session.id == orphan_id))
     db.expire(session, ["instances"])
     refresh(db, session, learned="callback")

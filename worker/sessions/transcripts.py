@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.db import from_ms
 from worker.inbox.callbacks import Callback, int_field, text_field
-from worker.models import AgentInstance, AgentSentence, Turn
+from worker.models import AgentInstance, AgentSentence, Session, Turn
+from worker.sessions import rounds as round_marks
 from worker.sessions.lifecycle import Stream, earliest
 
 
@@ -56,7 +57,17 @@ def _turn(db: DbSession, stream: Stream, round_: int, speaker: str) -> Turn:
         )
         db.add(turn)
         stream.turns[(round_, speaker)] = turn
+        count_new_turn(stream.session, speaker)
     return turn
+
+
+def count_new_turn(session: Session, speaker: str) -> None:
+    """A turn was made for this session (locked by the caller): its per-speaker count goes up.
+    The row is written at the flush anyway (activity times), so counting costs no statement."""
+    if speaker == "user":
+        session.user_turns += 1
+    elif speaker == "agent":
+        session.agent_turns += 1
 
 
 def user_said(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> None:
@@ -87,6 +98,7 @@ def agent_said(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> No
         callback_ts=cb.timestamp_ms,
         text=text_field(cb.data.get("Text")) or "",
     )
+    round_marks.said(stream, round_, cb.timestamp_ms)
     turn = _turn(db, stream, round_, "agent")
     turn.spoken_at = earliest(turn.spoken_at, from_ms(cb.timestamp_ms))
     stream.dirty_rounds.add(round_)
@@ -97,6 +109,8 @@ def interrupted(db: DbSession, stream: Stream, cb: Callback, inbox_id: int) -> N
     if round_ is None:
         return
     turn = _turn(db, stream, round_, "agent")
+    if not turn.interrupted:
+        stream.session.interrupted_turns += 1
     turn.interrupted = True
     turn.interrupt_reason = int_field(cb.data.get("Reason")) or turn.interrupt_reason
     played = text_field(cb.data.get("PlayedText"))

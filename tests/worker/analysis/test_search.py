@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import delete, text
+from sqlalchemy import delete, text, true
 from sqlalchemy.orm import Session as DbSession
 
 from tests.seeded import SEEDS, Seed, seed
@@ -166,3 +166,40 @@ def test_the_sqlite_index_follows_updates_and_deletions(db: DbSession, settings:
     db.execute(text("INSERT INTO turns_fts(turns_fts, rank) VALUES ('integrity-check', 1)"))
     assert keys(search.search(db, "umbrella", EVERYTHING)) == set()
     assert len(search.search(db, "rewritten by", EVERYTHING)) == 1
+
+
+def test_ranking_reads_the_stored_vector_and_orders_as_the_text_would(
+    db: DbSession, settings: Settings
+) -> None:
+    """Postgres ranks settled turns by their stored word vector: the same order as ranking each
+    matching text parsed again (what search did before the vector was stored)."""
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("the stored vector is Postgres's")
+    seed(db, settings)
+    reparsed = db.scalars(
+        text(
+            "SELECT id FROM turns, websearch_to_tsquery('simple', 'the') AS q"
+            " WHERE to_tsvector('simple', text) @@ q"
+            " ORDER BY ts_rank(to_tsvector('simple', text), q) DESC, id DESC LIMIT 100"
+        )
+    ).all()
+    assert len(reparsed) > 3
+    assert [h.turn["id"] for h in search.search(db, "the", EVERYTHING, limit=100, context=0)] == reparsed
+
+
+@pytest.mark.parametrize("q", ["退款", "续费"])
+def test_a_two_character_chinese_term_can_be_looked_up_in_the_bigram_index(
+    db: DbSession, settings: Settings, q: str
+) -> None:
+    """Shorter than a trigram, a two-character term has its own index on Postgres: the query says
+    the index's predicate as the index does, so the planner can use it (here, made to)."""
+    if db.get_bind().dialect.name != "postgresql":
+        pytest.skip("the bigram index is Postgres's")
+    seed(db, settings)
+    db.execute(text("SET LOCAL enable_seqscan = off"))
+    db.execute(text("SET LOCAL enable_indexscan = off"))
+    statement = search._substring([q], true(), "postgresql").limit(20)
+    compiled = statement.compile(db.get_bind())
+    plan = "\n".join(db.connection().exec_driver_sql(f"EXPLAIN {compiled}", compiled.params).scalars())
+    assert "ix_turns_text_bigrams" in plan
+    assert keys(search.search(db, q, EVERYTHING, limit=100)) == containing(q)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session as DbSession
 
-from tests.factories import Signer, ingest
+from tests.factories import APP_ID, INSTANCE, Signer, ingest
 from tests.worker.conversation import conversation
 from tests.worker.sessions.test_transcripts import snapshot
 from worker.db import make_sessionmaker, session_scope, utcnow
+from worker.inbox.drain import drain_until_done
+from worker.models import Round, Session
 from worker.sessions.rebuild import rebuild
 from worker.settings import Settings
 
@@ -31,6 +34,35 @@ def test_rebuild_gives_the_same_sessions_and_transcripts(clean_engine: Engine, s
     assert rebuild(factory, settings) == 23
     with session_scope(factory) as db:
         assert snapshot(db) == before
+
+
+def test_rebuild_counts_turns_and_marks_rounds_as_the_drain_did(
+    clean_engine: Engine, settings: Settings
+) -> None:
+    """Turn counts and per-Round marks are derived state too: a rebuild lands on the same ones."""
+    factory = make_sessionmaker(clean_engine)
+    with session_scope(factory) as db:
+        ingest(db, conversation(Signer()))
+    drain_until_done(factory, [(APP_ID, INSTANCE)], settings=settings)
+
+    def derived() -> tuple[list[Any], list[Any]]:
+        with session_scope(factory) as db:
+            counts = db.execute(
+                select(Session.user_turns, Session.agent_turns, Session.interrupted_turns)
+            ).all()
+            marks = db.execute(select(Round.round, Round.agent_speaking_at, Round.first_llm_ts)).all()
+        return sorted(counts), sorted(marks)
+
+    drained = derived()
+    assert drained[0] == [(3, 3, 1)]
+    assert len(drained[1]) == 3
+    assert rebuild(factory, settings) == 22
+    assert derived() == drained
+    # A session started through roomwarden keeps its row: its counts start again, not add up.
+    with session_scope(factory) as db:
+        db.execute(update(Session).values(origin="api"))
+    assert rebuild(factory, settings) == 22
+    assert derived() == drained
 
 
 @pytest.mark.slow
