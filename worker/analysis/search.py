@@ -4,14 +4,17 @@ Two engines, one behaviour a reader can rely on: every whitespace-separated term
 must appear in the turn's text, case-insensitively.
 
 - Postgres: words through ``to_tsvector('simple', text) @@ websearch_to_tsquery('simple', q)``
-  (GIN expression index, ranked by ``ts_rank``; quotes, ``or`` and ``-word`` work as on a web
-  search engine). Chinese and Japanese have no spaces between words, so a query with CJK
-  characters, or one the word search finds nothing for (part of a word, punctuation), is a
-  substring search: ``text ILIKE '%term%'`` per term, backed by a pg_trgm GIN index. Both
-  indexes hold settled turns only (``WHERE settled``, migration 0011: a live agent turn is
-  rewritten once per sentence); each query reads them for settled turns and adds the few
-  unsettled ones by a scan of ``ix_turns_unsettled`` (``_settled_or_not``), so a turn is found
-  the moment it is stored, as before.
+  (ranked by ``ts_rank``; quotes, ``or`` and ``-word`` work as on a web search engine). A
+  settled turn's vector is stored (``turns.text_tsv``, a generated column, migration 0012) and
+  indexed, so ranking a match reads it rather than parsing the text again. Chinese and Japanese
+  have no spaces between words, so a query with CJK characters, or one the word search finds
+  nothing for (part of a word, punctuation), is a substring search: ``text ILIKE '%term%'`` per
+  term, backed by a pg_trgm GIN index; a two-character CJK term, shorter than a trigram, by the
+  index of each turn's CJK bigrams (``turn_cjk_bigrams``). A one-character term has no index:
+  it is a scan, bounded by the read's statement budget. The indexes hold settled turns only
+  (``WHERE settled``, migration 0011: a live agent turn is rewritten once per sentence); each
+  query reads them for settled turns and adds the few unsettled ones by a scan of
+  ``ix_turns_unsettled`` (``_settled_or_not``), so a turn is found the moment it is stored.
 - SQLite: the FTS5 table ``turns_fts`` (trigram tokenizer, so substrings of any language), each
   term quoted as a literal string and ranked by bm25. Trigrams need three characters: a query
   with a shorter term is a ``LIKE`` substring search instead.
