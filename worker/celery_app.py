@@ -35,9 +35,7 @@ QUEUE = "roomwarden"
 OUTBOUND_QUEUE = "roomwarden.outbound"
 ROUTES = {
     "worker.tasks.deliver_endpoint": {"queue": OUTBOUND_QUEUE},
-    # A user waits on these: not at the back of the drain backlog, with the beat's jobs (a worker
-    # takes from its queues in turn). Behind drains, one start in ten took ~9 s on a busy host.
-    "worker.tasks.start_session": {"queue": JOBS_QUEUE},
+    # Sent by drains, a job like the beat's: not behind the drain messages it would wait for.
     "worker.tasks.start_freed_slots": {"queue": JOBS_QUEUE},
 }
 

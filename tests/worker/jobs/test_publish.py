@@ -9,9 +9,7 @@ import redis
 from celery import Celery
 from structlog.testing import capture_logs
 
-from worker.celery_app import QUEUE, ROUTES
 from worker.jobs.publish import publish
-from worker.schedule import JOBS_QUEUE
 
 
 def _closed_port() -> int:
@@ -45,32 +43,3 @@ def test_a_broker_that_is_there_takes_the_message(redis_client: redis.Redis) -> 
     assert redis_client.llen("celery") == 1
     body = json.loads(redis_client.lindex("celery", 0) or b"{}")
     assert body["headers"]["task"] == "worker.tasks.run_action" and body["headers"]["argsrepr"] == "[7]"
-
-
-def test_starts_go_to_the_jobs_queue_and_drains_to_their_own(redis_client: redis.Redis) -> None:
-    """A user waiting for an agent is not served after the drain backlog: a start, and the wake-up
-    a freed slot sends, go where the beat's jobs go; a drain goes to the drain queue."""
-    where = redis_client.connection_pool.connection_kwargs
-    app = Celery("routed", broker=f"redis://{where['host']}:{where['port']}/{where['db']}")
-    app.conf.update(task_default_queue=QUEUE, task_routes=ROUTES)
-    redis_client.delete(QUEUE, JOBS_QUEUE)
-
-    @app.task(name="worker.tasks.start_session")
-    def start_session(session_id: str) -> None: ...
-
-    @app.task(name="worker.tasks.start_freed_slots")
-    def start_freed_slots() -> None: ...
-
-    @app.task(name="worker.tasks.drain")
-    def drain(streams: list[list[int | str]]) -> None: ...
-
-    assert publish(drain, [[1, "i-1"]]) and publish(start_session, "s-1") and publish(start_freed_slots)
-
-    def queued(queue: str) -> list[str]:
-        return [
-            json.loads(raw)["headers"]["task"].rsplit(".", 1)[-1] for raw in redis_client.lrange(queue, 0, -1)
-        ]
-
-    assert sorted(queued(JOBS_QUEUE)) == ["start_freed_slots", "start_session"]
-    assert queued(QUEUE) == ["drain"]
-    redis_client.delete(QUEUE, JOBS_QUEUE)
