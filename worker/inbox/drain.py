@@ -306,8 +306,19 @@ def drain_until_done(
         if retry_later is not None and total.applied and time.monotonic() - started >= slice_seconds:
             retry_later([*counts, *leaving], 0.0)
             break
+        groups = batches(counts, BATCH_LIMIT)
+        if retry_later is not None and len(groups) > 1:
+            # A backlog (after an outage, or a burst): this run takes one transaction's worth and
+            # hands the other streams back at once, so that every pool process and host shares it.
+            # A message names each stream once (worker.inbox.wakeups), so without this one
+            # process would drain what its message named while the others had nothing to do.
+            shared = [key for group in groups[1:] for key in group]
+            retry_later(shared, 0.0)
+            kept.difference_update(shared)  # their marks are queued ones now, the next drain's
+            counts = {key: counts[key] for key in groups[0]}
+            groups = groups[:1]
         held_by_others: set[StreamKey] = set()
-        for batch in batches(counts, BATCH_LIMIT):
+        for batch in groups:
             with session_scope(factory) as db:
                 result = drain_streams(db, streams=batch, settings=settings, react=react)
             if result.actions and on_actions is not None:

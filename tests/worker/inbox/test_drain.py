@@ -270,6 +270,44 @@ def test_a_drain_that_outlasts_its_slice_hands_its_streams_back_to_the_queue(
         ]
 
 
+def test_a_backlog_bigger_than_a_transaction_is_shared_with_the_other_workers(
+    clean_engine: Engine, signer: Signer, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage one message may name every stream with callbacks waiting (a stream is
+    named once at a time): the drain that takes it applies one transaction's worth and hands the
+    other streams straight back, so the other pool processes work the backlog too."""
+    from worker.inbox import drain as draining
+
+    monkeypatch.setattr(draining, "BATCH_LIMIT", 2)  # two callbacks a stream: one stream a transaction
+    factory = make_sessionmaker(clean_engine)
+    streams = [(signer.app_id, INSTANCE), (signer.app_id, "42"), (signer.app_id, "43")]
+    with session_scope(factory) as db:
+        ingest(
+            db,
+            [
+                signer.callback(
+                    "ASRResult",
+                    {"UserId": "user_1", "Round": n, "Text": f"{instance} {n}"},
+                    instance=instance,
+                    sequence=n,
+                )
+                for _, instance in streams
+                for n in (1, 2)
+            ],
+        )
+    handed_back: list[tuple[list[tuple[int, str]], float]] = []
+
+    first = draining.drain_until_done(
+        factory, streams, settings=settings, retry_later=lambda s, d: handed_back.append((s, d))
+    )
+    assert first.applied == 2 and handed_back == [(streams[1:], 0.0)]
+    assert draining.drain_until_done(factory, handed_back[0][0], settings=settings).applied == 4
+    with session_scope(factory) as db:
+        assert sorted(t.text for t in db.scalars(select(Turn))) == sorted(
+            f"{instance} {n}" for _, instance in streams for n in (1, 2)
+        )
+
+
 # --- One message per stream at a time (worker/inbox/wakeups.py). ---
 
 
