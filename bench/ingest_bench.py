@@ -3,7 +3,7 @@
 Both servers run one after the other in the same run, under the same wrk load, with the same
 uvicorn flags but one: the receiver speaks HTTP through the protocol the Procfile's web process
 gives it (``--receiver-http``; ``webhooks.slow_clients:BoundedProtocol``: header budget,
-connection limit, 431, one write per response), the bare endpoint through uvicorn's own
+connection limit, 431), the bare endpoint through uvicorn's own
 httptools. The bare endpoint is the yardstick and stays as a team would first deploy it;
 ``--receiver-http httptools`` serves the receiver with that same stock protocol. The load is
 pre-signed callbacks, each with its own Sequence and Nonce, so that every request is a new

@@ -10,8 +10,10 @@ that the one settings object, read in the web process, governs both. A time budg
 size: a fast client can send megabytes of headers well within it, and uvicorn's httptools protocol
 holds every byte of an unfinished request line and headers (h11, its other protocol, stops at
 16 KiB). So past ``MAX_HEADER_BYTES`` the request is answered 431 and the connection closed. The
-Procfile and ``roomwarden run`` start uvicorn with ``--http webhooks.slow_clients:BoundedProtocol``,
-which also writes each response in one system call (``webhooks/response_writes.py``).
+Procfile and ``roomwarden run`` start uvicorn with ``--http webhooks.slow_clients:BoundedProtocol``.
+(Joining each response's header and body writes into one system call was tried and measured
+slower under uvloop: the Python-level write wrapper and its end-of-step callback cost more than
+the second ``send()`` they saved; bench/ingest, 2026-12-04.)
 
 The body has its own budget (``ROOMWARDEN_BODY_TIMEOUT_SECONDS``, 408, in ``read_body``).
 """
@@ -23,8 +25,8 @@ from typing import Any
 
 import orjson
 import structlog
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from webhooks.response_writes import CoalescingProtocol
 from worker.settings import get_settings
 
 log = structlog.get_logger(__name__)
@@ -42,7 +44,7 @@ HEADERS_TOO_LARGE = (
 )
 
 
-class BoundedProtocol(CoalescingProtocol):
+class BoundedProtocol(HttpToolsProtocol):
     """The header budget is a deadline per connection, moved at every response, and one timer per
     connection that re-arms itself when it finds the deadline moved: arming and cancelling a timer
     for every request was a few microseconds of the receiver's hottest path."""
