@@ -189,8 +189,11 @@ def erase(
     """Erase what a user said (transcripts, stored callbacks, audio, events' text); print the record."""
     import getpass
 
+    from worker.logging import configure_logging
     from worker.privacy import erasure
+    from worker.settings import get_settings
 
+    configure_logging(get_settings())  # logs to stderr: stdout is the record, as JSON
     done = erasure.erase(_factory(), user, requested_by=f"cli:{getpass.getuser()}", vacuum=vacuum)
     if done is None:
         typer.echo("no session has that user id: there is nothing to erase", err=True)
