@@ -164,6 +164,8 @@ def test_an_erased_user_s_words_are_on_no_surface_and_the_stats_stay(
         assert "turn.completed" not in still
     assert stats(client) == figures
     assert summary(client, mine) == shape
+    shown = client.get(f"/v1/sessions/{mine}", headers=READ).json()["transcript_removed"]
+    assert shown["by"] == "erasure"
 
     # A second erasure finds nothing left and says so; an unknown user is a clear 404.
     again = client.delete(f"/v1/users/{USER}", headers=ADMIN).json()
