@@ -95,3 +95,21 @@ def test_a_bad_transcript_days_is_a_start_up_error_naming_the_key(days: str) -> 
     """The policy file is validated when read, naming the layer and key."""
     with pytest.raises(PolicyError, match=r"templates\.t\.retention\.transcript_days"):
         parse(f"[templates.t.retention]\ntranscript_days = {days}\n")
+
+
+def test_a_rebuild_after_removal_keeps_the_session_as_it_is(clean_engine: Any, settings: Settings) -> None:
+    """Emptied callbacks cannot be derived again: rebuild keeps the session, its turns and no words."""
+    from worker.db import make_sessionmaker, session_scope
+    from worker.privacy.erasure import remove_words
+    from worker.sessions.rebuild import rebuild
+
+    factory = make_sessionmaker(clean_engine)
+    with session_scope(factory) as db:
+        ingest(db, conversation(Signer(), instance=OLD, user="old"))
+        apply_pending(db, settings, instance=OLD)
+        ids = list(db.scalars(select(Session.id)))
+        remove_words(db, ids, reason="erasure", now=utcnow())
+    rebuild(factory, settings)
+    with session_scope(factory) as db:
+        assert texts(db, "old") == [""] * 6
+        assert db.scalars(select(Session.transcript_removed_by)).one() == "erasure"
