@@ -180,6 +180,32 @@ def session(key: Annotated[str, typer.Argument(help="A session id or an AgentIns
 
 
 @app.command()
+def erase(
+    user: Annotated[str, typer.Option("--user", help="The user id (sessions' user_id) to erase.")],
+    vacuum: Annotated[
+        bool, typer.Option("--vacuum", help="Postgres: also VACUUM the touched tables afterwards.")
+    ] = False,
+) -> None:
+    """Erase what a user said (transcripts, stored callbacks, audio, events' text); print the record."""
+    import getpass
+
+    from worker.logging import configure_logging
+    from worker.privacy import erasure
+    from worker.settings import get_settings
+
+    configure_logging(get_settings())  # logs to stderr: stdout is the record, as JSON
+    done = erasure.erase(_factory(), user, requested_by=f"cli:{getpass.getuser()}", vacuum=vacuum)
+    if done is None:
+        typer.echo("no session has that user id: there is nothing to erase", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        json.dumps({**done.record, "user_id": user, "erased_anything": done.erased_anything}, indent=2)
+    )
+    if not done.erased_anything:
+        typer.echo("nothing left to erase: an earlier erasure or retention removed it", err=True)
+
+
+@app.command()
 def rebuild() -> None:
     """Re-derive every session and transcript from the stored callbacks (refused while workers run)."""
     from worker.sessions.rebuild import WorkersRunning

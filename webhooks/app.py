@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhooks import analysis, api, endpoints, events, exports, health, receiver, ui
+from webhooks import analysis, api, endpoints, events, exports, health, receiver, ui, users
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
 from webhooks.request_ids import RequestIds
 from worker import tracing
@@ -73,6 +73,7 @@ ROUTES = [
     Route("/v1/endpoints/{endpoint_id}/deliveries", endpoints.list_deliveries),
     Route("/v1/endpoints/{endpoint_id}/deliveries/{delivery_id}", endpoints.get_delivery),
     Route("/v1/endpoints/{endpoint_id}/replay", endpoints.replay, methods=["POST"]),
+    Route("/v1/users/{user_id}", users.erase_user, methods=["DELETE"]),
     *ui.routes(),
 ]
 

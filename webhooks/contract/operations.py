@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from webhooks.contract import actions, analysis, endpoints, sessions
+from webhooks.contract import actions, analysis, endpoints, privacy, sessions
 from worker.analysis import catalog, exports, search
 from worker.models import ActionKind, ActionState, DeliveryState, Provider, SessionState
 
@@ -416,5 +416,23 @@ OPERATIONS: tuple[Operation, ...] = (
         body=endpoints.Replay,
         idempotency_key=True,
         extra_errors={404: "No such endpoint"},
+    ),
+    Operation(
+        "delete",
+        "/v1/users/{user_id}",
+        "Erase what a user said",
+        "admin",
+        "privacy",
+        {200: privacy.Erasure},
+        params=(
+            Param("user_id", {"type": "string", "minLength": 1, "maxLength": 64}, where="path"),
+            Param("vacuum", _enum(("true", "false")), "Postgres: also VACUUM the touched tables"),
+        ),
+        description=(
+            "Every word of the user's sessions (turns, agent sentences, stored callbacks, user audio,"
+            " outbound events' text; undelivered ones cancelled) is removed in batches, counts and"
+            " timings kept; answered when done with the erasure's record. See docs/erasure.md."
+        ),
+        extra_errors={404: "No session has that user id (nothing is recorded)"},
     ),
 )

@@ -131,11 +131,18 @@ class RoundLatency(Model):
     response_ms: float | None = None
 
 
+class TranscriptRemoved(Model):
+    at: Time
+    by: Literal["retention", "erasure"]
+
+
 class SessionDetail(Session):
     summary: SessionSummary
     timeline: list[TimelineEntry]
     rounds: list[RoundLatency]
     last_event_id: int | None = None
+    # Set once retention or an erasure removed its words (docs/erasure.md): turns stay, text empty.
+    transcript_removed: TranscriptRemoved | None = None
 
 
 class SessionPage(Model):

@@ -26,6 +26,11 @@ def session_detail(db: DbSession, session: Session) -> dict[str, Any]:
     ]
     # A page showing this detail follows the session live from here (GET .../events).
     body["last_event_id"] = outbox.last_id(db, session.id)
+    # Its words were removed (worker/privacy/): the turns are there, their text is empty.
+    removed = session.transcript_removed_at
+    body["transcript_removed"] = (
+        {"at": removed.isoformat(), "by": session.transcript_removed_by} if removed is not None else None
+    )
     return body
 
 

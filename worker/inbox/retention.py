@@ -9,6 +9,9 @@ refused as stale anyway), then it is deleted and its instance marked ``history_p
 rebuild leaves sessions with purged callbacks as they are (see worker/sessions/rebuild.py): they
 cannot be re-derived.
 
+Transcript retention (per app and template in the policy file) removes the words of sessions
+past their ``transcript_days`` in the same job (worker/privacy/retention.py).
+
 User audio has its own, shorter retention (``ROOMWARDEN_USER_AUDIO_RETENTION_DAYS``) and is
 purged here too, through ``audio.purge_expired``; so are delivered events past
 ``ROOMWARDEN_EVENT_RETENTION_DAYS`` (``history.purge_expired``).
@@ -31,6 +34,9 @@ from worker.events import history
 from worker.jobs import leases
 from worker.models import AgentInstance, IdempotentRequest, InboxCallback, InboxState
 from worker.models.requests import KEPT_FOR
+from worker.policies.config import book_for
+from worker.privacy import files
+from worker.privacy import retention as transcript_retention
 from worker.sessions import audio
 from worker.settings import Settings
 
@@ -82,7 +88,10 @@ def purge(db: DbSession, now: dt.datetime, settings: Settings, *, batch: int = 5
     user_audio = audio.purge_expired(db, now=now, retention_days=settings.user_audio_retention_days)
     events = history.purge_expired(db, now=now, retention_days=settings.event_retention_days, batch=batch)
     keys = _expired_idempotency_keys(db, now, batch)
+    # Sessions past their policy's transcript_days lose their words (worker/privacy/retention.py).
+    words = transcript_retention.expire(db, book_for(settings.policies_file), now)
     return {
+        "transcripts": words["sessions"],
         "payloads": payloads,
         "inbox_rows": rows,
         "user_audio": user_audio,
@@ -133,7 +142,9 @@ def _expired_idempotency_keys(db: DbSession, now: dt.datetime, batch: int) -> in
 
 def purge_all(job: JobContext) -> dict[str, int]:
     """The hourly job: batches of :func:`purge`, one transaction each, under a lease."""
-    totals = {"payloads": 0, "inbox_rows": 0, "user_audio": 0, "events": 0, "idempotency_keys": 0}
+    totals = dict.fromkeys(
+        ("payloads", "inbox_rows", "user_audio", "events", "idempotency_keys", "transcripts"), 0
+    )
     with leases.held(job.sessions, "purge-retention") as mine:
         if not mine:
             return totals
@@ -142,8 +153,13 @@ def purge_all(job: JobContext) -> dict[str, int]:
                 counts = purge(db, utcnow(), job.settings, batch=BATCH)
             for key, value in counts.items():
                 totals[key] += value
-            if all(counts[kind] < BATCH for kind in ("payloads", "inbox_rows", "events", "idempotency_keys")):
+            if all(
+                counts[kind] < BATCH for kind in ("payloads", "inbox_rows", "events", "idempotency_keys")
+            ) and (counts["transcripts"] < transcript_retention.BATCH):
                 break
+        if totals["transcripts"]:
+            # SQLite: the removed words out of the FTS segments and the WAL (worker/privacy/files.py).
+            files.scrub(job.sessions.kw["bind"])
     if any(totals.values()):
         log.info("retention_purged", **totals)
     return totals

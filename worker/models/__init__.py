@@ -11,6 +11,7 @@ from worker.models.outbound import (
     OutboxCursor,
     OutboxEvent,
 )
+from worker.models.privacy import Erasure
 from worker.models.requests import IdempotentRequest
 from worker.models.sessions import COZE_APP_ID, AgentInstance, Provider, Session, SessionState
 from worker.models.transcripts import AgentSentence, Round, Turn
@@ -26,6 +27,7 @@ __all__ = [
     "DeliveryAttempt",
     "DeliveryState",
     "Endpoint",
+    "Erasure",
     "IdempotentRequest",
     "InboxCallback",
     "InboxState",

@@ -93,11 +93,16 @@ class Session(Base):
     agent_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     interrupted_turns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
+    # Its words were removed (worker/privacy/): by transcript retention or by a user's erasure.
+    # Counts, timings and Rounds stay, so stats read the same; the turns' text is empty.
+    transcript_removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    transcript_removed_by: Mapped[str | None] = mapped_column(String(16))  # "retention" | "erasure"
+
     instances: Mapped[list[AgentInstance]] = relationship(
         back_populates="session", order_by="AgentInstance.first_seen_at"
     )
 
-    __table_args__ = (Index("ix_sessions_state", "state"),)
+    __table_args__ = (Index("ix_sessions_state", "state"), Index("ix_sessions_user_id", "user_id"))
 
 
 class AgentInstance(Base):

@@ -51,6 +51,10 @@
     rooms_per_minute = 20
     max_room_seconds = 3600          # past this a room is taken as gone (reason reconciled)
 
+    [defaults.retention]
+    transcript_days = 0              # days after a session ends that its words are kept; 0 keeps
+                                     # them (see worker/privacy/retention.py, docs/erasure.md)
+
     [apps.1234567.quota]             # per ZEGO AppId
     when_full = "recycle_idle"
 
@@ -161,6 +165,12 @@ class CozeGuard(_Section):
     max_room_seconds: float = Field(3600.0, gt=0)
 
 
+class Retention(_Section):
+    # Days after its end that a session's words (turns, sentences, stored callbacks, audio,
+    # events' text) are kept; then removed, counts and timings kept. 0 keeps them for ever.
+    transcript_days: int = Field(0, ge=0, le=36500)
+
+
 class Policy(_Section):
     """Everything that applies to one session, resolved from defaults, its app and its template."""
 
@@ -172,6 +182,7 @@ class Policy(_Section):
     quota: Quota = Quota()
     reconcile: Reconcile = Reconcile()
     coze: CozeGuard = CozeGuard()
+    retention: Retention = Retention()
 
     def dry(self, section: str) -> bool:
         """Whether decisions of ``section`` are only recorded: its own switch or the global one."""

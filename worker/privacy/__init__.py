@@ -1,0 +1,1 @@
+"""What users said, removed on schedule (transcript retention) or on request (a user's erasure)."""
