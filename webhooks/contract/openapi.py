@@ -140,7 +140,10 @@ def document() -> dict[str, Any]:
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": t} for t in ("sessions", "policies", "analysis", "events", "endpoints", "ingest")],
+        "tags": [
+            {"name": t}
+            for t in ("sessions", "control", "policies", "analysis", "events", "endpoints", "ingest")
+        ],
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
