@@ -3,7 +3,10 @@ emulator standing in for ZEGO over real HTTP (say, interrupt, messages, PATCH, c
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +26,12 @@ def _live(d: Deployment, room: str) -> tuple[str, str]:
     instance = d.wait_state(session_id, "active")["join"]["agent_instance_id"]
     d.control.join(room, "user_1")
     return session_id, instance
+
+
+def _cli(d: Deployment, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``roomwarden`` command line with the deployment's settings, as an operator runs it."""
+    command = [str(Path(sys.executable).parent / "roomwarden"), *args]
+    return subprocess.run(command, env=d.stack.receiver.env, capture_output=True, text=True, timeout=60)
 
 
 def _timeline(d: Deployment, session_id: str) -> list[dict[str, Any]]:
@@ -84,14 +93,21 @@ def test_say_interrupt_and_messages_drive_a_live_agent_and_are_recorded(
     assert [e["detail"]["action"] for e in entries] == ["say", "say", "interrupt", "message", "context"]
     assert entries[0]["round"] == say_round and entries[0]["agent_instance_id"] == instance
 
+    cli = _cli(d, "say", session_id, "Checkout is at noon.", "--queue")
+    assert cli.returncode == 0 and "said in Round" in cli.stdout, cli.stderr
+    cli = _cli(d, "context", instance)
+    assert cli.returncode == 0 and "Welcome to the hotel." in cli.stdout, (cli.stderr, d.session(session_id))
+
     assert d.api.delete(f"/v1/sessions/{session_id}").status_code == 202
     d.wait_state(session_id, "ended")
+    cli = _cli(d, "interrupt", session_id)
+    assert cli.returncode == 1 and "not_live" in cli.stderr
     for path, body in (("say", {"text": "Still there?"}), ("interrupt", None), ("messages", {"text": "Hi"})):
         late = d.api.post(f"/v1/sessions/{session_id}/{path}", json=body)
         assert late.status_code == 409 and late.json()["error"] == "not_live", late.text
     assert d.api.get(f"/v1/sessions/{session_id}/context").status_code == 409
     assert d.api.patch(f"/v1/sessions/{session_id}", json={"ASR": {"Vendor": "Tencent"}}).status_code == 409
-    assert len(d.actions(session_id)) == 5  # a refusal before ZEGO is not an action
+    assert len(d.actions(session_id)) == 7  # 5 + 2 from the CLI; a refusal before ZEGO is not one
     assert API_KEY not in d.stack.logs()
 
 

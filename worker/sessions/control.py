@@ -213,10 +213,12 @@ def begin(db: DbSession, session: Session, control: Control, *, now: dt.datetime
     """Record the control as running against the session's live agent, or raise 409 not live."""
     if session.provider == Provider.COZE:
         raise ControlError(409, "not_live", "a Coze room has no control API: live control is for ZEGO agents")
-    if session.state != SessionState.ACTIVE or session.end_requested_at is not None:
+    if session.state != SessionState.ACTIVE:
         raise ControlError(
             409, "not_live", f"the session is {session.state}, not live: its agent cannot be controlled"
         )
+    if session.end_requested_at is not None:
+        raise ControlError(409, "not_live", "the session is ending (its end was requested): not live")
     instance = db.scalars(
         select(AgentInstance)
         .where(AgentInstance.session_id == session.id, AgentInstance.state != "deleted")
