@@ -32,7 +32,8 @@ def _run(key: str, wanted: Control) -> dict[str, Any]:
     factory = sessions_for(settings.database_url)
     try:
         with session_scope(factory) as db:
-            target = control.begin(db, analyst.session_or_exit(db, key), wanted, now=utcnow())
+            found = analyst.session_or_exit(db, key)
+            target = control.begin(db, found, wanted, settings=settings, now=utcnow())
     except control.ControlError as exc:
         typer.echo(f"{exc.code}: {exc.detail}", err=True)
         raise typer.Exit(1) from None

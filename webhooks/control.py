@@ -88,7 +88,7 @@ async def _run(request: Request, wanted: control.Control, guard: idempotency.Gua
             session = sessions.find_session(db, key)
             if session is None:
                 return error(404, "not_found", "no session with that id or agent instance id")
-            return control.begin(db, session, wanted, now=utcnow())
+            return control.begin(db, session, wanted, settings=state.settings, now=utcnow())
 
     def finish(target: control.Target, outcome: control.Outcome | control.ControlError) -> Response:
         with session_scope(state.sessions) as db:

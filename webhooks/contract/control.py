@@ -54,8 +54,9 @@ class Context(Controlled):
 CONTROL_ERRORS: dict[int, str] = {
     404: "No session with that id or agent instance id",
     409: "The session is not live (``not_live``), the agent cannot take it now (``agent_busy``), "
+    "no ZEGO ServerSecret is configured for its AppId (``not_configured``), "
     "or a request with this Idempotency-Key is still running (``in_progress``)",
     429: "ZEGO's rate limit for this action is reached; retry after ``Retry-After`` seconds",
     502: "ZEGO refused the request",
-    503: "ZEGO did not carry it out (unavailable, timed out), or no ServerSecret is configured; retry",
+    503: "ZEGO did not carry it out (unavailable, timed out); retry after ``Retry-After`` seconds",
 }

@@ -209,10 +209,18 @@ class UpdateInvalid(ControlError):
 # --- 1. begin ---------------------------------------------------------------------------------
 
 
-def begin(db: DbSession, session: Session, control: Control, *, now: dt.datetime) -> Target:
-    """Record the control as running against the session's live agent, or raise 409 not live."""
+def begin(
+    db: DbSession, session: Session, control: Control, *, settings: Settings, now: dt.datetime
+) -> Target:
+    """Record the control as running against the session's live agent, or raise 409: not live,
+    or not controllable from here (no ServerSecret for its AppId: nothing could be signed)."""
     if session.provider == Provider.COZE:
         raise ControlError(409, "not_live", "a Coze room has no control API: live control is for ZEGO agents")
+    app = settings.zego_app(session.app_id)
+    if app is None or app.server_secret is None:
+        raise ControlError(
+            409, "not_configured", f"no ZEGO ServerSecret is configured for AppId {session.app_id}"
+        )
     if session.state != SessionState.ACTIVE:
         raise ControlError(
             409, "not_live", f"the session is {session.state}, not live: its agent cannot be controlled"

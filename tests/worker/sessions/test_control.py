@@ -21,6 +21,9 @@ from worker.settings import Settings
 from worker.vendors.zego.errors import error_for_code, error_for_http_status
 
 NOW = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC)
+SETTINGS = Settings(
+    zego_app_id=APP_ID, zego_server_secret="s" * 32, zego_callback_secret="c" * 32, _env_file=None
+)  # type: ignore[call-arg]
 
 
 def _live_session(db: DbSession, *, state: str = SessionState.ACTIVE, provider: str = "zego") -> Session:
@@ -98,11 +101,11 @@ def test_only_a_live_zego_session_can_be_controlled(db: DbSession) -> None:
     """An ended session or a Coze room is 409 not_live, and nothing is recorded."""
     ended = _live_session(db, state=SessionState.ENDED)
     with pytest.raises(control.ControlError, match="ended, not live") as refused:
-        control.begin(db, ended, control.interrupt(), now=NOW)
+        control.begin(db, ended, control.interrupt(), settings=SETTINGS, now=NOW)
     assert refused.value.status == 409
     ended.state, ended.provider = SessionState.ACTIVE, "coze"
     with pytest.raises(control.ControlError, match="Coze"):
-        control.begin(db, ended, control.interrupt(), now=NOW)
+        control.begin(db, ended, control.interrupt(), settings=SETTINGS, now=NOW)
     assert db.scalars(select(PolicyAction)).all() == []
 
 
@@ -110,7 +113,7 @@ def test_a_say_writes_its_rounds_agent_turn_marked_say_and_counted(db: DbSession
     """ZEGO sends no LLMResult for a TTS Round: the turn is written with the text, once."""
     session = _live_session(db)
     wanted = control.say({"text": "Welcome!"})
-    target = control.begin(db, session, wanted, now=NOW)
+    target = control.begin(db, session, wanted, settings=SETTINGS, now=NOW)
     row = control.finish(db, target, wanted, control.Outcome(round=41), now=NOW)
     assert (row.state, row.result, row.policy) == (ActionState.DONE, {"round": 41}, "control")
     turn = db.scalars(select(Turn)).one()
@@ -128,7 +131,7 @@ def test_a_say_whose_turn_a_callback_made_first_only_marks_it(db: DbSession) -> 
     db.add(Turn(session_id=session.id, instance_id=instance.id, round=7, speaker="agent", text="Hi there."))
     db.flush()
     wanted = control.say({"text": "Hi there"})
-    target = control.begin(db, session, wanted, now=NOW)
+    target = control.begin(db, session, wanted, settings=SETTINGS, now=NOW)
     control.finish(db, target, wanted, control.Outcome(round=7), now=NOW)
     turn = db.scalars(select(Turn)).one()
     assert (turn.text, turn.source) == ("Hi there.", "say")
@@ -138,7 +141,7 @@ def test_a_failed_control_is_recorded_with_the_answer_given(db: DbSession) -> No
     """ZEGO's refusal is a failed action carrying the status the caller got."""
     session = _live_session(db)
     wanted = control.message({"text": "Hello?"})
-    target = control.begin(db, session, wanted, now=NOW)
+    target = control.begin(db, session, wanted, settings=SETTINGS, now=NOW)
     refusal = control.ControlError(503, "vendor_unavailable", "try again")
     row = control.finish(db, target, wanted, refusal, now=NOW)
     assert (row.state, row.result, row.error) == (
@@ -149,10 +152,22 @@ def test_a_failed_control_is_recorded_with_the_answer_given(db: DbSession) -> No
     assert db.scalars(select(Turn)).all() == []
 
 
+def test_an_app_whose_server_secret_is_not_configured_cannot_be_controlled(db: DbSession) -> None:
+    """Nothing could be signed for it: 409 not_configured before anything is recorded."""
+    session = _live_session(db)
+    elsewhere = Settings(
+        zego_app_id=APP_ID + 1, zego_server_secret="s" * 32, zego_callback_secret="c" * 32, _env_file=None
+    )  # type: ignore[call-arg]
+    with pytest.raises(control.ControlError, match="no ZEGO ServerSecret") as refused:
+        control.begin(db, session, control.context(), settings=elsewhere, now=NOW)
+    assert (refused.value.status, refused.value.code) == (409, "not_configured")
+    assert db.scalars(select(PolicyAction)).all() == []
+
+
 def test_a_control_whose_request_died_is_closed_as_failed_never_repeated(db: DbSession) -> None:
     """The policy executor finds the stale running row and fails it: ZEGO may have spoken it already."""
     session = _live_session(db)
-    target = control.begin(db, session, control.say({"text": "Once"}), now=NOW)
+    target = control.begin(db, session, control.say({"text": "Once"}), settings=SETTINGS, now=NOW)
     later = NOW + dt.timedelta(hours=1)
     assert claim(db, target.action_id, sealer=None, now=later, stale_after=60) is None
     row = db.get(PolicyAction, target.action_id)
