@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from roomwarden import analyst
+from roomwarden import control as live_control
 from roomwarden.endpoints import endpoints_app
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ app.add_typer(analyst.sessions_app, name="sessions")
 app.add_typer(endpoints_app, name="endpoints")
 for _command in (analyst.transcript, analyst.search, analyst.stats, analyst.export):
     app.command(_command.__name__)(_command)
+for _control in live_control.COMMANDS:  # say, interrupt, message, context, update
+    app.command(_control.__name__)(_control)
 
 ROOT = Path(__file__).resolve().parent.parent
 

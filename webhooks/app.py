@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from webhooks import analysis, api, endpoints, events, exports, health, receiver, ui, users
+from webhooks import analysis, api, control, endpoints, events, exports, health, receiver, ui, users
 from webhooks.ingest import Enqueuer, InboxWriter, PostgresInboxWriter, postgres_conninfo
 from webhooks.request_ids import RequestIds
 from worker import tracing
@@ -49,7 +49,16 @@ ROUTES = [
     Route("/metrics", health.metrics),
     Route("/openapi.json", health.openapi),
     by_method("/v1/sessions", GET=api.list_sessions, POST=api.create_session),
-    by_method("/v1/sessions/{session_id}", GET=api.get_session, DELETE=api.delete_session),
+    by_method(
+        "/v1/sessions/{session_id}",
+        GET=api.get_session,
+        DELETE=api.delete_session,
+        PATCH=control.update_session,
+    ),
+    Route("/v1/sessions/{session_id}/say", control.say, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/interrupt", control.interrupt, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/messages", control.message, methods=["POST"]),
+    Route("/v1/sessions/{session_id}/context", control.context),
     Route("/v1/sessions/{session_id}/transcript", api.get_transcript),
     Route("/v1/sessions/{session_id}/events", events.session_events),
     Route("/v1/sessions/{session_id}/actions", api.session_actions),

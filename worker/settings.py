@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     coze_api_url: str = "https://api.coze.com"
     coze_token: SecretStr | None = None
     vendor_timeout_seconds: float = 10.0
+    # Live control (say, interrupt, messages, PATCH, context) calls ZEGO inside the API request:
+    # the longest such a request may spend on it, waiting for a rate-limit slot included.
+    control_timeout_seconds: float = 8.0
     # A Redis for what every process on every host must share (the vendors' rate limits). With a
     # Redis broker it defaults to the broker; with RabbitMQ, set it, or each process keeps its own
     # limits and together they can exceed the vendor's.

@@ -61,7 +61,7 @@ def test_every_api_route_is_in_the_document_and_nothing_else() -> None:
 @pytest.mark.parametrize(
     ("path", "allowed"),
     [
-        ("/v1/sessions/s-1", {"GET", "HEAD", "DELETE"}),
+        ("/v1/sessions/s-1", {"GET", "HEAD", "PATCH", "DELETE"}),
         ("/v1/endpoints/ep_1", {"GET", "HEAD", "PATCH", "DELETE"}),
         ("/v1/sessions", {"GET", "HEAD", "POST"}),
     ],

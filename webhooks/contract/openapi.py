@@ -142,7 +142,16 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/"}],
         "tags": [
             {"name": t}
-            for t in ("sessions", "policies", "analysis", "events", "endpoints", "privacy", "ingest")
+            for t in (
+                "sessions",
+                "control",
+                "policies",
+                "analysis",
+                "events",
+                "endpoints",
+                "privacy",
+                "ingest",
+            )
         ],
         "paths": paths,
         "components": {

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from webhooks.contract import actions, analysis, endpoints, privacy, sessions
+from webhooks.contract import actions, analysis, control, endpoints, privacy, sessions
 from worker.analysis import catalog, exports, search
 from worker.models import ActionKind, ActionState, DeliveryState, Provider, SessionState
 
@@ -178,6 +178,67 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: sessions.Session, 202: sessions.Session},
         params=(SESSION_ID, Param("graceful", {"type": "boolean"}, "Let the agent finish speaking")),
         extra_errors=NOT_FOUND,
+    ),
+    Operation(
+        "patch",
+        "/v1/sessions/{session_id}",
+        "Change a running agent's LLM, TTS or ASR",
+        "admin",
+        "control",
+        {200: control.Controlled},
+        params=(SESSION_ID,),
+        body=control.UpdateAgent,
+        description="UpdateAgentInstance, called inline; recorded as an ``update`` action (without secrets).",
+        extra_errors=control.CONTROL_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/v1/sessions/{session_id}/say",
+        "Have the agent say a text",
+        "admin",
+        "control",
+        {200: control.Controlled},
+        params=(SESSION_ID,),
+        body=control.Say,
+        idempotency_key=True,
+        description="SendAgentInstanceTTS, called inline; the Round's agent turn is marked ``source: say``.",
+        extra_errors=control.CONTROL_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/v1/sessions/{session_id}/interrupt",
+        "Interrupt the agent",
+        "admin",
+        "control",
+        {200: control.Controlled},
+        params=(SESSION_ID,),
+        idempotency_key=True,
+        description="InterruptAgentInstance, called inline. No body.",
+        extra_errors=control.CONTROL_ERRORS,
+    ),
+    Operation(
+        "post",
+        "/v1/sessions/{session_id}/messages",
+        "Send the agent a message to answer",
+        "admin",
+        "control",
+        {200: control.Controlled},
+        params=(SESSION_ID,),
+        body=control.Message,
+        idempotency_key=True,
+        description="SendAgentInstanceLLM, called inline: the agent answers the text through its LLM.",
+        extra_errors=control.CONTROL_ERRORS,
+    ),
+    Operation(
+        "get",
+        "/v1/sessions/{session_id}/context",
+        "The agent's LLM context window",
+        "admin",
+        "control",
+        {200: control.Context},
+        params=(SESSION_ID,),
+        description="GetAgentInstanceMsgList, called inline (admin: it is the conversation itself).",
+        extra_errors=control.CONTROL_ERRORS,
     ),
     Operation(
         "get",

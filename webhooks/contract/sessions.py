@@ -165,6 +165,7 @@ class Turn(Model):
 
 class TranscriptTurn(Turn):
     new_instance: bool
+    source: Literal["say"] | None = None  # spoken through POST /v1/sessions/{id}/say
     offset_seconds: float | None = None
 
 

@@ -12,6 +12,7 @@ from worker.analysis.latency import round_latencies
 from worker.analysis.summary import summaries
 from worker.events import outbox
 from worker.models import AgentException, AgentInstance, Session, TimelineEvent
+from worker.sessions import control
 from worker.sessions.reading import describe
 
 
@@ -66,6 +67,8 @@ def timeline(db: DbSession, session_id: str) -> list[dict[str, Any]]:
         detail = {"code": e.code, "family": e.family, "message": e.message}
         seq = e.sequence if e.sequence is not None else -1
         events.append((e.at, 2, seq, _event(e.at, "Exception", e.round, instance_id, detail)))
+    for at, entry in control.timeline_entries(db, session_id):  # say, interrupt, ... (live control)
+        events.append((at, 2, 2**62, entry))
     events.sort(key=lambda item: item[:3])
     return [entry for *_, entry in events]
 

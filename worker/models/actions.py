@@ -32,6 +32,18 @@ class ActionKind(enum.StrEnum):
     RECYCLE = "recycle"
     # 1202 in "wait" mode: poll DescribeUsers until the user is back (then RECREATE) or give up.
     AWAIT_USER = "await_user"
+    # Live control through the API (worker/sessions/control.py): called inline, recorded here.
+    SAY = "say"  # SendAgentInstanceTTS
+    INTERRUPT = "interrupt"  # InterruptAgentInstance
+    MESSAGE = "message"  # SendAgentInstanceLLM
+    UPDATE = "update"  # UpdateAgentInstance (LLM / TTS / ASR)
+    CONTEXT = "context"  # GetAgentInstanceMsgList
+
+
+# The kinds a person runs live through the API; never claimed by the policy executor.
+CONTROL_KINDS = frozenset(
+    {ActionKind.SAY, ActionKind.INTERRUPT, ActionKind.MESSAGE, ActionKind.UPDATE, ActionKind.CONTEXT}
+)
 
 
 class ActionState(enum.StrEnum):

@@ -42,6 +42,8 @@ class Turn(Base):
     # The text should not change any more (transcripts.settles): only settled turns are in the
     # Postgres search indexes, so re-joining a live turn's sentences does not rewrite them.
     settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # "say": the app had the agent speak this text (POST /v1/sessions/{id}/say); None: callbacks.
+    source: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         UniqueConstraint("instance_id", "round", "speaker"),

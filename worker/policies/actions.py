@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session as DbSession
 from worker.db import utcnow
 from worker.events import actions as action_events
 from worker.models import ActionKind, ActionState, PolicyAction, Provider, Session
+from worker.models.actions import CONTROL_KINDS
 from worker.policies.config import PolicyBook
 from worker.policies.decisions import Decision, record, recreatable
 from worker.sealing import Sealer
@@ -110,6 +111,12 @@ def claim(
     """
     row = db.scalars(select(PolicyAction).where(PolicyAction.id == action_id).with_for_update()).one_or_none()
     if row is None or not _claimable(row, now=now, stale_after=stale_after):
+        return None
+    if row.kind in CONTROL_KINDS:
+        # A live control whose request died at ZEGO's door (worker/sessions/control.py): ZEGO
+        # may have spoken it, so it is closed as failed, never sent again.
+        row.state, row.finished_at = ActionState.FAILED, now
+        row.error = "the request ended before ZEGO's answer was recorded; not repeated"
         return None
     session = db.scalars(select(Session).where(Session.id == row.session_id).with_for_update()).one()
     if row.kind in (ActionKind.RECREATE, ActionKind.AWAIT_USER) and session.end_requested_at is not None:

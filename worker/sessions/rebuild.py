@@ -32,6 +32,7 @@ from worker.models import (
     Turn,
     UserAudio,
 )
+from worker.sessions import control
 from worker.settings import Settings
 
 
@@ -139,4 +140,7 @@ def rebuild(factory: sessionmaker[DbSession], settings: Settings) -> int:
     # react=False: replaying history decides nothing anew (the decisions made are kept), and
     # announces nothing: the events of that history went out when it happened.
     replaying = outbox.quiet_sessions(factory)
-    return drain_until_done(replaying, streams, settings=settings, react=False).applied
+    applied = drain_until_done(replaying, streams, settings=settings, react=False).applied
+    with session_scope(factory) as db:
+        control.remark_said(db)  # the turns of `say` Rounds, which no callback makes or marks
+    return applied

@@ -242,6 +242,7 @@ class TranscriptTurn:
     user_id: str | None
     meta_info: dict[str, Any] | None
     new_instance: bool
+    source: str | None = None  # "say": spoken through POST /v1/sessions/{id}/say
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -256,6 +257,7 @@ class TranscriptTurn:
             "user_id": self.user_id,
             "meta_info": self.meta_info,
             "new_instance": self.new_instance,
+            "source": self.source,
         }
 
 
@@ -288,6 +290,7 @@ def transcript(db: DbSession, session_id: str) -> list[TranscriptTurn]:
                 user_id=turn.user_id,
                 meta_info=turn.meta_info,
                 new_instance=previous_instance is not None and instance_id != previous_instance,
+                source=turn.source,
             )
         )
         previous_instance = instance_id
