@@ -299,6 +299,8 @@ def call(client: ZegoAgentClient, target: Target, control: Control) -> Outcome:
         return send[control.kind]()
     except ZegoError as exc:
         raise vendor_refusal(exc) from None
+    except SpecError as exc:  # e.g. an AgentInstanceId ZEGO's rules would refuse: never sent
+        raise ControlError(400, "invalid_request", str(exc)) from None
 
 
 def _update(client: ZegoAgentClient, body: dict[str, Any]) -> Outcome:
