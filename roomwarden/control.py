@@ -47,7 +47,8 @@ def _run(key: str, wanted: Control) -> dict[str, Any]:
     finally:
         vendors.close()
     with session_scope(factory) as db:
-        row = reports.action_dict(control.finish(db, target, wanted, outcome, now=utcnow()))
+        done = control.finish(db, target, wanted, outcome, now=utcnow(), sealer=_sealer(settings))
+        row = reports.action_dict(done)
     if isinstance(outcome, control.ControlError):
         typer.echo(f"{outcome.code}: {outcome.detail}", err=True)
         raise typer.Exit(3 if outcome.status in (429, 503) else 1)
@@ -57,6 +58,13 @@ def _run(key: str, wanted: Control) -> dict[str, Any]:
     if outcome.messages is not None:
         shown["messages"] = [{"role": m.role, "content": m.content} for m in outcome.messages]
     return shown
+
+
+def _sealer(settings: Any) -> Any:
+    from worker.sealing import Sealer
+
+    key = settings.secret_key
+    return Sealer(key.get_secret_value()) if key is not None else None
 
 
 def _parsed(parse: Any, body: Any) -> Control:

@@ -155,6 +155,9 @@ def test_bad_requests_are_refused_clearly_and_a_patch_is_checked_like_a_creation
     )
     assert changed.status_code == 200, changed.text
     assert changed.json()["action"]["inputs"] == {"changed": ["LLM"]}
+    assert changed.json()["action"]["result"] == {"spec_updated": True}
+    kept = d.session(session_id)["spec"]["params"]["LLM"]  # what a recreation would send
+    assert kept["Url"] == "https://llm.example/v2" and kept["ApiKey"] == "***"
     assert d.control.api_calls("UpdateAgentInstance") == 1
     assert secret not in d.api.get(f"/v1/sessions/{session_id}/actions").text
     assert secret not in d.stack.logs()

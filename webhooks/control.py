@@ -92,7 +92,7 @@ async def _run(request: Request, wanted: control.Control, guard: idempotency.Gua
 
     def finish(target: control.Target, outcome: control.Outcome | control.ControlError) -> Response:
         with session_scope(state.sessions) as db:
-            row = control.finish(db, target, wanted, outcome, now=utcnow())
+            row = control.finish(db, target, wanted, outcome, now=utcnow(), sealer=state.sealer)
             if isinstance(outcome, control.ControlError):
                 response = _refused(outcome)
             else:
@@ -172,8 +172,8 @@ async def context(request: Request) -> Response:
 async def update_session(request: Request) -> Response:
     """PATCH /v1/sessions/{id}: replace the running agent's LLM / TTS / ASR (UpdateAgentInstance).
 
-    Vendor secrets in the body go to ZEGO and nowhere else: the action records only which
-    objects changed, and the session's stored spec (what a recreation sends) is left as it was.
+    Vendor secrets in the body go to ZEGO, and into the session's stored spec sealed (what a
+    policy recreation sends), never elsewhere: the action records only which objects changed.
     """
     body = await json_body(request)
     if isinstance(body, Response):

@@ -37,6 +37,7 @@ function bubble(turn, start) {
     h("span", {}, `round ${turn.round}`),
     h("span", { title: turn.spoken_at || "" }, fmtOffset(offsetOf(turn, start))),
   );
+  if (turn.source === "say") meta.append(h("span", { class: "badge", title: "POST /v1/sessions/{id}/say" }, "said by the app"));
   if (speaker === "agent" && turn.interrupted) {
     const { played, cut } = splitInterrupted(turn.text || "", turn.played_text);
     if (played) body.append(h("span", { class: "played" }, played));

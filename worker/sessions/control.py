@@ -42,6 +42,7 @@ from worker.models import (
     SessionState,
     Turn,
 )
+from worker.sealing import Sealer, secret_paths
 from worker.settings import Settings
 from worker.vendors.errors import SpecError
 from worker.vendors.ratelimit import Limiter
@@ -298,6 +299,8 @@ def call(client: ZegoAgentClient, target: Target, control: Control) -> Outcome:
         return send[control.kind]()
     except ZegoError as exc:
         raise vendor_refusal(exc) from None
+    except SpecError as exc:  # e.g. an AgentInstanceId ZEGO's rules would refuse: never sent
+        raise ControlError(400, "invalid_request", str(exc)) from None
 
 
 def _update(client: ZegoAgentClient, body: dict[str, Any]) -> Outcome:
@@ -339,8 +342,10 @@ def finish(
     outcome: Outcome | ControlError,
     *,
     now: dt.datetime,
+    sealer: Sealer | None = None,
 ) -> PolicyAction:
-    """Record what came of the control; a ``say`` marks its Round's agent turn."""
+    """Record what came of the control; a ``say`` marks its Round's agent turn, an ``update`` is
+    kept in the session's spec (``sealer`` seals its secrets there)."""
     row = db.get(PolicyAction, target.action_id, with_for_update=True)
     assert row is not None
     row.finished_at = now
@@ -353,7 +358,26 @@ def finish(
     row.result = outcome.result()
     if control.kind is ActionKind.SAY and outcome.round is not None:
         mark_said(db, target, outcome.round, str(control.inputs["text"]), now=now)
+    if control.kind is ActionKind.UPDATE:
+        row.result = {**row.result, "spec_updated": keep_update(db, target, control, sealer=sealer)}
     return row
+
+
+def keep_update(db: DbSession, target: Target, control: Control, *, sealer: Sealer | None) -> bool:
+    """Write an applied update into the session's stored spec, secrets sealed, so that an agent a
+    policy recreates speaks with the new voice, not the old one. False when there is no spec
+    (a session heard of through callbacks) or its secrets could not be sealed (no secret key)."""
+    session = db.get(Session, target.session_id, with_for_update=True)
+    if session is None or not session.spec or not isinstance(session.spec.get("params"), dict):
+        return False
+    changed = dict(control.body)
+    if sealer is not None:
+        changed = sealer.seal(changed, secret_paths(changed))
+    elif secret_paths(changed):
+        return False
+    # A new dict, not an edit in place: the JSON column sees only assignments.
+    session.spec = {**session.spec, "params": {**session.spec["params"], **changed}}
+    return True
 
 
 def mark_said(db: DbSession, target: Target, round_: int, text: str, *, now: dt.datetime) -> None:

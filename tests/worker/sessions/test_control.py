@@ -6,6 +6,7 @@ import datetime as dt
 import re
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session as DbSession
 
@@ -15,6 +16,7 @@ from worker.db import make_sessionmaker, session_scope
 from worker.inbox.drain import drain_until_done
 from worker.models import ActionState, AgentInstance, PolicyAction, Session, SessionState, Turn
 from worker.policies.actions import claim
+from worker.sealing import Sealer
 from worker.sessions import control
 from worker.sessions.rebuild import rebuild
 from worker.settings import Settings
@@ -207,3 +209,27 @@ def test_a_rebuild_keeps_the_say_marks(clean_engine: Engine, settings: Settings)
         sources = {t.round: t.source for t in db.scalars(select(Turn).where(Turn.speaker == "agent"))}
     assert sources[said_round] == "say"
     assert [r for r, s in sources.items() if s == "say"] == [said_round]
+
+
+def test_an_applied_update_is_kept_sealed_in_the_spec_a_recreation_sends(db: DbSession) -> None:
+    """A recreated agent keeps the new LLM: the stored spec changes, its key sealed, never plain."""
+    session = _live_session(db)
+    session.spec = {
+        "params": {"AgentId": "a", "LLM": {"Url": "https://old.example", "ApiKey": "k0", "Model": "m"}}
+    }
+    db.flush()
+    sealer = Sealer(Fernet.generate_key().decode())
+    wanted = control.update_request(
+        {"LLM": {"Url": "https://new.example", "ApiKey": "sk-new-7", "Model": "m2"}}
+    )
+    target = control.begin(db, session, wanted, settings=SETTINGS, now=NOW)
+    row = control.finish(db, target, wanted, control.Outcome(), now=NOW, sealer=sealer)
+    assert row.result == {"spec_updated": True} and "sk-new-7" not in str(row.inputs)
+    db.flush()
+    db.refresh(session)
+    assert session.spec is not None and "sk-new-7" not in str(session.spec)
+    opened = sealer.unseal(session.spec)["params"]
+    assert opened["LLM"]["ApiKey"] == "sk-new-7" and opened["AgentId"] == "a"
+    unsealed = control.update_request({"LLM": {"Url": "https://x.example", "ApiKey": "plain", "Model": "m"}})
+    target = control.begin(db, session, unsealed, settings=SETTINGS, now=NOW)
+    assert control.finish(db, target, unsealed, control.Outcome(), now=NOW).result == {"spec_updated": False}
