@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.events.outbox import Event, emit
 from worker.models import AgentInstance, Session, Turn
+from worker.privacy.modes import for_reader
 
 # Everything the instance will ever say: its deletion completes every Round.
 ALL_ROUNDS = 2**63 - 1
@@ -97,7 +98,8 @@ def _event(session: Session, instance: AgentInstance, turn: Turn) -> Event:
     data.update(
         round=turn.round,
         speaker=turn.speaker,
-        text=turn.text,
+        # An app's endpoint is a reader like any other: redacted unless the mode is off.
+        text=for_reader(turn.text, session.app_id, session.template),
         spoken_at=turn.spoken_at.isoformat() if turn.spoken_at else None,
         interrupted=turn.interrupted,
     )
@@ -105,7 +107,8 @@ def _event(session: Session, instance: AgentInstance, turn: Turn) -> Event:
         data["user_id"] = turn.user_id or session.user_id
     if turn.interrupted:
         data["interrupt_reason"] = turn.interrupt_reason
-        data["played_text"] = turn.played_text
+        played = turn.played_text
+        data["played_text"] = for_reader(played, session.app_id, session.template) if played else played
     return Event(
         type="turn.completed",
         key=f"turn.completed:{turn.id}",

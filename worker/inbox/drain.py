@@ -36,6 +36,7 @@ from worker.metrics import APPLY_LAG
 from worker.models import InboxCallback, InboxState, PolicyAction
 from worker.policies import decisions, quotas
 from worker.policies.config import PolicyBook, book_for
+from worker.privacy import turns as privacy_turns
 from worker.sessions import audio, lifecycle, rounds, transcripts
 from worker.sessions.lifecycle import Stream
 from worker.settings import Settings
@@ -434,6 +435,9 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
         recordsets.insert_rows(db, model, rows)
     rounds.settle(db, streams)
     transcripts.settle_agent_text(db, streams)
+    for stream in streams:  # PII redaction (worker/privacy/turns.py): a no-op when off
+        if stream.turns:
+            privacy_turns.keep_redacted(stream.session, stream.turns.values())
     transcripts.mark_settled(streams)
     stored = transcripts.stored_to_settle(streams)  # before advance moves the instances' marks
     marks = [(s.session, s.instance, s.complete_through) for s in streams if s.complete_through is not None]

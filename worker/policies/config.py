@@ -51,6 +51,12 @@
     rooms_per_minute = 20
     max_room_seconds = 3600          # past this a room is taken as gone (reason reconciled)
 
+    [defaults.privacy]               # PII redaction (worker/privacy, docs/redaction.md)
+    pii_redaction = "read"           # off | read | store; unset: ROOMWARDEN_PII_REDACTION
+                                     # ("store" per app only: the receiver knows no template)
+    [defaults.privacy.custom_patterns]
+    ORDER_ID = 'ORD-\\d{8}'          # placeholder name = regex: matches become [ORDER_ID]
+
     [apps.1234567.quota]             # per ZEGO AppId
     when_full = "recycle_idle"
 
@@ -72,6 +78,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker.privacy.detectors import custom_pattern
 from worker.sessions.templates import merged
 
 
@@ -161,6 +168,19 @@ class CozeGuard(_Section):
     max_room_seconds: float = Field(3600.0, gt=0)
 
 
+class Privacy(_Section):
+    # None: the process-wide ROOMWARDEN_PII_REDACTION (worker/privacy/modes.py).
+    pii_redaction: Literal["off", "read", "store"] | None = None
+    custom_patterns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("custom_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            custom_pattern(name, pattern)  # raises ValueError naming the pattern
+        return value
+
+
 class Policy(_Section):
     """Everything that applies to one session, resolved from defaults, its app and its template."""
 
@@ -172,6 +192,7 @@ class Policy(_Section):
     quota: Quota = Quota()
     reconcile: Reconcile = Reconcile()
     coze: CozeGuard = CozeGuard()
+    privacy: Privacy = Privacy()
 
     def dry(self, section: str) -> bool:
         """Whether decisions of ``section`` are only recorded: its own switch or the global one."""
@@ -270,6 +291,12 @@ def parse(text: str, *, source: str = "<string>") -> PolicyBook:
     for key, table in tables["templates"].items():
         if not isinstance(table, dict):
             raise PolicyError(f"policy file {source}: templates.{key} must be a table")
+        privacy = table.get("privacy")
+        if isinstance(privacy, dict) and privacy.get("pii_redaction") == "store":
+            raise PolicyError(
+                f"policy file {source}: templates.{key}.privacy.pii_redaction: 'store' is per app only"
+                " (the receiver stores a callback before it can know the session's template)"
+            )
     return PolicyBook(copy.deepcopy(tables["defaults"]), apps, tables["templates"], source=source)
 
 
