@@ -66,6 +66,9 @@ _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d]|\.\d)")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}")
 
 
+_ANY_DIGIT = re.compile(r"\d")
+
+
 def _digits(text: str) -> str:
     return "".join(c for c in text if c.isdigit())
 
@@ -131,7 +134,13 @@ def _ipv6_ok(candidate: str) -> bool:
 def built_in(text: str, kinds: Iterable[str] = BUILT_IN) -> list[Match]:
     """Every candidate of the built-in detectors in ``kinds``, overlaps included (``resolve``)."""
     folded = fold(text)
-    wanted = set(kinds)
+    # Most sentences hold no digit and no @: one scan each, and the patterns are not run at all.
+    digits = _ANY_DIGIT.search(folded) is not None
+    wanted = set(kinds) if digits else set(kinds) & {EMAIL, IP}
+    if "@" not in folded:
+        wanted.discard(EMAIL)
+    if ":" not in folded and not digits:
+        wanted.discard(IP)
     found: list[Match] = []
     if EMAIL in wanted:
         found.extend(_find(_EMAIL, EMAIL, folded))
