@@ -120,6 +120,15 @@ def test_the_transcript_shows_raw_words_to_the_admin_token_only_in_read_mode(tol
         assert_shown(answer.text, raw_allowed(mode_of(told), admin))
 
 
+def test_the_session_detail_and_list_hold_no_spoken_values_for_a_read_token(told: Told) -> None:
+    """What the page shows beside the transcript (detail, timeline, list) never quotes a value."""
+    for path in (f"/v1/sessions/{told.session_id}", "/v1/sessions"):
+        answer = told.client.get(path, headers=READ)
+        assert answer.status_code == 200
+        if told.settings.pii_redaction != "off":
+            assert not any(value in answer.text for value in RAW_VALUES), answer.text
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
 def test_exports_follow_the_callers_token(told: Told, fmt: str) -> None:
     """An analyst's export holds what the analyst's token may see; the admin's, per the mode."""
