@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from webhooks.auth import readable
+from webhooks.auth import readable, sees_raw_text
 from webhooks.queries import bounded, invalid_query, json, read
 from worker.analysis import catalog
 from worker.analysis import search as searching
@@ -35,7 +35,12 @@ async def search(request: Request) -> Response:
         lambda db: json(
             {
                 "query": q,
-                "hits": [h.as_dict() for h in searching.search(db, q, wanted, limit=limit, context=context)],
+                "hits": [
+                    h.as_dict()
+                    for h in searching.search(
+                        db, q, wanted, limit=limit, context=context, raw=sees_raw_text(request)
+                    )
+                ],
             }
         ),
     )

@@ -13,7 +13,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from webhooks import idempotency
-from webhooks.auth import authorized, readable
+from webhooks.auth import authorized, readable, sees_raw_text
 from webhooks.queries import bounded, choice, invalid_query, json, read
 from webhooks.receiver import BodyTimeout, BodyTooLarge, error, read_body
 from worker.analysis import catalog, detail, transcript_formats
@@ -75,7 +75,7 @@ async def get_transcript(request: Request) -> Response:
         session = sessions.find_session(db, key)
         if session is None:
             return error(404, "not_found", "no session with that id or agent instance id")
-        turns = transcripts.transcript(db, session.id)
+        turns = transcripts.transcript(db, session.id, raw=sees_raw_text(request))
         start = session.started_at or session.created_at
         if fmt == "json":
             return json(transcript_formats.as_json(session.id, turns, start))

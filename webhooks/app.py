@@ -22,6 +22,7 @@ from worker.inbox import wakeups
 from worker.logging import configure_logging
 from worker.metrics import DatabaseGauges
 from worker.policies.config import book_for
+from worker.privacy.modes import store_redactor
 from worker.sealing import Sealer
 from worker.sessions import templates
 from worker.settings import Settings, get_settings, require_production
@@ -159,6 +160,8 @@ def _load_state(app: Starlette, settings: Settings) -> None:
     key = settings.secret_key
     app.state.sealer = Sealer(key.get_secret_value()) if key is not None else None
     app.state.callback_secrets = _callback_secrets(settings)
+    # None unless some app stores redacted text: the receiver's hot path checks only that.
+    app.state.store_redactor = store_redactor(settings)
 
 
 def _callback_secrets(settings: Settings) -> dict[int, str]:

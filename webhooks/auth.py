@@ -66,6 +66,7 @@ def requires(scope: Scope) -> Callable[[Endpoint], Endpoint]:
                 return error(401, "unauthorized", "a valid bearer token is required")
             if scope is Scope.ADMIN and granted is not Scope.ADMIN:
                 return error(403, "forbidden", "this token has the read scope; this needs admin")
+            request.state.scope = granted  # what the endpoint may show (sees_raw_text)
             return await endpoint(request)
 
         wrapper.__name__ = endpoint.__name__
@@ -73,6 +74,12 @@ def requires(scope: Scope) -> Callable[[Endpoint], Endpoint]:
         return wrapper
 
     return wrap
+
+
+def sees_raw_text(request: Request) -> bool:
+    """Whether this caller may read transcript text as spoken: the admin token only. Everyone else
+    gets the redacted copy where PII redaction keeps one (worker/privacy/turns.py)."""
+    return getattr(request.state, "scope", None) is Scope.ADMIN
 
 
 authorized = requires(Scope.ADMIN)

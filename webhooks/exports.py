@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from webhooks.auth import readable
+from webhooks.auth import readable, sees_raw_text
 from webhooks.queries import invalid_query
 from webhooks.receiver import error
 from worker.analysis import exports
@@ -95,7 +95,9 @@ async def export(request: Request) -> Response:
         return invalid_query(exc)
     filename = f"roomwarden-{kind}.{fmt}"
     return _ClosingStream(
-        _failing_loudly(exports.stream(request.app.state.sessions, kind, fmt, f), fmt),
+        _failing_loudly(
+            exports.stream(request.app.state.sessions, kind, fmt, f, raw=sees_raw_text(request)), fmt
+        ),
         media_type=exports.MEDIA_TYPES[fmt],
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )

@@ -27,6 +27,7 @@ from worker.inbox.callbacks import Callback, MalformedCallback, parse_body, payl
 from worker.inbox.signatures import InvalidSignature, verify_callback
 from worker.inbox.store import NewCallback
 from worker.metrics import CALLBACKS_RECEIVED
+from worker.privacy.payloads import redact_payload
 
 log = structlog.get_logger(__name__)
 
@@ -251,8 +252,17 @@ async def answer(state: Any, reading: Awaitable[bytes]) -> Answer:
         callback = Callback.from_payload(payload)
     except MalformedCallback as exc:
         return _refuse(400, "malformed", str(exc))
-    text = body.decode() if form == "json" else orjson.dumps(payload).decode()
-    item = NewCallback(callback, text, form, payload_hash(payload))
+    # The replay guard's hash is of what was sent, before any redaction.
+    body_hash = payload_hash(payload)
+    redacted = False
+    if state.store_redactor is not None:  # PII redaction in store mode (worker/privacy/payloads.py)
+        rules = state.store_redactor(callback.app_id)
+        if rules is not None:
+            payload, redacted = redact_payload(payload, rules)
+            if redacted:
+                callback = Callback.from_payload(payload)
+    text = body.decode() if form == "json" and not redacted else orjson.dumps(payload).decode()
+    item = NewCallback(callback, text, form, body_hash)
     try:
         outcome = await state.writer.submit(item)
     except StorageUnavailable as exc:

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 5.0
     sweep_after_seconds: float = 5.0
     store_user_audio: bool = False
+    # PII in transcripts (worker/privacy): off | read (redacted for all but the admin token) |
+    # store (redacted before anything is written). The policy file overrides it per app/template.
+    pii_redaction: Literal["off", "read", "store"] = "off"
     user_audio_retention_days: int = 7
     # Events out (outbox, deliveries, attempts) are kept this many days once none is pending.
     event_retention_days: int = 30

@@ -33,6 +33,7 @@ from sqlalchemy.orm import sessionmaker
 from worker.analysis.catalog import SessionFilter, session_start
 from worker.analysis.summary import summaries
 from worker.models import AgentInstance, Session, Turn
+from worker.privacy.turns import played_text_column, text_column
 
 KINDS = ("sessions", "turns")
 FORMATS = ("jsonl", "csv", "parquet")
@@ -135,7 +136,8 @@ def _picked(f: SessionFilter) -> Any:
     )
 
 
-def _turns_query(f: SessionFilter) -> Select[*tuple[Any, ...]]:
+def _turns_query(f: SessionFilter, raw: bool = True) -> Select[*tuple[Any, ...]]:
+    """``raw``: the text as spoken (the admin token, the CLI); else the PII-redacted copy."""
     picked = _picked(f)
     return (
         select(
@@ -143,11 +145,11 @@ def _turns_query(f: SessionFilter) -> Select[*tuple[Any, ...]]:
             AgentInstance.agent_instance_id,
             Turn.round,
             Turn.speaker,
-            Turn.text,
+            text_column(raw=raw).label("text"),
             Turn.spoken_at,
             Turn.interrupted,
             Turn.interrupt_reason,
-            Turn.played_text,
+            played_text_column(raw=raw).label("played_text"),
             Turn.user_id,
         )
         .select_from(Turn)
@@ -166,7 +168,7 @@ def _turns_query(f: SessionFilter) -> Select[*tuple[Any, ...]]:
     )
 
 
-def rows(db: DbSession, kind: str, f: SessionFilter) -> Iterator[dict[str, Any]]:
+def rows(db: DbSession, kind: str, f: SessionFilter, *, raw: bool = True) -> Iterator[dict[str, Any]]:
     """Rows of ``kind`` for the sessions ``f`` matches, as dicts keyed by ``COLUMNS[kind]``.
 
     Streams: at most ``FETCH_ROWS`` rows are held at a time. The caller keeps ``db`` open (and,
@@ -176,7 +178,7 @@ def rows(db: DbSession, kind: str, f: SessionFilter) -> Iterator[dict[str, Any]]
     if kind == "sessions":
         yield from _session_rows(db, f)
         return
-    result = db.execute(_turns_query(f).execution_options(yield_per=FETCH_ROWS))
+    result = db.execute(_turns_query(f, raw).execution_options(yield_per=FETCH_ROWS))
     keys = list(result.keys())
     try:
         for row in result:
@@ -305,7 +307,9 @@ def _reading(factory: sessionmaker[DbSession]) -> Iterator[DbSession]:
         yield db
 
 
-def stream(factory: sessionmaker[DbSession], kind: str, fmt: str, f: SessionFilter) -> Iterator[bytes]:
+def stream(
+    factory: sessionmaker[DbSession], kind: str, fmt: str, f: SessionFilter, *, raw: bool = True
+) -> Iterator[bytes]:
     """An export with its own database session, open exactly as long as the iterator is.
 
     Closing the iterator early (a client that went away) closes the session, and with it the
@@ -313,7 +317,7 @@ def stream(factory: sessionmaker[DbSession], kind: str, fmt: str, f: SessionFilt
     """
     check(kind, fmt)
     with _reading(factory) as db:
-        yield from encode(kind, fmt, rows(db, kind, f))
+        yield from encode(kind, fmt, rows(db, kind, f, raw=raw))
 
 
 def write(

@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.analysis import catalog, summary
 from worker.models import AgentInstance, Turn
+from worker.privacy.turns import redacted_holds, shown_played_text, shown_text
 
 MAX_LIMIT = 100
 MAX_CONTEXT = 10
@@ -84,18 +85,25 @@ class Hit:
 
 
 def search(
-    db: DbSession, q: str, f: catalog.SessionFilter, *, limit: int = 20, context: int = 2
+    db: DbSession, q: str, f: catalog.SessionFilter, *, limit: int = 20, context: int = 2, raw: bool = True
 ) -> list[Hit]:
     """The best ``limit`` turns matching ``q`` in the sessions ``f`` finds, each with ``context``
-    turns either side (same session, conversation order). FilterError on a query out of bounds."""
+    turns either side (same session, conversation order). FilterError on a query out of bounds.
+
+    ``raw``: the admin token (and the CLI) search and read the text as spoken. Anyone else reads
+    the PII-redacted copy, and a turn that has one must hold every term in it too
+    (``privacy.turns.redacted_holds``): a query that only matched inside a redacted e-mail
+    address or card number finds nothing, so search cannot confirm a value it does not show."""
     terms = terms_of(q)
     q = " ".join(terms)
     limit = max(1, min(limit, MAX_LIMIT))
     context = max(0, min(context, MAX_CONTEXT))
     # Every turn belongs to a session: without a filter, no semi-join with every session.
-    scope = Turn.session_id.in_(catalog.filtered(f)) if f.conditions() else true()
+    scope: ColumnElement[bool] = Turn.session_id.in_(catalog.filtered(f)) if f.conditions() else true()
+    if not raw:
+        scope = and_(scope, redacted_holds(terms))
     ids = _matching(db, q.strip(), terms, scope, limit)
-    return _hits(db, ids, context) if ids else []
+    return _hits(db, ids, context, raw) if ids else []
 
 
 def terms_of(q: str) -> list[str]:
@@ -197,7 +205,7 @@ def _conversation_order() -> list[Any]:
     return [AgentInstance.first_seen_at, AgentInstance.agent_instance_id, Turn.round, Turn.speaker.desc()]
 
 
-def _hits(db: DbSession, ids: list[int], context: int) -> list[Hit]:
+def _hits(db: DbSession, ids: list[int], context: int, raw: bool = True) -> list[Hit]:
     """Neighbours by position in the conversation: one window query for every hit session."""
     session_of = dict(db.execute(select(Turn.id, Turn.session_id).where(Turn.id.in_(ids))).all())
     position = func.row_number().over(partition_by=Turn.session_id, order_by=_conversation_order())
@@ -217,7 +225,7 @@ def _hits(db: DbSession, ids: list[int], context: int) -> list[Hit]:
         around[turn_id] = (row[max(0, at - context) : at], row[at + 1 : at + 1 + context])
     wanted = set(ids).union(*(b + a for b, a in around.values()))
     turns = {
-        turn.id: _turn_dict(turn, instance)
+        turn.id: _turn_dict(turn, instance, raw)
         for turn, instance in db.execute(
             select(Turn, AgentInstance.agent_instance_id)
             .join(AgentInstance, AgentInstance.id == Turn.instance_id)
@@ -236,7 +244,7 @@ def _hits(db: DbSession, ids: list[int], context: int) -> list[Hit]:
     ]
 
 
-def _turn_dict(turn: Turn, agent_instance_id: str) -> dict[str, Any]:
+def _turn_dict(turn: Turn, agent_instance_id: str, raw: bool = True) -> dict[str, Any]:
     """A transcript turn (worker/sessions/transcripts.py's keys) with its row id and session."""
     return {
         "id": turn.id,
@@ -244,11 +252,11 @@ def _turn_dict(turn: Turn, agent_instance_id: str) -> dict[str, Any]:
         "agent_instance_id": agent_instance_id,
         "round": turn.round,
         "speaker": turn.speaker,
-        "text": turn.text,
+        "text": shown_text(turn, raw=raw),
         "spoken_at": turn.spoken_at.isoformat() if turn.spoken_at else None,
         "interrupted": turn.interrupted,
         "interrupt_reason": turn.interrupt_reason,
-        "played_text": turn.played_text,
+        "played_text": shown_played_text(turn, raw=raw),
         "user_id": turn.user_id,
         "meta_info": turn.meta_info,
     }

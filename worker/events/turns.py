@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.events.outbox import Event, emit
 from worker.models import AgentInstance, Session, Turn
+from worker.privacy.modes import for_reader
+from worker.settings import Settings
 
 # Everything the instance will ever say: its deletion completes every Round.
 ALL_ROUNDS = 2**63 - 1
@@ -69,7 +71,7 @@ def advance(marks: Sequence[tuple[Session, AgentInstance, int]]) -> list[Complet
     return moved
 
 
-def announce(db: DbSession, moved: Sequence[Completed]) -> None:
+def announce(db: DbSession, moved: Sequence[Completed], *, settings: Settings | None = None) -> None:
     """``turn.completed`` for the told turns of the Rounds that ``advance`` moved past, in order."""
     if not moved:
         return
@@ -88,16 +90,17 @@ def announce(db: DbSession, moved: Sequence[Completed]) -> None:
     events: list[Event] = []
     for m in moved:
         told = [t for t in found.get(m.instance.id, []) if t.text or t.interrupted]
-        events.extend(_event(m.session, m.instance, turn) for turn in told)
+        events.extend(_event(m.session, m.instance, turn, settings) for turn in told)
     emit(db, events)
 
 
-def _event(session: Session, instance: AgentInstance, turn: Turn) -> Event:
+def _event(session: Session, instance: AgentInstance, turn: Turn, settings: Settings | None) -> Event:
     data = about(session, instance.agent_instance_id)
     data.update(
         round=turn.round,
         speaker=turn.speaker,
-        text=turn.text,
+        # An app's endpoint is a reader like any other: redacted unless the mode is off.
+        text=for_reader(turn.text, session.app_id, session.template, settings=settings),
         spoken_at=turn.spoken_at.isoformat() if turn.spoken_at else None,
         interrupted=turn.interrupted,
     )
@@ -105,7 +108,10 @@ def _event(session: Session, instance: AgentInstance, turn: Turn) -> Event:
         data["user_id"] = turn.user_id or session.user_id
     if turn.interrupted:
         data["interrupt_reason"] = turn.interrupt_reason
-        data["played_text"] = turn.played_text
+        played = turn.played_text
+        data["played_text"] = (
+            for_reader(played, session.app_id, session.template, settings=settings) if played else played
+        )
     return Event(
         type="turn.completed",
         key=f"turn.completed:{turn.id}",

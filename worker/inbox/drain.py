@@ -36,6 +36,7 @@ from worker.metrics import APPLY_LAG
 from worker.models import InboxCallback, InboxState, PolicyAction
 from worker.policies import decisions, quotas
 from worker.policies.config import PolicyBook, book_for
+from worker.privacy import turns as privacy_turns
 from worker.sessions import audio, lifecycle, rounds, transcripts
 from worker.sessions.lifecycle import Stream
 from worker.settings import Settings
@@ -208,7 +209,7 @@ def _apply_together(
         transcripts.preload_turns(db, {held[key]: wanted for key, wanted in rounds.items()})
         for row, cb in parsed:
             _apply(db, held[_key(row)], row, cb, settings, book, now, reactions)
-        _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)])
+        _settle(db, [held[key] for key in dict.fromkeys(_key(row) for row in rows)], settings)
     return [row.id for row in rows], reactions
 
 
@@ -232,7 +233,7 @@ def _apply_one_by_one(
             with db.begin_nested():
                 stream = held[_key(row)]
                 _apply(db, stream, row, _callback(row), settings, book, now, decided)
-                _settle(db, [stream])
+                _settle(db, [stream], settings)
             done.append(row.id)
             reactions.extend(decided)
         except Exception as exc:
@@ -424,7 +425,7 @@ def _apply(
             db.execute(update(InboxCallback).where(InboxCallback.id == row.id).values(payload=stripped))
 
 
-def _settle(db: DbSession, streams: list[Stream]) -> None:
+def _settle(db: DbSession, streams: list[Stream], settings: Settings) -> None:
     inserts: dict[type[Base], list[dict[str, Any]]] = {}
     for stream in streams:
         for model, rows in stream.inserts.items():
@@ -434,6 +435,9 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
         recordsets.insert_rows(db, model, rows)
     rounds.settle(db, streams)
     transcripts.settle_agent_text(db, streams)
+    for stream in streams:  # PII redaction (worker/privacy/turns.py): a no-op when off
+        if stream.turns:
+            privacy_turns.keep_redacted(stream.session, stream.turns.values(), settings=settings)
     transcripts.mark_settled(streams)
     stored = transcripts.stored_to_settle(streams)  # before advance moves the instances' marks
     marks = [(s.session, s.instance, s.complete_through) for s in streams if s.complete_through is not None]
@@ -443,7 +447,7 @@ def _settle(db: DbSession, streams: list[Stream]) -> None:
         stream.complete_through = None
     db.flush()
     transcripts.settle_stored(db, stored)
-    turn_events.announce(db, completed)  # before any session.ended of this batch
+    turn_events.announce(db, completed, settings=settings)  # before any session.ended of this batch
     for stream in streams:
         lifecycle.refresh_session_state(db, stream)
     db.flush()

@@ -38,6 +38,10 @@ class Turn(Base):
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     interrupt_reason: Mapped[int | None] = mapped_column(Integer)
     played_text: Mapped[str | None] = mapped_column(Text)
+    # What readers without the admin token see (worker/privacy/turns.py): NULL when nothing was
+    # redacted or redaction is off; the BI views show these where set (migration 0014).
+    text_redacted: Mapped[str | None] = mapped_column(Text)
+    played_text_redacted: Mapped[str | None] = mapped_column(Text)
     meta_info: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     # The text should not change any more (transcripts.settles): only settled turns are in the
     # Postgres search indexes, so re-joining a live turn's sentences does not rewrite them.

@@ -55,6 +55,12 @@
     transcript_days = 0              # days after a session ends that its words are kept; 0 keeps
                                      # them (see worker/privacy/retention.py, docs/erasure.md)
 
+    [defaults.privacy]               # PII redaction (worker/privacy, docs/redaction.md)
+    pii_redaction = "read"           # off | read | store; unset: ROOMWARDEN_PII_REDACTION
+                                     # ("store" per app only: the receiver knows no template)
+    [defaults.privacy.custom_patterns]
+    ORDER_ID = 'ORD-\\d{8}'          # placeholder name = regex: matches become [ORDER_ID]
+
     [apps.1234567.quota]             # per ZEGO AppId
     when_full = "recycle_idle"
 
@@ -76,6 +82,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker.privacy.detectors import custom_pattern
 from worker.sessions.templates import merged
 
 
@@ -171,6 +178,19 @@ class Retention(_Section):
     transcript_days: int = Field(0, ge=0, le=36500)
 
 
+class Privacy(_Section):
+    # None: the process-wide ROOMWARDEN_PII_REDACTION (worker/privacy/modes.py).
+    pii_redaction: Literal["off", "read", "store"] | None = None
+    custom_patterns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("custom_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            custom_pattern(name, pattern)  # raises ValueError naming the pattern
+        return value
+
+
 class Policy(_Section):
     """Everything that applies to one session, resolved from defaults, its app and its template."""
 
@@ -183,6 +203,7 @@ class Policy(_Section):
     reconcile: Reconcile = Reconcile()
     coze: CozeGuard = CozeGuard()
     retention: Retention = Retention()
+    privacy: Privacy = Privacy()
 
     def dry(self, section: str) -> bool:
         """Whether decisions of ``section`` are only recorded: its own switch or the global one."""
@@ -281,6 +302,12 @@ def parse(text: str, *, source: str = "<string>") -> PolicyBook:
     for key, table in tables["templates"].items():
         if not isinstance(table, dict):
             raise PolicyError(f"policy file {source}: templates.{key} must be a table")
+        privacy = table.get("privacy")
+        if isinstance(privacy, dict) and privacy.get("pii_redaction") == "store":
+            raise PolicyError(
+                f"policy file {source}: templates.{key}.privacy.pii_redaction: 'store' is per app only"
+                " (the receiver stores a callback before it can know the session's template)"
+            )
     return PolicyBook(copy.deepcopy(tables["defaults"]), apps, tables["templates"], source=source)
 
 

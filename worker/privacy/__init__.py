@@ -1,1 +1,2 @@
-"""What users said, removed on schedule (transcript retention) or on request (a user's erasure)."""
+"""Personal data in transcripts: detectors and redaction by the mode each app and template asks
+for, transcript retention, and a user's erasure on request."""

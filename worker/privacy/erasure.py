@@ -77,8 +77,14 @@ Remover = Callable[[DbSession, list[str], dt.datetime], int]
 def _turns(db: DbSession, ids: list[str], now: dt.datetime) -> int:
     result = db.execute(
         update(Turn)
-        .where(Turn.session_id.in_(ids), (Turn.text != "") | Turn.played_text.is_not(None))
-        .values(text="", played_text=None)
+        .where(
+            Turn.session_id.in_(ids),
+            (Turn.text != "")
+            | Turn.played_text.is_not(None)
+            | Turn.text_redacted.is_not(None)
+            | Turn.played_text_redacted.is_not(None),
+        )
+        .values(text="", played_text=None, text_redacted=None, played_text_redacted=None)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)

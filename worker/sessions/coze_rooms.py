@@ -26,6 +26,7 @@ from worker.db import session_scope, utcnow
 from worker.events import sessions as session_events
 from worker.jobs import leases
 from worker.models import AgentInstance, Provider, Session, SessionState, Turn
+from worker.privacy.turns import keep_redacted
 from worker.sessions.transcripts import count_new_turn
 from worker.vendors.errors import VendorNotConfigured, classify
 
@@ -125,6 +126,7 @@ def record(
         if speaker == "user":
             session.last_user_speech_at = _later(session.last_user_speech_at, spoken)
         session.message_cursor = message.id
+    keep_redacted(session, turns.values())  # PII redaction: a no-op when off
     quiet_since = session.last_user_speech_at or session.started_at or session.created_at
     closes_at = quiet_since + dt.timedelta(seconds=silence_seconds)
     if now < closes_at:

@@ -261,8 +261,9 @@ class TranscriptTurn:
         }
 
 
-def transcript(db: DbSession, session_id: str) -> list[TranscriptTurn]:
-    """Turns in conversation order: instance by instance, Round by Round, the user before the agent."""
+def transcript(db: DbSession, session_id: str, *, raw: bool = True) -> list[TranscriptTurn]:
+    """Turns in conversation order: instance by instance, Round by Round, the user before the agent.
+    ``raw``: the text as spoken (admin token, CLI); else the PII-redacted copy where one is kept."""
     rows = db.execute(
         select(Turn, AgentInstance.agent_instance_id)
         .join(AgentInstance, AgentInstance.id == Turn.instance_id)
@@ -282,11 +283,11 @@ def transcript(db: DbSession, session_id: str) -> list[TranscriptTurn]:
                 agent_instance_id=instance_id,
                 round=turn.round,
                 speaker=turn.speaker,
-                text=turn.text,
+                text=turn.text if raw else (turn.text_redacted or turn.text),
                 spoken_at=turn.spoken_at,
                 interrupted=turn.interrupted,
                 interrupt_reason=turn.interrupt_reason,
-                played_text=turn.played_text,
+                played_text=turn.played_text if raw else (turn.played_text_redacted or turn.played_text),
                 user_id=turn.user_id,
                 meta_info=turn.meta_info,
                 new_instance=previous_instance is not None and instance_id != previous_instance,

@@ -18,7 +18,7 @@ from worker.db import utcnow
 from worker.inbox import retention as hourly
 from worker.models import InboxCallback, Session, Turn
 from worker.policies.config import PolicyError, parse
-from worker.privacy import retention
+from worker.privacy import erasure, retention
 from worker.settings import Settings
 
 POLICIES = f"""
@@ -113,3 +113,21 @@ def test_a_rebuild_after_removal_keeps_the_session_as_it_is(clean_engine: Any, s
     with session_scope(factory) as db:
         assert texts(db, "old") == [""] * 6
         assert db.scalars(select(Session.transcript_removed_by)).one() == "erasure"
+
+
+def test_removing_words_also_empties_the_redacted_copies_read_mode_keeps(
+    db: DbSession, settings: Settings
+) -> None:
+    """Under PII redaction ``read`` each turn also holds a redacted copy ("write to [EMAIL]"):
+    those are words too, so removal empties them with the raw text."""
+    reading = settings.model_copy(update={"pii_redaction": "read"})
+    ingest(db, conversation(Signer(), instance=OLD, user="old"))
+    apply_pending(db, reading, instance=OLD)
+    session_id = db.scalars(select(Session.id).where(Session.user_id == "old")).one()
+    copies = select(Turn.text_redacted).where(Turn.session_id == session_id, Turn.text_redacted.is_not(None))
+    assert db.scalars(copies).all(), "the conversation's e-mail should have made a redacted copy"
+
+    erasure.remove_words(db, [session_id], reason="retention", now=utcnow())
+
+    assert db.scalars(copies).all() == []
+    assert set(texts(db, "old")) == {""}
