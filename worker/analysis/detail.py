@@ -12,6 +12,7 @@ from worker.analysis.latency import round_latencies
 from worker.analysis.summary import summaries
 from worker.events import outbox
 from worker.models import AgentException, AgentInstance, Session, TimelineEvent
+from worker.postcall import running as postcall
 from worker.sessions.reading import describe
 
 
@@ -26,6 +27,9 @@ def session_detail(db: DbSession, session: Session) -> dict[str, Any]:
     ]
     # A page showing this detail follows the session live from here (GET .../events).
     body["last_event_id"] = outbox.last_id(db, session.id)
+    # Post-call analysis (worker/postcall/): the latest version's result, or None.
+    analysed = postcall.latest(db, session.id)
+    body["analysis"] = postcall.describe(analysed) if analysed is not None else None
     return body
 
 

@@ -72,6 +72,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker.postcall.section import AnalysisSection
 from worker.sessions.templates import merged
 
 
@@ -172,6 +173,7 @@ class Policy(_Section):
     quota: Quota = Quota()
     reconcile: Reconcile = Reconcile()
     coze: CozeGuard = CozeGuard()
+    analysis: AnalysisSection = AnalysisSection()  # post-call analysis (worker/postcall/)
 
     def dry(self, section: str) -> bool:
         """Whether decisions of ``section`` are only recorded: its own switch or the global one."""
