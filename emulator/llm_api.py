@@ -7,7 +7,7 @@ Deterministic, so tests can predict every answer from the prompt:
 - The reply is OpenAI's shape: ``id``, ``object: "chat.completion"``, ``created``, ``model``,
   ``choices[0].message.content``, ``finish_reason: "stop"``, ``usage`` (tokens counted as
   whitespace-separated words, the same rule for prompt and completion).
-- The content is a JSON object built from the last user message: ``summary`` is the first twelve
+- The content is a JSON object built from the user messages: ``summary`` is the first twelve
   words of the transcript lines it holds; ``data`` fills every property of the JSON Schema it
   finds between ``<schema>`` and ``</schema>`` (strings with the first word, numbers with the
   line count, booleans true, arrays empty); ``outcome`` is ``failure`` when the transcript says
@@ -15,7 +15,7 @@ Deterministic, so tests can predict every answer from the prompt:
 - A prompt longer than ``context_tokens`` words answers 400 ``context_length_exceeded``.
 
 Control (unauthenticated): ``POST /_emulator/llm/faults`` ``{"kind": "429" | "500" | "timeout" |
-"malformed" | "schema", "count": 1, "retry_after": 1}`` makes the next ``count`` calls fail so;
+"malformed" | "schema", "count": 1, "retry_after": 1, "seconds": 30}`` makes the next ``count`` calls fail so;
 ``DELETE /_emulator/llm/faults`` clears them; ``POST /_emulator/llm/config`` sets ``api_key`` and
 ``context_tokens``; ``GET /_emulator/llm/state`` lists the requests seen (their messages).
 """
@@ -121,7 +121,7 @@ def create_llm_app(state: LlmState | None = None) -> Starlette:
         if kind == "500":
             return _error(500, "The server had an error while processing your request.", "server_error", None)
         if kind == "timeout":
-            await asyncio.sleep(TIMEOUT_SLEEP_S)
+            await asyncio.sleep(float(fault.get("seconds", TIMEOUT_SLEEP_S)) if fault else TIMEOUT_SLEEP_S)
         prompt_tokens = _words(prompt)
         if prompt_tokens > llm.context_tokens:
             return _error(
@@ -131,7 +131,7 @@ def create_llm_app(state: LlmState | None = None) -> Starlette:
                 "invalid_request_error",
                 "context_length_exceeded",
             )
-        user = str(messages[-1].get("content", "")) if messages else ""
+        user = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
         answer = answer_for(user)
         if kind == "schema":
             answer["data"] = {"not_in_the_schema": ["broken"]}
