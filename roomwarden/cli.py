@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from roomwarden import analyst
+from roomwarden.analyze import analyze
 from roomwarden.endpoints import endpoints_app
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ policy_app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(analyst.sessions_app, name="sessions")
 app.add_typer(endpoints_app, name="endpoints")
-for _command in (analyst.transcript, analyst.search, analyst.stats, analyst.export):
+for _command in (analyst.transcript, analyst.search, analyst.stats, analyst.export, analyze):
     app.command(_command.__name__)(_command)
 
 ROOT = Path(__file__).resolve().parent.parent

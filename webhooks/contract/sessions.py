@@ -131,11 +131,36 @@ class RoundLatency(Model):
     response_ms: float | None = None
 
 
+class AnalysisUsage(Model):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Analysis(Model):
+    """Post-call analysis by the deployment's own LLM (docs/analysis.md): the newest version's result."""
+
+    status: Literal["done", "failed"]
+    summary: str | None = None
+    data: Json | None = None
+    outcome: Literal["success", "failure", "unknown"] | None = None
+    outcome_reason: str | None = None
+    model: str | None = None
+    config_version: str
+    usage: AnalysisUsage
+    chunks: int
+    attempts: int
+    error: str | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
+
+
 class SessionDetail(Session):
     summary: SessionSummary
     timeline: list[TimelineEntry]
     rounds: list[RoundLatency]
     last_event_id: int | None = None
+    analysis: Analysis | None = None
 
 
 class SessionPage(Model):

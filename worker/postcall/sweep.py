@@ -86,3 +86,21 @@ def _any_override(job: JobContext) -> bool:
     candidates = [book.for_session(a, None) for a in book.app_ids]
     candidates += [book.for_session(None, t) for t in book.template_names]
     return any(p.analysis.url and p.analysis.enabled for p in candidates)
+
+
+def rerun(job: JobContext, session_ids: list[str], *, version: str | None = None) -> dict[str, int]:
+    """``roomwarden analyze``: analyse each session again, stored under ``version`` if given.
+
+    A version already stored for a session is overwritten (a repeat of the same experiment);
+    other versions stay beside it. Stops at the first unreachable model, counting the rest.
+    """
+    counts = {"done": 0, "failed": 0, "off": 0, "not_reached": 0}
+    for index, session_id in enumerate(session_ids):
+        try:
+            result = analyze_one(job, session_id, version=version)
+        except LlmTransientError as error:
+            log.warning("analysis_model_unreachable", session_id=session_id, error=str(error))
+            counts["not_reached"] = len(session_ids) - index
+            break
+        counts["off" if result is None else result.status] += 1
+    return counts

@@ -74,13 +74,19 @@ def config(emulator: Emulator, **changes: Any) -> AnalysisConfig:
     }
     values.update(changes)
     if not values["version"]:
-        shape = {k: values[k] for k in ("model", "system_prompt", "criteria", "data_schema", "context_tokens")}
+        shape = {
+            k: values[k] for k in ("model", "system_prompt", "criteria", "data_schema", "context_tokens")
+        }
         values["version"] = version_of(shape)
     return AnalysisConfig(**values)
 
 
 def client(
-    emulator: Emulator, *, key: str | None = DEFAULT_KEY, timeout: float = 5.0, sleeps: list[float] | None = None
+    emulator: Emulator,
+    *,
+    key: str | None = DEFAULT_KEY,
+    timeout: float = 5.0,
+    sleeps: list[float] | None = None,
 ) -> ChatCompletionsClient:
     record = sleeps if sleeps is not None else []
     return ChatCompletionsClient(

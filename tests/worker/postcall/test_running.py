@@ -80,7 +80,9 @@ def test_malformed_json_is_retried_like_a_schema_break(db: DbSession, emulator: 
     assert (result.status, result.attempts) == ("done", 2)
 
 
-def test_data_that_breaks_the_configured_schema_fails_with_the_path(db: DbSession, emulator: Emulator) -> None:
+def test_data_that_breaks_the_configured_schema_fails_with_the_path(
+    db: DbSession, emulator: Emulator
+) -> None:
     """The data is validated against the configured schema (here one the stand-in cannot meet)."""
     schema = {"type": "object", "properties": {"city": {"type": "string", "minLength": 50}}}
     result = analyse(db, emulator, stored_session(db).id, data_schema=schema)
@@ -130,9 +132,13 @@ def test_the_api_key_is_in_no_log_error_or_answer(db: DbSession, emulator: Emula
     llm_config(emulator, api_key=secret)
     session = stored_session(db)
     with capture_logs() as logs:
-        wrong = running.run(running.prepare(db, session, config(emulator)), client(emulator, key="sk-wrong-x"))
+        wrong = running.run(
+            running.prepare(db, session, config(emulator)), client(emulator, key="sk-wrong-x")
+        )
         running.store(db, wrong)
-        right = running.run(running.prepare(db, session, config(emulator, version="v2")), client(emulator, key=secret))
+        right = running.run(
+            running.prepare(db, session, config(emulator, version="v2")), client(emulator, key=secret)
+        )
         running.store(db, right)
     assert wrong.status == "failed" and wrong.error is not None and "401" in wrong.error
     assert right.status == "done"
