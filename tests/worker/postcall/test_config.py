@@ -28,7 +28,10 @@ def test_the_settings_configure_it_and_the_version_is_a_stable_hash() -> None:
     first = configuration.for_session(base, parse(""), APP_ID, None)
     again = configuration.for_session(base, parse(""), APP_ID, None)
     changed = configuration.for_session(
-        settings(analysis_url="http://other/v1/chat/completions", analysis_criteria="paid"), parse(""), APP_ID, None
+        settings(analysis_url="http://other/v1/chat/completions", analysis_criteria="paid"),
+        parse(""),
+        APP_ID,
+        None,
     )
     assert first is not None and again is not None and changed is not None
     assert first.version == again.version and first.version.startswith("h-")

@@ -51,7 +51,9 @@ def test_the_sweep_analyses_each_ended_session_once(job: JobContext) -> None:
         assert len(db.scalars(select(OutboxEvent).where(OutboxEvent.type == "session.analyzed")).all()) == 2
 
 
-def test_an_unreachable_model_leaves_the_session_for_the_next_sweep(job: JobContext, emulator: Emulator) -> None:
+def test_an_unreachable_model_leaves_the_session_for_the_next_sweep(
+    job: JobContext, emulator: Emulator
+) -> None:
     """Nothing is stored while the model is down; the next sweep analyses the session."""
     add_ended(job)
     fault(emulator, kind="500", count=20)
@@ -101,5 +103,3 @@ def httpx_clear(emulator: Emulator) -> None:
     import httpx
 
     httpx.delete(f"{emulator.llm_url}/_emulator/llm/faults").raise_for_status()
-
-
