@@ -14,6 +14,7 @@ from webhooks.queries import bounded, invalid_query, json, read
 from worker.analysis import catalog
 from worker.analysis import search as searching
 from worker.analysis import stats as statistics
+from worker.postcall import search as summary_search
 from worker.settings import Settings
 
 
@@ -36,6 +37,8 @@ async def search(request: Request) -> Response:
             {
                 "query": q,
                 "hits": [h.as_dict() for h in searching.search(db, q, wanted, limit=limit, context=context)],
+                # Post-call analysis summaries that match (worker/postcall/search.py).
+                "summaries": summary_search.summary_matches(db, q, wanted, limit=limit),
             }
         ),
     )

@@ -248,3 +248,29 @@ def latest(db: DbSession, session_id: str) -> SessionAnalysis | None:
         .where(SessionAnalysis.session_id == session_id)
         .order_by(SessionAnalysis.finished_at.desc(), SessionAnalysis.id.desc())
     ).first()
+
+
+def latest_of(db: DbSession, session_ids: list[str]) -> dict[str, SessionAnalysis]:
+    """The most recent analysis of each of these sessions that has one (exports, a batch at a time)."""
+    found: dict[str, SessionAnalysis] = {}
+    if not session_ids:
+        return found
+    rows = db.scalars(
+        select(SessionAnalysis)
+        .where(SessionAnalysis.session_id.in_(session_ids))
+        .order_by(SessionAnalysis.finished_at, SessionAnalysis.id)
+    )
+    for row in rows:
+        found[row.session_id] = row  # later rows win
+    return found
+
+
+def export_columns(row: SessionAnalysis | None) -> dict[str, Any]:
+    """The export's analysis columns for one session (empty when it has no analysis)."""
+    if row is None:
+        return {"analysis_summary": None, "analysis_outcome": None, "analysis_data": None}
+    return {
+        "analysis_summary": row.summary,
+        "analysis_outcome": row.outcome,
+        "analysis_data": json.dumps(row.data, sort_keys=True) if row.data is not None else None,
+    }
