@@ -27,18 +27,22 @@ log = structlog.get_logger(__name__)
 
 LOOKBACK = dt.timedelta(days=1)
 BATCH = 20
+# Sessions whose app or template turns analysis off stay "pending" (they get no row) until they
+# leave the lookback window: a sweep reads this many candidates so they cannot crowd out the rest.
+CANDIDATES = 10 * BATCH
 LEASE = "postcall.sweep"
 
 
 def pending(job: JobContext, *, now: dt.datetime, limit: int = BATCH) -> list[str]:
-    """Ended sessions of the lookback window that have no analysis of any version yet."""
+    """Ended sessions of the lookback window that have no analysis of any version yet, newest first
+    (after an outage the fresh ones come first; the older ones follow within the window)."""
     with session_scope(job.sessions) as db:
         analysed = exists().where(SessionAnalysis.session_id == Session.id)
         return list(
             db.scalars(
                 select(Session.id)
                 .where(Session.state == SessionState.ENDED, Session.ended_at >= now - LOOKBACK, ~analysed)
-                .order_by(Session.ended_at)
+                .order_by(Session.ended_at.desc())
                 .limit(limit)
             )
         )
@@ -70,7 +74,9 @@ def sweep(job: JobContext) -> int:
     with leases.held(job.sessions, LEASE) as held:
         if not held:
             return 0
-        for session_id in pending(job, now=utcnow()):
+        for session_id in pending(job, now=utcnow(), limit=CANDIDATES):
+            if done >= BATCH:
+                break
             try:
                 if analyze_one(job, session_id) is not None:
                     done += 1

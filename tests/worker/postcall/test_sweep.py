@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -103,3 +104,23 @@ def httpx_clear(emulator: Emulator) -> None:
     import httpx
 
     httpx.delete(f"{emulator.llm_url}/_emulator/llm/faults").raise_for_status()
+
+
+def test_sessions_with_analysis_off_do_not_hold_back_the_others(
+    job: JobContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template that turns analysis off is skipped; the sessions after it are still analysed."""
+    policies = tmp_path / "policies.toml"
+    policies.write_text("[templates.quiet.analysis]\nenabled = false\n")
+    quiet = JobContext.from_settings(changed(job.settings, policies_file=policies))
+    monkeypatch.setattr(sweep, "BATCH", 2)
+    try:
+        with quiet.sessions() as db, db.begin():
+            wanted = stored_session(db).id
+            for _ in range(3):
+                stored_session(db, template="quiet")
+        assert sweep.sweep(quiet) == 1
+        with quiet.sessions() as db:
+            assert db.scalars(select(SessionAnalysis.session_id)).all() == [wanted]
+    finally:
+        quiet.close()
