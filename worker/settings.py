@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     analysis_timeout_seconds: float = 60.0
     # Beat cadence of the sweep that analyses ended sessions (none is lost to a broker outage).
     analysis_interval_seconds: float = 30.0
+    # A sweep starts no new session after this long: it shares the worker with the drain.
+    analysis_budget_seconds: float = 10.0
 
     @field_validator(
         "zego_callback_secret",
@@ -198,6 +200,11 @@ class Settings(BaseSettings):
         "delivery_4xx_attempts",
         "outbound_interval_seconds",
         "delivery_budget_seconds",
+        "analysis_context_tokens",
+        "analysis_rate_per_second",
+        "analysis_timeout_seconds",
+        "analysis_interval_seconds",
+        "analysis_budget_seconds",
     )
     @classmethod
     def _positive(cls, value: float) -> float:

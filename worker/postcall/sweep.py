@@ -2,15 +2,18 @@
 
 The beat's ``analyze_ended`` sweep is how a session gets analysed after it ends: it picks ended
 sessions of the last ``LOOKBACK`` with no analysis yet, a batch at a time, under a lease so two
-sweeps never ask the model twice for the same session. Nothing is lost when the broker is down
-when a session ends: the next sweep finds it. An unreachable model stops the sweep (the next one
-tries again, the client having backed off in between); it never touches the ingest pipeline.
+sweeps never ask the model twice for the same session, and within a time budget
+(``ROOMWARDEN_ANALYSIS_BUDGET_SECONDS``): the jobs queue's worker processes also drain
+callbacks. Nothing is lost when the broker is down when a session ends: the next sweep finds it.
+An unreachable model stops the sweep (the next one tries again, the client having backed off in
+between); it never touches the ingest pipeline.
 ``roomwarden analyze`` runs the same step over a filter, under a chosen configuration version.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import structlog
 from sqlalchemy import exists, select
@@ -74,8 +77,11 @@ def sweep(job: JobContext) -> int:
     with leases.held(job.sessions, LEASE) as held:
         if not held:
             return 0
+        started = time.monotonic()
         for session_id in pending(job, now=utcnow(), limit=CANDIDATES):
-            if done >= BATCH:
+            # The jobs queue shares its worker processes with the drain: make way after the budget.
+            spent = time.monotonic() - started
+            if done >= BATCH or (done and spent > job.settings.analysis_budget_seconds):
                 break
             try:
                 if analyze_one(job, session_id) is not None:

@@ -78,3 +78,10 @@ def test_the_api_key_is_a_secret_setting() -> None:
     """The key is a SecretStr: repr and model dumps do not show it."""
     held = settings(analysis_api_key="sk-topsecret-123")
     assert "sk-topsecret-123" not in repr(held) and "sk-topsecret-123" not in str(held.model_dump())
+
+
+def test_analysis_settings_must_be_positive() -> None:
+    """A zero context, rate, timeout, interval or budget is refused when the settings load."""
+    for name in ("analysis_context_tokens", "analysis_rate_per_second", "analysis_budget_seconds"):
+        with pytest.raises(ValueError, match="must be positive"):
+            settings(**{name: 0})

@@ -124,3 +124,14 @@ def test_sessions_with_analysis_off_do_not_hold_back_the_others(
             assert db.scalars(select(SessionAnalysis.session_id)).all() == [wanted]
     finally:
         quiet.close()
+
+
+def test_a_sweep_makes_way_for_the_drain_after_its_budget(job: JobContext) -> None:
+    """With the budget spent after the first session, the rest wait for the next sweep."""
+    add_ended(job, 3)
+    short = JobContext.from_settings(changed(job.settings, analysis_budget_seconds=0.000001))
+    try:
+        assert sweep.sweep(short) == 1
+        assert sweep.sweep(job) == 2
+    finally:
+        short.close()
