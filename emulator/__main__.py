@@ -50,6 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--zego-agent-port", type=int, default=9101)
     parser.add_argument("--zego-rtc-port", type=int, default=9102)
     parser.add_argument("--coze-port", type=int, default=9103)
+    parser.add_argument("--llm-port", type=int, default=9104)
     parser.add_argument("--coze-token", type=_coze_token, action="append", default=[], metavar="TOKEN=PERMS")
     parser.add_argument("--coze-bot", action="append", default=[])
     parser.add_argument("--no-rate-limits", action="store_true", help="do not enforce the vendor rate limits")
@@ -66,6 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
         zego_agent_port=args.zego_agent_port,
         zego_rtc_port=args.zego_rtc_port,
         coze_port=args.coze_port,
+        llm_port=args.llm_port,
         rate_limits=not args.no_rate_limits,
     )
 
@@ -78,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write(f"ZEGO AI Agent API  {emulator.zego_agent_url}\n")
     out.write(f"ZEGO RTC API       {emulator.zego_rtc_url}\n")
     out.write(f"Coze API           {emulator.coze_url}\n")
+    out.write(f"LLM (chat)         {emulator.llm_url}/v1/chat/completions\n")
     out.write(f"Apps               {', '.join(map(str, config.zego_apps)) or '(none)'}\n")
     out.write("Ctrl-C stops.\n")
     out.flush()

@@ -32,6 +32,7 @@ class EmulatorConfig:
     zego_agent_port: int = 0
     zego_rtc_port: int = 0
     coze_port: int = 0
+    llm_port: int = 0
     # Per-action request rate limits (10/s AI Agent; RTC as documented per action). Off for
     # load tests that deliberately exceed them.
     rate_limits: bool = True

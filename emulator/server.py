@@ -1,4 +1,4 @@
-"""``Emulator``: the three stand-in vendor servers in one background thread and event loop.
+"""``Emulator``: the stand-in vendor servers (ZEGO AI Agent and RTC, Coze, an LLM) in one thread.
 
 One loop holds all mutable state (the ZEGO world, the Coze world), so nothing needs a lock. The
 listening sockets are bound in ``start()`` before the thread runs, so port 0 becomes a real
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from emulator.clock import Clock
 from emulator.config import EmulatorConfig
 from emulator.control import EmulatorControl
+from emulator.llm_api import create_llm_app
 from emulator.zego_agent_api import create_agent_app
 from emulator.zego_rtc_api import create_rtc_app
 from emulator.zego_world import World
@@ -58,6 +59,11 @@ class Emulator:
         return self._url(2)
 
     @property
+    def llm_url(self) -> str:
+        """The LLM stand-in's base; the chat completions URL is ``llm_url + "/v1/chat/completions"``."""
+        return self._url(3)
+
+    @property
     def control(self) -> EmulatorControl:
         if self._control is None:
             raise RuntimeError("the emulator is not running")
@@ -73,7 +79,7 @@ class Emulator:
         if self._thread is not None:
             raise RuntimeError("already started")
         config = self.config
-        ports = (config.zego_agent_port, config.zego_rtc_port, config.coze_port)
+        ports = (config.zego_agent_port, config.zego_rtc_port, config.coze_port, config.llm_port)
         self._sockets = [_bind(config.host, port) for port in ports]
         self._thread = threading.Thread(target=self._run, name="emulator", daemon=True)
         self._thread.start()
@@ -119,7 +125,12 @@ class Emulator:
         world = World(self.config, self.clock)
         self.world = world
         await world.start()
-        apps = [create_agent_app(world), create_rtc_app(world), _coze_app(self.config, self.clock)]
+        apps = [
+            create_agent_app(world),
+            create_rtc_app(world),
+            _coze_app(self.config, self.clock),
+            create_llm_app(),
+        ]
         self._servers = [
             uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="auto", access_log=False))
             for app in apps

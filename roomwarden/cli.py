@@ -12,6 +12,7 @@ import typer
 
 from roomwarden import analyst
 from roomwarden import control as live_control
+from roomwarden.analyze import analyze
 from roomwarden.endpoints import endpoints_app
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ policy_app = typer.Typer(
 app.add_typer(policy_app, name="policy")
 app.add_typer(analyst.sessions_app, name="sessions")
 app.add_typer(endpoints_app, name="endpoints")
-for _command in (analyst.transcript, analyst.search, analyst.stats, analyst.export):
+for _command in (analyst.transcript, analyst.search, analyst.stats, analyst.export, analyze):
     app.command(_command.__name__)(_command)
 for _control in live_control.COMMANDS:  # say, interrupt, message, context, update
     app.command(_control.__name__)(_control)

@@ -14,6 +14,7 @@ from webhooks.queries import bounded, invalid_query, json, read
 from worker.analysis import catalog
 from worker.analysis import search as searching
 from worker.analysis import stats as statistics
+from worker.postcall import search as summary_search
 from worker.settings import Settings
 
 
@@ -41,6 +42,8 @@ async def search(request: Request) -> Response:
                         db, q, wanted, limit=limit, context=context, raw=sees_raw_text(request)
                     )
                 ],
+                # Post-call analysis summaries that match (worker/postcall/search.py).
+                "summaries": summary_search.summary_matches(db, q, wanted, limit=limit),
             }
         ),
     )

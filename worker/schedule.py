@@ -93,6 +93,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": 3600.0,
             "options": {"queue": JOBS_QUEUE, "expires": 3600.0},
         },
+        # Every analysis interval: ended sessions not yet analysed go to the user's LLM
+        # (worker/postcall/). A sweep rather than a message at the end of a session, so a broker
+        # outage loses none and the drain never waits on a model; a lease keeps runs apart.
+        "analyze-ended": {
+            "task": "worker.tasks.analyze_ended",
+            "schedule": settings.analysis_interval_seconds,
+            "options": {"queue": JOBS_QUEUE, "expires": settings.analysis_interval_seconds},
+        },
         # Every second or so: new outbox events become deliveries, and each endpoint with
         # deliveries due (new ones, or retries whose wait is over) gets a sender.
         "dispatch-deliveries": {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -157,6 +157,23 @@ class Settings(BaseSettings):
     # How long one delivery task works for one endpoint before it makes way (a new one follows).
     delivery_budget_seconds: float = 10.0
 
+    # Post-call analysis through the user's own LLM (worker/postcall/, docs/analysis.md): the full
+    # OpenAI-compatible chat completions URL (as in ZEGO's LLM.Url); without it, analysis is off.
+    analysis_url: str | None = None
+    analysis_api_key: SecretStr | None = None  # sent as a Bearer token, never logged or shown
+    analysis_model: str = "gpt-4o-mini"
+    # The JSON Schema the extracted ``data`` must meet, and what a successful call means.
+    analysis_data_schema: dict[str, Any] = Field(default_factory=dict)
+    analysis_criteria: str = ""
+    # The model's context in tokens (about 4 characters each); longer transcripts are split.
+    analysis_context_tokens: int = 8000
+    analysis_rate_per_second: float = 2.0
+    analysis_timeout_seconds: float = 60.0
+    # Beat cadence of the sweep that analyses ended sessions (none is lost to a broker outage).
+    analysis_interval_seconds: float = 30.0
+    # A sweep starts no new session after this long: it shares the worker with the drain.
+    analysis_budget_seconds: float = 10.0
+
     @field_validator(
         "zego_callback_secret",
         "zego_server_secret",
@@ -165,6 +182,8 @@ class Settings(BaseSettings):
         "secret_key",
         "coze_token",
         "metrics_token",
+        "analysis_api_key",
+        "analysis_url",
         mode="before",
     )
     @classmethod
@@ -187,6 +206,11 @@ class Settings(BaseSettings):
         "delivery_4xx_attempts",
         "outbound_interval_seconds",
         "delivery_budget_seconds",
+        "analysis_context_tokens",
+        "analysis_rate_per_second",
+        "analysis_timeout_seconds",
+        "analysis_interval_seconds",
+        "analysis_budget_seconds",
     )
     @classmethod
     def _positive(cls, value: float) -> float:

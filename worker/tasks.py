@@ -22,6 +22,7 @@ from worker.inbox.store import StreamKey
 from worker.jobs import context
 from worker.jobs.publish import publish
 from worker.policies import running, scans, scheduled
+from worker.postcall import sweep as postcall
 from worker.sessions import coze_rooms, ending, starting
 
 StreamList = list[list[int | str]]
@@ -219,3 +220,12 @@ def start_freed_slots() -> int:
     for session_id in ids:
         enqueue_start(session_id)
     return len(ids)
+
+
+# --- Post-call analysis through the user's own LLM (worker/postcall/). ---
+
+
+@app.task(acks_late=True, **DATABASE_RETRIES)
+def analyze_ended() -> int:
+    """Analyse ended sessions not analysed yet (the model unreachable: the next run tries again)."""
+    return postcall.sweep(context.current())

@@ -46,6 +46,7 @@ def test_two_beats_send_each_job_once_a_round(
         "ROOMWARDEN_START_STALE_SECONDS": str(INTERVAL),
         "ROOMWARDEN_COZE_POLL_INTERVAL_SECONDS": str(INTERVAL),
         "ROOMWARDEN_OUTBOUND_INTERVAL_SECONDS": str(INTERVAL),
+        "ROOMWARDEN_ANALYSIS_INTERVAL_SECONDS": str(INTERVAL),
     }
     beats = [
         Process(

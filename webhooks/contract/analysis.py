@@ -20,9 +20,19 @@ class Hit(Model):
     after: list[FoundTurn]
 
 
+class SummaryHit(Model):
+    """A session whose post-call analysis summary holds every term (docs/analysis.md)."""
+
+    session: SessionSummary
+    summary: str | None = None
+    outcome: str | None = None
+    config_version: str
+
+
 class SearchResult(Model):
     query: str
     hits: list[Hit]
+    summaries: list[SummaryHit] = []
 
 
 class Durations(Model):

@@ -16,6 +16,7 @@ class ErasureCounts(Model):
     agent_sentences: int = 0
     payloads: Annotated[int, Field(description="Stored callbacks emptied")] = 0
     user_audio: int = 0
+    analyses: Annotated[int, Field(description="Post-call analyses whose summary and data were removed")] = 0
     deliveries_cancelled: Annotated[int, Field(description="Deliveries of worded events not yet made")] = 0
     events: Annotated[int, Field(description="Outbound events whose words were emptied")] = 0
 

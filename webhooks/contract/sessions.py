@@ -136,6 +136,30 @@ class TranscriptRemoved(Model):
     by: Literal["retention", "erasure"]
 
 
+class AnalysisUsage(Model):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Analysis(Model):
+    """Post-call analysis by the deployment's own LLM (docs/analysis.md): the newest version's result."""
+
+    status: Literal["done", "failed"]
+    summary: str | None = None
+    data: Json | None = None
+    outcome: Literal["success", "failure", "unknown"] | None = None
+    outcome_reason: str | None = None
+    model: str | None = None
+    config_version: str
+    usage: AnalysisUsage
+    chunks: int
+    attempts: int
+    error: str | None = None
+    started_at: Time | None = None
+    finished_at: Time | None = None
+
+
 class SessionDetail(Session):
     summary: SessionSummary
     timeline: list[TimelineEntry]
@@ -143,6 +167,7 @@ class SessionDetail(Session):
     last_event_id: int | None = None
     # Set once retention or an erasure removed its words (docs/erasure.md): turns stay, text empty.
     transcript_removed: TranscriptRemoved | None = None
+    analysis: Analysis | None = None
 
 
 class SessionPage(Model):

@@ -82,4 +82,24 @@ export async function renderSearch(main, params, ctx) {
       }),
     ),
   );
+  // Sessions whose post-call analysis summary matches (docs/analysis.md).
+  const summaries = found.summaries || [];
+  if (summaries.length) {
+    root.append(
+      h("h2", {}, `Matching summaries (${summaries.length})`),
+      h(
+        "ol",
+        { class: "hits summaries" },
+        summaries.map((m) => {
+          const s = m.session || {};
+          return h(
+            "li",
+            { class: "hit" },
+            h("div", { class: "hit-head" }, h("a", { href: `#/session/${encodeURIComponent(s.id)}` }, s.agent_name || s.agent_id || s.id), h("span", { class: "muted" }, ` · ${m.outcome || ""} · ${fmtTime(s.started_at)}`)),
+            h("p", {}, m.summary || ""),
+          );
+        }),
+      ),
+    );
+  }
 }

@@ -146,6 +146,23 @@ function timelineTable(timeline, start) {
   );
 }
 
+// Post-call analysis by the deployment's own LLM (docs/analysis.md): summary, outcome, data.
+function analysisBlock(a) {
+  if (!a) return null;
+  const outcome = a.outcome ? `${a.outcome}${a.outcome_reason ? ` (${a.outcome_reason})` : ""}` : null;
+  const usage = a.usage ? `${fmtNumber(a.usage.total_tokens)} tokens` : null;
+  return h(
+    "section",
+    { class: "analysis", id: "analysis" },
+    h("h2", {}, "Analysis"),
+    a.status === "failed" ? h("p", { class: "muted" }, `Failed: ${a.error || "unknown error"}`) : null,
+    a.summary ? h("p", { class: "analysis-summary" }, a.summary) : null,
+    outcome ? h("p", {}, h("strong", {}, "Outcome: "), outcome) : null,
+    a.data && Object.keys(a.data).length ? h("pre", { class: "small" }, JSON.stringify(a.data, null, 2)) : null,
+    h("p", { class: "muted small" }, [a.model, a.config_version, usage].filter(Boolean).join(" · ")),
+  );
+}
+
 export async function renderSession(main, id, ctx) {
   const root = h("section", { class: "view session" });
   main.append(root);
@@ -225,6 +242,8 @@ export async function renderSession(main, id, ctx) {
       h("ul", { class: "actions-list" }, detail.actions.map((a) => h("li", {}, `${a.kind || a.action || "action"}: ${a.state || ""}${a.reason ? ` (${a.reason})` : ""}`))),
     );
   }
+  const analysis = analysisBlock(detail.analysis);
+  if (analysis) side.append(analysis);
   root.append(
     h("div", { class: "session-body" }, h("div", { class: "conversation" }, h("h2", {}, "Conversation"), chat(turns, detail, start)), side),
     timelineTable(detail.timeline, start),

@@ -12,6 +12,7 @@ from worker.analysis.latency import round_latencies
 from worker.analysis.summary import summaries
 from worker.events import outbox
 from worker.models import AgentException, AgentInstance, Session, TimelineEvent
+from worker.postcall import running as postcall
 from worker.sessions import control
 from worker.sessions.reading import describe
 
@@ -32,6 +33,9 @@ def session_detail(db: DbSession, session: Session) -> dict[str, Any]:
     body["transcript_removed"] = (
         {"at": removed.isoformat(), "by": session.transcript_removed_by} if removed is not None else None
     )
+    # Post-call analysis (worker/postcall/): the latest version's result, or None.
+    analysed = postcall.latest(db, session.id)
+    body["analysis"] = postcall.describe(analysed) if analysed is not None else None
     return body
 
 

@@ -33,6 +33,7 @@ from sqlalchemy.orm import sessionmaker
 from worker.analysis.catalog import SessionFilter, session_start
 from worker.analysis.summary import summaries
 from worker.models import AgentInstance, Session, Turn
+from worker.postcall import running as postcall
 from worker.privacy.turns import played_text_column, text_column
 
 KINDS = ("sessions", "turns")
@@ -92,6 +93,10 @@ COLUMNS: dict[str, Columns] = {
             ("exceptions", "int64"),
             ("instances", "int64"),
             ("recreations", "int64"),
+            # Post-call analysis (worker/postcall/), the newest version's; data as JSON text.
+            ("analysis_summary", "string"),
+            ("analysis_outcome", "string"),
+            ("analysis_data", "string"),
         ]
     ),
     "turns": Columns(
@@ -198,7 +203,9 @@ def _session_rows(db: DbSession, f: SessionFilter) -> Iterator[dict[str, Any]]:
     )
     try:
         for batch in ids.partitions():
+            analysed = postcall.latest_of(db, list(batch))
             for summary in summaries(db, batch):
+                summary.update(postcall.export_columns(analysed.get(summary["id"])))
                 for name in ("started_at", "ended_at"):
                     value = summary[name]
                     summary[name] = dt.datetime.fromisoformat(value) if value is not None else None

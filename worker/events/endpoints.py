@@ -27,6 +27,7 @@ TYPES = (
     "session.recovering",
     "session.ended",
     "session.failed",
+    "session.analyzed",
     "turn.completed",
     "action.completed",
     "action.failed",

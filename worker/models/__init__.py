@@ -1,6 +1,7 @@
 """All models, imported here so that Alembic and the rest see one complete metadata."""
 
 from worker.models.actions import ActionKind, ActionState, JobLock, PolicyAction
+from worker.models.analyses import SessionAnalysis
 from worker.models.events import AgentException, TimelineEvent, UserAudio
 from worker.models.inbox import InboxCallback, InboxState
 from worker.models.outbound import (
@@ -38,6 +39,7 @@ __all__ = [
     "Provider",
     "Round",
     "Session",
+    "SessionAnalysis",
     "SessionState",
     "TimelineEvent",
     "Turn",

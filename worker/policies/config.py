@@ -82,6 +82,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker.postcall.section import AnalysisSection
 from worker.privacy.detectors import custom_pattern
 from worker.sessions.templates import merged
 
@@ -204,6 +205,7 @@ class Policy(_Section):
     coze: CozeGuard = CozeGuard()
     retention: Retention = Retention()
     privacy: Privacy = Privacy()
+    analysis: AnalysisSection = AnalysisSection()  # post-call analysis (worker/postcall/)
 
     def dry(self, section: str) -> bool:
         """Whether decisions of ``section`` are only recorded: its own switch or the global one."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, null, select, tuple_, update
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import sessionmaker
 
@@ -48,6 +48,7 @@ from worker.models import (
     InboxState,
     OutboxEvent,
     Session,
+    SessionAnalysis,
     Turn,
     UserAudio,
 )
@@ -63,6 +64,7 @@ CANCELLED = "erased: the user's words were removed before delivery"
 # types (session.*, action.*) carry no words and are delivered as before.
 EVENT_TEXT: dict[str, tuple[str, ...]] = {
     "turn.completed": ("text", "played_text"),
+    "session.analyzed": ("summary", "data", "outcome_reason"),
 }
 
 
@@ -178,18 +180,36 @@ def _events(db: DbSession, ids: list[str], now: dt.datetime) -> int:
     return len(worded)
 
 
+def _analyses(db: DbSession, ids: list[str], now: dt.datetime) -> int:
+    """Post-call analyses are made of the transcript's words: their summary, extracted data and
+    outcome reason go; the row stays (status, outcome, usage), so the sweep does not analyse the
+    emptied transcript again."""
+    result = db.execute(
+        update(SessionAnalysis)
+        .where(
+            SessionAnalysis.session_id.in_(ids),
+            SessionAnalysis.summary.is_not(None)
+            | SessionAnalysis.data.is_not(None)
+            | SessionAnalysis.outcome_reason.is_not(None),
+        )
+        .values(summary=None, data=null(), outcome_reason=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def removers() -> dict[str, Remover]:
     """Every kind of stored words, in the order they are removed; the counts use these names.
 
-    Add a kind here and both erasure and transcript retention remove it: e.g. post-call analysis
-    rows (``session_analyses``: summary, extracted data, outcome reason) as ``"analyses"``, and
-    ``"session.analyzed"`` in ``EVENT_TEXT``.
+    Add a kind here and both erasure and transcript retention remove it (an event type that
+    carries words goes in ``EVENT_TEXT``).
     """
     return {
         "turns": _turns,
         "agent_sentences": _agent_sentences,
         "payloads": _payloads,
         "user_audio": _user_audio,
+        "analyses": _analyses,
         "deliveries_cancelled": _deliveries,
         "events": _events,
     }

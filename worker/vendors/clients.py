@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from worker.settings import Settings
+from worker.vendors.chat_completions import ChatCompletionsClient
 from worker.vendors.coze.client import CozeClient
 from worker.vendors.errors import VendorNotConfigured
 from worker.vendors.ratelimit import Limiter, LocalLimiter, RedisLimiter
@@ -31,6 +32,7 @@ class Vendors:
         self._rtc: dict[int, ZegoRtcClient] = {}
         self._coze: CozeClient | None = None
         self._limiter: Limiter | None = None
+        self._llms: dict[tuple[str, str], ChatCompletionsClient] = {}
 
     def limiter(self) -> Limiter:
         with self._lock:
@@ -76,8 +78,27 @@ class Vendors:
                 )
             return self._coze
 
+    def llm(self, url: str, model: str) -> ChatCompletionsClient:
+        """The user's own LLM for post-call analysis (worker/postcall/), one client per URL and model."""
+        key = self.settings.analysis_api_key
+        limiter = self.limiter()
+        with self._lock:
+            if (url, model) not in self._llms:
+                self._llms[url, model] = ChatCompletionsClient(
+                    url,
+                    key.get_secret_value() if key is not None else None,
+                    model=model,
+                    timeout=self.settings.analysis_timeout_seconds,
+                    limiter=limiter,
+                    rate_per_second=self.settings.analysis_rate_per_second,
+                )
+            return self._llms[url, model]
+
     def close(self) -> None:
         with self._lock:
+            for llm in self._llms.values():
+                llm.close()
+            self._llms.clear()
             for client in [*self._agents.values(), *self._rtc.values(), self._coze]:
                 if client is not None:
                     client.close()

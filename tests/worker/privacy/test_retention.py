@@ -16,7 +16,7 @@ from worker.analysis.latency import round_latencies
 from worker.analysis.summary import summaries
 from worker.db import utcnow
 from worker.inbox import retention as hourly
-from worker.models import InboxCallback, Session, Turn
+from worker.models import InboxCallback, Session, SessionAnalysis, Turn
 from worker.policies.config import PolicyError, parse
 from worker.privacy import erasure, retention
 from worker.settings import Settings
@@ -131,3 +131,35 @@ def test_removing_words_also_empties_the_redacted_copies_read_mode_keeps(
 
     assert db.scalars(copies).all() == []
     assert set(texts(db, "old")) == {""}
+
+
+def test_removing_words_also_empties_the_post_call_analysis(db: DbSession, settings: Settings) -> None:
+    """An analysis is made of the transcript's words (its summary quotes them): removal takes its
+    summary, data and reason, and keeps the row so the sweep does not analyse the empty one again."""
+    ingest(db, conversation(Signer(), instance=OLD, user="old"))
+    apply_pending(db, settings, instance=OLD)
+    session_id = db.scalars(select(Session.id).where(Session.user_id == "old")).one()
+    now = utcnow()
+    db.add(
+        SessionAnalysis(
+            session_id=session_id,
+            config_version="v1",
+            status="done",
+            summary=f"The caller gave {EMAIL}.",
+            data={"email": EMAIL},
+            outcome="success",
+            outcome_reason=f"Reached at {EMAIL}",
+            started_at=now,
+            finished_at=now,
+        )
+    )
+    db.flush()
+
+    first = erasure.remove_words(db, [session_id], reason="erasure", now=now)
+    again = erasure.remove_words(db, [session_id], reason="erasure", now=now)
+    db.expire_all()
+
+    row = db.scalars(select(SessionAnalysis)).one()
+    assert (row.summary, row.data, row.outcome_reason) == (None, None, None)
+    assert (row.status, row.outcome) == ("done", "success")
+    assert (first["analyses"], again["analyses"]) == (1, 0)
