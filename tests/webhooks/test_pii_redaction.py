@@ -93,6 +93,9 @@ def told(
             session_id = db.scalars(select(Session.id)).one()
         assert first["Data"] == {"UserId": "user_1", "Round": 1, "Text": SAID}
         yield Told(client, clean_engine, configured, session_id)
+    # Not one pooled connection of this module's reads outlives it (see NOTES: a later SQLite
+    # test in the same process read a stale inbox without this).
+    clean_engine.dispose()
 
 
 def raw_allowed(mode: str, admin: bool) -> bool:
