@@ -24,6 +24,7 @@ from sqlalchemy import Engine, select, text
 from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN, migrate
+from tests.database_files import sqlite_file_bytes
 from tests.factories import APP_ID, INSTANCE, Signer, apply_pending, encode_body
 from tests.processes import postgres_bin
 from webhooks.app import create_app
@@ -93,9 +94,6 @@ def told(
             session_id = db.scalars(select(Session.id)).one()
         assert first["Data"] == {"UserId": "user_1", "Round": 1, "Text": SAID}
         yield Told(client, clean_engine, configured, session_id)
-    # Not one pooled connection of this module's reads outlives it (see NOTES: a later SQLite
-    # test in the same process read a stale inbox without this).
-    clean_engine.dispose()
 
 
 def raw_allowed(mode: str, admin: bool) -> bool:
@@ -187,8 +185,7 @@ def test_the_raw_values_reach_the_database_files_only_when_not_in_store_mode(tol
         # The main file and its write-ahead log: whatever is committed is in one of them.
         path = told.engine.url.database
         assert path is not None
-        files = (Path(path), Path(f"{path}-wal"))
-        dump = b"".join(f.read_bytes() for f in files if f.exists()).decode("utf-8", "replace")
+        dump = sqlite_file_bytes(path).decode("utf-8", "replace")
     else:
         bin_dir = postgres_bin()
         pg_dump = str(bin_dir / "pg_dump") if bin_dir is not None else "pg_dump"
@@ -227,7 +224,7 @@ def test_in_store_mode_a_fresh_sqlite_file_never_holds_the_raw_values(
             assert "[EMAIL]" in shown
     finally:
         engine.dispose()
-    dump = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    dump = sqlite_file_bytes(path)
     assert not any(value.encode() in dump for value in RAW_VALUES)
     assert b"[CARD]" in dump
 

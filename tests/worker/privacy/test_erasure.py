@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session as DbSession
 from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
+from tests.database_files import sqlite_file_bytes
 from tests.factories import APP_ID, Signer, changed, receiver_client
 from tests.sinks import dead_url
 from tests.worker.privacy.conversation import AUDIO, CARD, EMAIL, PHONE, RAW, USER, conversation
@@ -196,7 +196,6 @@ def test_after_erasing_both_users_no_raw_value_is_in_any_table_or_file(
     assert not [n for n in NEEDLES if n in dump]
     if database_url.startswith("sqlite"):
         assert answer.json()["files_scrubbed"] is True
-        path = Path(database_url.split("///", 1)[1])
-        raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+        raw = sqlite_file_bytes(database_url.split("///", 1)[1])
         for needle in [*NEEDLES, PHONE.replace(" ", ""), CARD.replace(" ", "")]:
             assert needle.encode() not in raw, needle
