@@ -7,7 +7,7 @@ from typing import Any, Literal
 from webhooks.contract.common import Json, Model, Time
 
 State = Literal["starting", "active", "ended", "failed", "recovering", "queued"]
-Provider = Literal["zego", "zego_digital_human", "coze"]
+Provider = Literal["zego", "zego_digital_human", "zego_live_digital_human", "coze"]
 
 
 class CreateSession(Model):
