@@ -31,6 +31,7 @@ def test_a_live_digital_human_is_idle_from_its_last_say_not_from_user_speech(db:
     )
     recorded = scans.recycle_idle(db, BOOK, now)
     assert [a.session_id for a in recorded] == [forgotten.id]
+    assert forgotten.last_activity_at is not None
     assert recorded[0].inputs["quiet_since"] == forgotten.last_activity_at.isoformat()
     assert driven.policy_reason is None
     voice, voice_agent = live_session(db, quiet_for=700, started_ago=5000, last_activity_at=now)
@@ -42,7 +43,8 @@ def test_a_live_digital_human_never_said_anything_is_idle_from_its_creation(db: 
     """Created and never driven: the idle clock runs from the instance's creation."""
     session, agent = live_session(db, provider=LIVE, quiet_for=None, started_ago=601)
     decision = scans.idle_decision(BOOK.defaults, session, agent, utcnow())
-    assert decision is not None and decision.inputs["quiet_since"] == agent.created_at.isoformat()
+    assert decision is not None and agent.created_at is not None
+    assert decision.inputs["quiet_since"] == agent.created_at.isoformat()
 
 
 @pytest.mark.parametrize("mode", ["close_room", "wait", "end"])
