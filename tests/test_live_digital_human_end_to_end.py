@@ -80,7 +80,21 @@ def test_a_live_digital_human_is_created_and_driven_only_by_say(deploy: Callable
     assert d.control.api_calls("UpdateAgentInstance") == 0
     assert [a["action"] for a in d.actions(session_id)] == ["say", "say"]
 
+    # Nothing drives it any more: ZEGO deletes it with 1202 after 900 vendor seconds (about 10
+    # real ones here). Not a user who left: no room closed, no recreation, the session is idle.
+    ended = d.wait_state(session_id, "ended", timeout=60)
+    assert (ended["end_code"], ended["end_reason"]) == (1202, "idle")
+    assert [a["action"] for a in d.actions(session_id)] == ["say", "say"]
+    assert "minimax-key-never-logged-31" not in d.stack.logs()
+
+
+def test_a_live_digital_human_is_ended_through_the_api(deploy: Callable[..., Deployment]) -> None:
+    """DELETE /v1/sessions/{id} ends a live digital human like any ZEGO agent."""
+    d = deploy()
+    body = live_request("talk_show")
+    body["params"]["AdvancedConfig"] = {"MaxIdleTime": 86400}
+    session_id = d.start(body)
+    d.wait_state(session_id, "active")
     assert d.api.delete(f"/v1/sessions/{session_id}").status_code == 202
     ended = d.wait_state(session_id, "ended")
     assert ended["end_reason"] == "deleted"
-    assert "minimax-key-never-logged-31" not in d.stack.logs()
