@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from tests.factories import APP_ID
 from tests.worker.policies.rows import live_session
+from worker import metrics
 from worker.db import utcnow
 from worker.models import Provider
 from worker.policies import decisions, quotas, scans
@@ -73,3 +74,5 @@ def test_live_digital_humans_share_the_digital_human_quota(db: DbSession) -> Non
     assert quotas.in_use(db, APP_ID, Provider.ZEGO_DIGITAL_HUMAN.value) == 2
     assert quotas.in_use(db, APP_ID, Provider.ZEGO.value) == 1
     assert quotas.limit_for(BOOK.defaults, LIVE.value) == BOOK.defaults.quota.digital_human_instances
+    slots = metrics.slots_in_use(db)  # what /metrics shows as roomwarden_agent_slots_in_use
+    assert (slots[(APP_ID, "digital_human")], slots[(APP_ID, "voice")]) == (2, 1)
