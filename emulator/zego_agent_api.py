@@ -61,6 +61,36 @@ def _create_digital_human(world: World, app_id: int, body: dict[str, Any]) -> di
     }
 
 
+def _create_live_digital_human(world: World, app_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    instance = world.create_instance(app_id, body, live=True)
+    return {
+        "AgentInstanceId": instance.agent_instance_id,
+        "DigitalHumanConfig": world.digital_human_config(instance),
+    }
+
+
+# After creation a live digital human takes only TTS driving (and deletion, and the status
+# query, which read or end rather than drive it: an assumption, the facts say "only TTS
+# driving"); every other operation on it answers 410001049.
+LIVE_REFUSED = frozenset(
+    {
+        "UpdateAgentInstance",
+        "SendAgentInstanceLLM",
+        "InterruptAgentInstance",
+        "GetAgentInstanceMsgList",
+        "AddAgentInstanceMsg",
+        "ResetAgentInstanceMsgList",
+        "StartListening",
+        "StopListening",
+    }
+)
+
+
+def _refuse_live(world: World, app_id: int, body: dict[str, Any]) -> None:
+    if world.instance(app_id, body["AgentInstanceId"]).live:
+        raise ZegoError(410001049, "API operations on live digital human instances are prohibited")
+
+
 def _update_instance(world: World, app_id: int, body: dict[str, Any]) -> None:
     world.update_instance(world.instance(app_id, body["AgentInstanceId"]), body)
 
@@ -112,6 +142,7 @@ def _send_tts(world: World, app_id: int, body: dict[str, Any]) -> dict[str, Any]
         )
     except QueueFull:
         raise ZegoError(410001007, "active TTS call failed: the request queue is full") from None
+    world.driven(instance)
     return {"Round": round_}
 
 
@@ -164,6 +195,7 @@ HANDLERS: dict[str, Handler] = {
     "QueryAgents": _query_agents,
     "CreateAgentInstance": _create,
     "CreateDigitalHumanAgentInstance": _create_digital_human,
+    "CreateLiveDigitalHumanAgentInstance": _create_live_digital_human,
     "UpdateAgentInstance": _update_instance,
     "DeleteAgentInstance": _delete,
     "QueryAgentInstanceStatus": _status,
@@ -202,6 +234,8 @@ def create_agent_app(world: World) -> Starlette:
                 raise fault
             body = _json_object(await request.body())
             validate(action, body)
+            if action in LIVE_REFUSED:
+                _refuse_live(world, app_id, body)
             data = HANDLERS[action](world, app_id, body)
         except InstanceNotRunning:
             world.ledger.refused("agent", request.query_params.get("Action", ""), 410001002)

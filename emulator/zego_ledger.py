@@ -37,6 +37,7 @@ class BilledInstance:
     user_id: str
     digital_human: bool
     created_s: float
+    live: bool = False  # a live digital human (no user: its NoUserS is all of its time)
     deleted_s: float | None = None
     deleted_code: int | None = None
 
@@ -68,10 +69,17 @@ class Ledger:
     # --- what the world tells it ---------------------------------------------------------------
 
     def agent_started(
-        self, app_id: int, instance_id: str, room_id: str, user_id: str, *, digital_human: bool
+        self,
+        app_id: int,
+        instance_id: str,
+        room_id: str,
+        user_id: str,
+        *,
+        digital_human: bool,
+        live: bool = False,
     ) -> None:
         self._instances[instance_id] = BilledInstance(
-            app_id, instance_id, room_id, user_id, digital_human, self._clock.vendor_now()
+            app_id, instance_id, room_id, user_id, digital_human, self._clock.vendor_now(), live
         )
 
     def agent_stopped(self, instance_id: str, code: int) -> None:
@@ -115,6 +123,7 @@ class Ledger:
                     "RoomId": billed.room_id,
                     "UserId": billed.user_id,
                     "DigitalHuman": billed.digital_human,
+                    "Live": billed.live,
                     "CreatedS": billed.created_s,
                     "DeletedS": billed.deleted_s,
                     "DeletedCode": billed.deleted_code,

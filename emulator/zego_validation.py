@@ -407,6 +407,38 @@ def _create_digital_human(body: Obj) -> None:
         raise invalid("AdvancedConfig.DisableTTS", "must not be true for a digital human")
 
 
+LIVE_CALLBACK_FLAGS = ("Interrupted", "AgentInstanceStatus")
+
+
+def _create_live_digital_human(body: Obj) -> None:
+    """CreateLiveDigitalHumanAgentInstance (v2.13.5): no UserId and no user stream, a CDN push
+    (``CDN.Url`` required when ``CDN`` is given; whether ``CDN`` itself is required is not in the
+    facts), TTS only, MaxIdleTime in [30, 86400] counted from the last TTS."""
+    agent_id(body)
+    digital_human(body)
+    r = body.need("RTC")
+    for key, limit in (("RoomId", 128), ("AgentStreamId", 128), ("AgentUserId", 32)):
+        r.string(key, required=True, max_len=limit, pattern=RTC_ID)
+    r.string("StreamExtraInfo", max_bytes=1024)
+    if "UserStreamId" in r.data:
+        raise invalid("RTC.UserStreamId", "is not supported by a live digital human")
+    cdn = body.obj("CDN")
+    if cdn is not None:
+        cdn.string("Url", required=True)
+    tts(body)
+    callbacks = body.obj("CallbackConfig")
+    if callbacks is not None:
+        for flag in LIVE_CALLBACK_FLAGS:
+            callbacks.integer(flag, choices=frozenset({0, 1}))
+        callbacks.string("HostTag")
+    advanced = body.obj("AdvancedConfig")
+    if advanced is not None:
+        advanced.integer("MaxIdleTime", lo=30, hi=86400)
+        if advanced.boolean("DisableTTS"):
+            raise invalid("AdvancedConfig.DisableTTS", "must not be true for a live digital human")
+        advanced.obj("TTSParamPaths")
+
+
 def _update_instance(body: Obj) -> None:
     instance_id(body)
     llm(body)
@@ -466,6 +498,7 @@ VALIDATORS: dict[str, Callable[[Obj], None]] = {
     "QueryAgents": _query_agents,
     "CreateAgentInstance": _create,
     "CreateDigitalHumanAgentInstance": _create_digital_human,
+    "CreateLiveDigitalHumanAgentInstance": _create_live_digital_human,
     "UpdateAgentInstance": _update_instance,
     "DeleteAgentInstance": _delete,
     "QueryAgentInstanceStatus": instance_id,

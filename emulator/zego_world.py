@@ -10,6 +10,10 @@ Everything here runs in the emulator's one event loop (no locks). The rules are 
   humans, which are refused at once with 410001030;
 - an instance whose creating user is absent from the room for MaxIdleTime (default 120 s,
   counted from creation if the user never joins) is deleted with 1202;
+- a live digital human (CreateLiveDigitalHumanAgentInstance) has no user: it is deleted with 1202
+  when no SendAgentInstanceTTS drove it for its MaxIdleTime (default 900 s, counted from creation
+  and reset by each accepted TTS), counts against the digital-human quota, and answers 410001049
+  to every other operation on it (emulator.zego_agent_api);
 - rooms exist while someone (agents included) is in them; a user whose heartbeat is lost is
   dropped after 100 s; a user logging in with a running agent's AgentUserId kicks the agent.
 
@@ -36,6 +40,9 @@ from emulator.zego_gateway import IdGenerator, ZegoError
 from emulator.zego_ledger import Ledger
 
 DEFAULT_MAX_IDLE_S = 120
+LIVE_DEFAULT_MAX_IDLE_S = 900
+# Not in the facts: the vendor's wording for a live digital human's idle deletion is unknown.
+LIVE_IDLE_MESSAGE = "the live digital human was not driven by TTS for the max idle time"
 HEARTBEAT_TIMEOUT_S = 100
 STREAM_FAILURE_AFTER_S = 0.3  # vendor seconds between a duplicate-stream create and its 1206
 EXCEPTION_MESSAGES = {
@@ -91,6 +98,8 @@ class Instance:
     messages: list[dict[str, str]] = field(default_factory=list)
     deleted_code: int | None = None
     listen_sequence: dict[str, int] = field(default_factory=dict)
+    live: bool = False  # a live digital human: no user, driven only by TTS
+    cdn_url: str | None = None
 
     def next_round(self) -> int:
         """Rounds rise but are never consecutive, like the vendor's."""
@@ -99,7 +108,8 @@ class Instance:
 
     @property
     def max_idle_s(self) -> int:
-        return int(self.advanced_config.get("MaxIdleTime") or DEFAULT_MAX_IDLE_S)
+        default = LIVE_DEFAULT_MAX_IDLE_S if self.live else DEFAULT_MAX_IDLE_S
+        return int(self.advanced_config.get("MaxIdleTime") or default)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -118,6 +128,8 @@ class Instance:
             "DeletedCode": self.deleted_code,
             "CreatedMs": self.created_ms,
             "MaxIdleTime": self.max_idle_s,
+            "Live": self.live,
+            "CdnUrl": self.cdn_url,
         }
 
 
@@ -216,7 +228,7 @@ class World:
             raise ZegoError(410001041, "agent instance is being gracefully shut down")
         return instance
 
-    def create_instance(self, app_id: int, body: dict[str, Any]) -> Instance:
+    def create_instance(self, app_id: int, body: dict[str, Any], *, live: bool = False) -> Instance:
         agent = self.agent(app_id, body["AgentId"])
         running = self.running(app_id)
         rtc = body["RTC"]
@@ -234,11 +246,11 @@ class World:
             agent_instance_id=self.ids.next(),
             agent_id=agent.agent_id,
             agent_name=agent.name,
-            user_id=body["UserId"],
+            user_id="" if live else body["UserId"],
             room_id=rtc["RoomId"],
             agent_user_id=rtc["AgentUserId"],
             agent_stream_id=rtc["AgentStreamId"],
-            user_stream_id=rtc["UserStreamId"],
+            user_stream_id="" if live else rtc["UserStreamId"],
             callback_config=dict(body.get("CallbackConfig") or {}),
             advanced_config=dict(body.get("AdvancedConfig") or {}),
             digital_human=dh,
@@ -248,6 +260,8 @@ class World:
             asr=body.get("ASR", agent.asr),
             window_size=_or(history.get("WindowSize"), 20),
             messages=[dict(m) for m in history.get("Messages") or []] if history.get("SyncMode") == 1 else [],
+            live=live,
+            cdn_url=(body.get("CDN") or {}).get("Url"),
         )
         for older in running:
             if older.agent_user_id == instance.agent_user_id:
@@ -261,9 +275,10 @@ class World:
             instance.room_id,
             instance.user_id,
             digital_human=dh is not None,
+            live=live,
         )
         self._login(instance.room_id, instance.agent_user_id)
-        if instance.user_id not in self.rooms[instance.room_id].users:
+        if live or instance.user_id not in self.rooms[instance.room_id].users:
             self._arm_idle(instance)
         if stream_taken:
             self.spawn(self._fail_push(instance))
@@ -328,6 +343,8 @@ class World:
             self._logout(instance.room_id, instance.agent_user_id)
         if reason_exception:
             message = EXCEPTION_MESSAGES.get(code, "agent instance error")
+            if code == 1202 and instance.live:
+                message = LIVE_IDLE_MESSAGE
             self.sender.emit(
                 instance, "Exception", {"Code": code, "Message": message, "Round": instance.round}
             )
@@ -416,8 +433,14 @@ class World:
         return [
             i
             for i in self.instances.values()
-            if i.state != "deleted" and i.room_id == room_id and i.user_id == user_id
+            if i.state != "deleted" and not i.live and i.room_id == room_id and i.user_id == user_id
         ]
+
+    def driven(self, instance: Instance) -> None:
+        """An accepted SendAgentInstanceTTS on a live digital human: its idle clock starts again."""
+        if instance.live and instance.state == "running":
+            self._disarm_idle(instance)
+            self._arm_idle(instance)
 
     def _arm_idle(self, instance: Instance) -> None:
         if instance.agent_instance_id in self._idle:

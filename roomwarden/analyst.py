@@ -38,7 +38,7 @@ FILTERS: dict[str, str] = {
     "user_id": "The end user.",
     "agent_id": "The registered agent (AgentId).",
     "template": "roomwarden template name.",
-    "provider": "zego, zego_digital_human or coze.",
+    "provider": "zego, zego_digital_human, zego_live_digital_human or coze.",
     "state": "starting, active, recovering, queued, ended or failed.",
     "end_reason": "deleted, user_absent, disconnected, gave_up, idle, ...",
     "has_interruptions": "true: only sessions where the user cut the agent off; false: none.",

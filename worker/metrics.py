@@ -110,7 +110,10 @@ def slots_in_use(db: DbSession) -> dict[tuple[int, str], int]:
         )
         .group_by(Session.app_id, Session.provider)
     )
-    kinds = {provider: kind for kind, provider in SLOT_KINDS.items()} | {Provider.ZEGO.value: "voice"}
+    kinds = {provider: kind for kind, provider in SLOT_KINDS.items()} | {
+        Provider.ZEGO.value: "voice",
+        Provider.ZEGO_LIVE_DIGITAL_HUMAN.value: "digital_human",  # one ZEGO limit for both kinds
+    }
     used: dict[tuple[int, str], int] = {}
     for query in (
         select(live.c.app_id, live.c.provider, func.count()).group_by(live.c.app_id, live.c.provider),

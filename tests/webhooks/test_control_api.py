@@ -78,3 +78,23 @@ def test_refusals_before_zego_record_nothing(api: TestClient, clean_engine: Engi
     patch = api.patch(f"/v1/sessions/{live}", json={"ASR": {"Vendor": "Nobody"}}, headers=AUTH)
     assert patch.status_code == 400 and patch.json()["field"].startswith("ASR.Vendor"), patch.text
     assert _actions(clean_engine) == []
+
+
+def test_a_live_digital_human_takes_only_say(api: TestClient, clean_engine: Engine) -> None:
+    """Interrupt, messages, context and PATCH on a zego_live_digital_human are a 409 naming the
+    provider, before ZEGO and with no action; say goes on to ZEGO (unreachable here: 503)."""
+    live = _session(clean_engine, provider=Provider.ZEGO_LIVE_DIGITAL_HUMAN)
+    refusals = (
+        api.post(f"/v1/sessions/{live}/interrupt", headers=AUTH),
+        api.post(f"/v1/sessions/{live}/messages", json={"text": "hi"}, headers=AUTH),
+        api.get(f"/v1/sessions/{live}/context", headers=AUTH),
+        api.patch(f"/v1/sessions/{live}", json={"TTS": {"Vendor": "MiniMax", "Params": {"app": {"api_key": "k"}}}},
+                  headers=AUTH),
+    )  # fmt: skip
+    for answer in refusals:
+        assert answer.status_code == 409 and answer.json()["error"] == "not_supported", answer.text
+        assert "zego_live_digital_human" in answer.json()["detail"]
+    assert _actions(clean_engine) == []
+    said = api.post(f"/v1/sessions/{live}/say", json={"text": "Good evening."}, headers=AUTH)
+    assert said.status_code == 503, said.text
+    assert [a.kind for a in _actions(clean_engine)] == ["say"]

@@ -104,6 +104,39 @@ def test_a_request_zego_would_refuse_is_refused_here_naming_the_field(
     assert response.json()["field"] == field
 
 
+LIVE_PARAMS: dict[str, Any] = {
+    "AgentId": "anchor",
+    "DigitalHuman": {"DigitalHumanId": "dh"},
+    "RTC": {"RoomId": "news", "AgentStreamId": "anchor_stream", "AgentUserId": "anchor_1"},
+    "CDN": {"Url": "rtmp://push.example.com/live/news"},
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"RTC": {**LIVE_PARAMS["RTC"], "UserStreamId": "u"}}, "params.RTC.UserStreamId"),
+        ({"UserId": "user_1"}, "params.UserId"),
+        ({"CDN": {}}, "params.CDN.Url"),
+        ({"AdvancedConfig": {"MaxIdleTime": 20}}, "params.AdvancedConfig.MaxIdleTime"),
+        ({"LLM": {"Url": "https://x", "ApiKey": "k", "Model": "m"}}, "params.LLM"),
+    ],
+)
+def test_a_live_digital_human_request_is_checked_by_its_own_rules(
+    api: TestClient, params: dict[str, Any], field: str
+) -> None:
+    """zego_live_digital_human: no user, no user stream, a CDN Url, MaxIdleTime [30, 86400], TTS only."""
+    body = {"provider": "zego_live_digital_human", "params": {**LIVE_PARAMS, **params}}
+    response = api.post("/v1/sessions", json=body, headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+    ok = api.post(
+        "/v1/sessions", json={"provider": "zego_live_digital_human", "params": LIVE_PARAMS}, headers=AUTH
+    )
+    assert ok.status_code == 202, ok.text
+    assert ok.json()["provider"] == "zego_live_digital_human"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

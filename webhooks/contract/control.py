@@ -54,6 +54,7 @@ class Context(Controlled):
 CONTROL_ERRORS: dict[int, str] = {
     404: "No session with that id or agent instance id",
     409: "The session is not live (``not_live``), the agent cannot take it now (``agent_busy``), "
+    "a zego_live_digital_human session takes only say (``not_supported``), "
     "no ZEGO ServerSecret is configured for its AppId (``not_configured``), "
     "or a request with this Idempotency-Key is still running (``in_progress``)",
     429: "ZEGO's rate limit for this action is reached; retry after ``Retry-After`` seconds",

@@ -7,15 +7,16 @@ from typing import Any, Literal
 from webhooks.contract.common import Json, Model, Time
 
 State = Literal["starting", "active", "ended", "failed", "recovering", "queued"]
-Provider = Literal["zego", "zego_digital_human", "coze"]
+Provider = Literal["zego", "zego_digital_human", "zego_live_digital_human", "coze"]
 
 
 class CreateSession(Model):
     """``POST /v1/sessions``: a provider and its parameters, or a template that supplies them.
 
-    ``params`` is the vendor's own request (ZEGO's CreateAgentInstance or
-    CreateDigitalHumanAgentInstance body, Coze's room parameters), validated as the vendor would
-    before anything is stored; secrets in it are sealed at rest and shown as ``***``.
+    ``params`` is the vendor's own request (ZEGO's CreateAgentInstance,
+    CreateDigitalHumanAgentInstance or, for ``zego_live_digital_human``,
+    CreateLiveDigitalHumanAgentInstance body; Coze's room parameters), validated as the vendor
+    would before anything is stored; secrets in it are sealed at rest and shown as ``***``.
     """
 
     provider: Provider | None = None

@@ -17,7 +17,8 @@ export const FIELDS = [
   {
     name: "provider",
     label: "Provider",
-    options: [ANY, ["zego", "ZEGO voice"], ["zego_digital_human", "ZEGO digital human"], ["coze", "Coze"]],
+    options: [ANY, ["zego", "ZEGO voice"], ["zego_digital_human", "ZEGO digital human"],
+      ["zego_live_digital_human", "ZEGO live digital human"], ["coze", "Coze"]],
   },
   {
     name: "state",

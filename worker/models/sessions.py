@@ -32,6 +32,8 @@ COZE_APP_ID = 0
 class Provider(enum.StrEnum):
     ZEGO = "zego"
     ZEGO_DIGITAL_HUMAN = "zego_digital_human"
+    # CreateLiveDigitalHumanAgentInstance: pushed to RTC/CDN, no user, driven only by `say` (TTS).
+    ZEGO_LIVE_DIGITAL_HUMAN = "zego_live_digital_human"
     COZE = "coze"
 
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from sqlalchemy import ColumnElement, and_, false, or_, true
 
-from worker.models import AgentInstance, Session
+from worker.models import AgentInstance, Provider, Session
 from worker.policies.config import Policy, PolicyBook, Reconcile
 
 # Thresholds are compared in Python as float seconds; a second of slack in SQL keeps every
@@ -85,20 +85,34 @@ def idle(book: PolicyBook, now: dt.datetime) -> ColumnElement[bool]:
 
     ``quiet_since`` is the later of the last user speech and the instance's creation (or the
     session's start): both must be past the cutoff, and at least one must be known. Speech is
-    visible when some was heard, or when the stored spec asked for it (checked in Python).
+    visible when some was heard, or when the stored spec asked for it (checked in Python). A live
+    digital human has no user: its mark is the last ``say`` (``last_activity_at``), always visible.
     """
+    live = Session.provider == Provider.ZEGO_LIVE_DIGITAL_HUMAN.value
 
     def quiet_past(after: float) -> ColumnElement[bool]:
         if after <= 0:
             return false()
         cutoff = now - dt.timedelta(seconds=after) + SLACK
         speech, created, started = Session.last_user_speech_at, AgentInstance.created_at, Session.started_at
-        return and_(
+        said = Session.last_activity_at
+        since_creation = or_(
+            created <= cutoff, and_(created.is_(None), or_(started.is_(None), started <= cutoff))
+        )
+        voice = and_(
+            or_(Session.provider.is_(None), ~live),
             or_(speech.is_not(None), *(Session.spec[path].as_string().is_not(None) for path in _SPEECH_ON)),
             or_(speech.is_(None), speech <= cutoff),
-            or_(created <= cutoff, and_(created.is_(None), or_(started.is_(None), started <= cutoff))),
+            since_creation,
             or_(speech.is_not(None), created.is_not(None), started.is_not(None)),
         )
+        driven = and_(
+            live,
+            or_(said.is_(None), said <= cutoff),
+            since_creation,
+            or_(said.is_not(None), created.is_not(None), started.is_not(None)),
+        )
+        return or_(voice, driven)
 
     return by_policy(book, lambda p: p.idle.after_seconds, quiet_past)
 

@@ -95,7 +95,7 @@ def on_deleted(
         return None  # another instance carries the session (e.g. the one that replaced this)
     key = deletion_key(instance.app_id, instance.agent_instance_id)
     dry = policy.dry(policy_name)
-    why = reason or end_reason(code)
+    why = reason or end_reason(code, session.provider)
     inputs: dict[str, Any] = {"code": code}
     make = partial(
         Decision,
@@ -104,6 +104,10 @@ def on_deleted(
         dry_run=dry,
         agent_instance_id=instance.agent_instance_id,
     )
+    if code == 1202 and session.provider == Provider.ZEGO_LIVE_DIGITAL_HUMAN:
+        # Not a user who left: nothing drove it (no say) for MaxIdleTime. Waiting for a user or
+        # closing the room answers nothing; recreating would only idle again. Let it end.
+        return None
     if code == 1202:
         inputs["user_absent"] = rules.user_absent
         if rules.user_absent == "close_room" and session.room_id:

@@ -59,16 +59,25 @@ class Admission:
     actions: list[tuple[int, float]] = field(default_factory=list)
 
 
+# Live digital humans count against the digital-human limit (vendor-facts 5.6: "including live
+# digital humans").
+DIGITAL_HUMANS = (Provider.ZEGO_DIGITAL_HUMAN.value, Provider.ZEGO_LIVE_DIGITAL_HUMAN.value)
+
+
+def is_digital_human(provider: str | None) -> bool:
+    return provider in DIGITAL_HUMANS
+
+
 def _kind(provider: str | None) -> ColumnElement[bool]:
     """Sessions counted against the same ZEGO limit as ``provider`` (callback sessions are voice)."""
-    if provider == Provider.ZEGO_DIGITAL_HUMAN:
-        return Session.provider == Provider.ZEGO_DIGITAL_HUMAN
+    if is_digital_human(provider):
+        return Session.provider.in_(DIGITAL_HUMANS)
     return or_(Session.provider.is_(None), Session.provider == Provider.ZEGO)
 
 
 def limit_for(policy: Policy, provider: str | None) -> int:
     quota = policy.quota
-    return quota.digital_human_instances if provider == Provider.ZEGO_DIGITAL_HUMAN else quota.voice_instances
+    return quota.digital_human_instances if is_digital_human(provider) else quota.voice_instances
 
 
 def _serialise(db: DbSession, app_id: int) -> None:
@@ -277,7 +286,7 @@ def dequeue(db: DbSession, book: PolicyBook, now: dt.datetime) -> list[str]:
             session_events.changed(db, session, SessionState.QUEUED, instances=[], learned="policy")
             log.warning("session_queue_timeout", session_id=session.id)
             continue
-        key = (session.app_id, session.provider == Provider.ZEGO_DIGITAL_HUMAN)
+        key = (session.app_id, is_digital_human(session.provider))
         if key not in free:
             limit = limit_for(book.for_session(session.app_id, None), session.provider)
             free[key] = limit - in_use(db, session.app_id, session.provider)

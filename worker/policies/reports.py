@@ -152,7 +152,11 @@ def why(db: DbSession, session: Session) -> dict[str, Any]:
                 "created_at": iso(i.created_at),
                 "deleted_at": iso(i.deleted_at),
                 "delete_code": i.delete_code,
-                "delete_reason": lifecycle.end_reason(i.delete_code) if i.delete_code is not None else None,
+                "delete_reason": (
+                    lifecycle.end_reason(i.delete_code, session.provider)
+                    if i.delete_code is not None
+                    else None
+                ),
             }
             for i in instances
         ],

@@ -58,11 +58,18 @@ def speech_visible(session: Session) -> bool:
     would hang up on a user in mid-sentence; so idleness is judged only for sessions that have
     reported speech once, or whose stored request turned those callbacks on.
     """
-    if session.last_user_speech_at is not None:
+    if session.last_user_speech_at is not None or live_digital_human(session):
         return True
     params = (session.spec or {}).get("params") or {}
     config = params.get("CallbackConfig") or {}
     return bool(config.get("ASRResult") or config.get("UserSpeakAction"))
+
+
+def live_digital_human(session: Session) -> bool:
+    """A live digital human has no user: it is idle when nobody drives it (``say``), as ZEGO's
+    own MaxIdleTime for it counts from the last SendAgentInstanceTTS, and no user-absence rule
+    (1202 as "the user left") applies to it."""
+    return session.provider == Provider.ZEGO_LIVE_DIGITAL_HUMAN
 
 
 def not_live(session: Session, instance: AgentInstance) -> str | None:
@@ -86,7 +93,9 @@ def quiet_since(session: Session, instance: AgentInstance) -> dt.datetime | None
     The later of the last user speech and this instance's creation: an agent recreated after a
     network fault starts a fresh idle clock rather than inheriting the outage as silence.
     """
-    marks = [t for t in (session.last_user_speech_at, instance.created_at or session.started_at) if t]
+    # A live digital human's "speech" is the last say (control.mark_said keeps last_activity_at).
+    driven = session.last_activity_at if live_digital_human(session) else session.last_user_speech_at
+    marks = [t for t in (driven, instance.created_at or session.started_at) if t]
     return max(marks) if marks else None
 
 

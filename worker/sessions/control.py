@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import insert_ignoring_conflicts
@@ -217,6 +217,15 @@ def begin(
     or not controllable from here (no ServerSecret for its AppId: nothing could be signed)."""
     if session.provider == Provider.COZE:
         raise ControlError(409, "not_live", "a Coze room has no control API: live control is for ZEGO agents")
+    if session.provider == Provider.ZEGO_LIVE_DIGITAL_HUMAN and control.kind is not ActionKind.SAY:
+        # ZEGO answers 410001049 to anything but SendAgentInstanceTTS on a live digital human:
+        # refused here, before a row is written or a request is signed.
+        raise ControlError(
+            409,
+            "not_supported",
+            f"a {Provider.ZEGO_LIVE_DIGITAL_HUMAN.value} session is driven only by say "
+            f"(ZEGO refuses {control.kind.value} with 410001049)",
+        )
     app = settings.zego_app(session.app_id)
     if app is None or app.server_secret is None:
         raise ControlError(
@@ -388,6 +397,16 @@ def mark_said(db: DbSession, target: Target, round_: int, text: str, *, now: dt.
     sentences, should ZEGO send some, replace the text as for any agent turn.
     """
     dialect = db.get_bind().dialect.name
+    # A say is activity: for a live digital human (no user) it is the only activity, and its
+    # idleness is judged from it (worker.policies.scans.quiet_since), as ZEGO's MaxIdleTime is.
+    db.execute(
+        update(Session)
+        .where(
+            Session.id == target.session_id,
+            or_(Session.last_activity_at.is_(None), Session.last_activity_at < now),
+        )
+        .values(last_activity_at=now)
+    )
     made = db.execute(
         insert_ignoring_conflicts(Turn, dialect)
         .values(

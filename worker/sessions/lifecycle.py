@@ -23,7 +23,7 @@ from worker.events import sessions as session_events
 from worker.events import turns as turn_events
 from worker.inbox.callbacks import Callback, int_field, text_field
 from worker.inbox.store import StreamKey
-from worker.models import AgentException, AgentInstance, Session, SessionState, TimelineEvent, Turn
+from worker.models import AgentException, AgentInstance, Provider, Session, SessionState, TimelineEvent, Turn
 from worker.sessions import rounds as round_marks
 
 SESSION_NAMESPACE = uuid.UUID("5b0f3c52-1d7e-4c59-9a55-7f1f0f7e2a11")
@@ -54,7 +54,11 @@ def exception_family(code: int) -> str:
     return {21: "asr", 22: "llm", 23: "tts"}.get(code // 100, "other")
 
 
-def end_reason(code: int) -> str:
+def end_reason(code: int, provider: str | None = None) -> str:
+    """``provider`` matters for 1202 only: a live digital human has no user, and ZEGO deletes it
+    with 1202 when nothing drove it (no TTS) for its MaxIdleTime: it was idle, no user left."""
+    if code == 1202 and provider == Provider.ZEGO_LIVE_DIGITAL_HUMAN:
+        return "idle"
     return END_REASONS.get(code, f"deleted_{code}")
 
 
@@ -320,7 +324,7 @@ def settle_state(stream: Stream) -> None:
         session.ended_at = last.deleted_at
         session.end_code = last.delete_code
         session.end_reason = session.policy_reason or (
-            end_reason(last.delete_code) if last.delete_code is not None else None
+            end_reason(last.delete_code, session.provider) if last.delete_code is not None else None
         )
     elif any(i.state == "active" for i in instances):
         session.state = SessionState.ACTIVE

@@ -66,7 +66,8 @@ def parse_request(
     try:
         provider = Provider(str(provider_name))
     except ValueError:
-        raise RequestError("provider", "provider must be one of zego, zego_digital_human, coze") from None
+        names = ", ".join(p.value for p in Provider)
+        raise RequestError("provider", f"provider must be one of {names}") from None
     params = body.get("params", {})
     agent = body.get("agent", template.agent if template else None)
     if not isinstance(params, dict) or (agent is not None and not isinstance(agent, dict)):
@@ -106,11 +107,11 @@ def _raise_spec_error(exc: ValueError, prefix: str) -> None:
 def _validate_zego(provider: Provider, params: dict[str, Any], agent: dict[str, Any] | None) -> None:
     from worker.vendors.zego import specs
 
-    model = (
-        specs.CreateDigitalHumanAgentInstance
-        if provider is Provider.ZEGO_DIGITAL_HUMAN
-        else specs.CreateAgentInstance
-    )
+    models: dict[Provider, type[specs.ZegoRequest]] = {
+        Provider.ZEGO_DIGITAL_HUMAN: specs.CreateDigitalHumanAgentInstance,
+        Provider.ZEGO_LIVE_DIGITAL_HUMAN: specs.CreateLiveDigitalHumanAgentInstance,
+    }
+    model = models.get(provider, specs.CreateAgentInstance)
     try:
         model.model_validate(params)
     except ValueError as exc:

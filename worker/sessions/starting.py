@@ -118,10 +118,12 @@ def with_absent_limit(params: dict[str, Any], provider: Provider, policy: Policy
 
     What an agent costs after its user left without hanging up is decided by ZEGO's own clock,
     which sees the user leave; roomwarden only hears silence. A value the request sets itself wins
-    (the app knows its room); Coze rooms have no such setting.
+    (the app knows its room); Coze rooms have no such setting. A live digital human has no user:
+    its MaxIdleTime counts from the last TTS (default 900 s, range [30, 86400]), so the user's
+    absence limit is not its business and ZEGO's default is kept.
     """
     seconds = policy.idle.user_absent_seconds
-    if seconds is None or provider is Provider.COZE:
+    if seconds is None or provider in (Provider.COZE, Provider.ZEGO_LIVE_DIGITAL_HUMAN):
         return params
     advanced = params.get("AdvancedConfig")
     if isinstance(advanced, dict) and advanced.get("MaxIdleTime") is not None:
@@ -271,8 +273,12 @@ def call_vendor(order: StartOrder, vendors: Vendors) -> Started:
         # Registered already (by an earlier session or attempt): just what we wanted.
         with contextlib.suppress(ZegoConflictError):
             client.register_agent(order.agent)
-    if order.provider is Provider.ZEGO_DIGITAL_HUMAN:
-        human = client.create_digital_human_agent_instance(order.params)
+    if order.provider in (Provider.ZEGO_DIGITAL_HUMAN, Provider.ZEGO_LIVE_DIGITAL_HUMAN):
+        human = (
+            client.create_digital_human_agent_instance(order.params)
+            if order.provider is Provider.ZEGO_DIGITAL_HUMAN
+            else client.create_live_digital_human_agent_instance(order.params)
+        )
         join = {
             "agent_instance_id": human.agent_instance_id,
             "digital_human_config": human.digital_human_config,

@@ -3,7 +3,7 @@
 A TOML file (``ROOMWARDEN_TEMPLATES_FILE``) with one table per template::
 
     [templates.concierge]
-    provider = "zego"                  # zego | zego_digital_human | coze
+    provider = "zego"                  # zego | zego_digital_human | zego_live_digital_human | coze
     app_id = 1234567                   # ZEGO only; optional when one app is configured
     [templates.concierge.agent]        # optional: RegisterAgent body, registered if missing
     AgentId = "concierge"
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROVIDERS = ("zego", "zego_digital_human", "coze")
+PROVIDERS = ("zego", "zego_digital_human", "zego_live_digital_human", "coze")
 
 
 class TemplateError(ValueError):

@@ -233,3 +233,32 @@ def test_an_applied_update_is_kept_sealed_in_the_spec_a_recreation_sends(db: DbS
     unsealed = control.update_request({"LLM": {"Url": "https://x.example", "ApiKey": "plain", "Model": "m"}})
     target = control.begin(db, session, unsealed, settings=SETTINGS, now=NOW)
     assert control.finish(db, target, unsealed, control.Outcome(), now=NOW).result == {"spec_updated": False}
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [control.interrupt(), control.context(), control.message({"text": "hi"}),
+     control.update_request({"ASR": {"Vendor": "Tencent"}})],
+)  # fmt: skip
+def test_a_live_digital_human_refuses_all_but_say_up_front(db: DbSession, wanted: control.Control) -> None:
+    """ZEGO answers 410001049 to those: roomwarden says 409 not_supported, names the provider, records nothing."""
+    session = _live_session(db, provider="zego_live_digital_human")
+    with pytest.raises(control.ControlError, match="zego_live_digital_human") as refused:
+        control.begin(db, session, wanted, settings=SETTINGS, now=NOW)
+    assert (refused.value.status, refused.value.code) == (409, "not_supported")
+    assert db.scalars(select(PolicyAction)).all() == []
+
+
+def test_a_say_is_the_activity_a_live_digital_human_idles_from(db: DbSession) -> None:
+    """A say moves the session's last activity forward (never back): the idle clock of a session with no user."""
+    session = _live_session(db, provider="zego_live_digital_human")
+    wanted = control.say({"text": "Good evening."})
+    target = control.begin(db, session, wanted, settings=SETTINGS, now=NOW)
+    control.finish(db, target, wanted, control.Outcome(round=7), now=NOW)
+    db.refresh(session)
+    assert session.last_activity_at == NOW
+    control.mark_said(
+        db, target, 7, "Good evening.", now=NOW - dt.timedelta(minutes=5)
+    )  # a rebuild's re-mark
+    db.refresh(session)
+    assert session.last_activity_at == NOW

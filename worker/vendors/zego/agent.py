@@ -346,6 +346,19 @@ class ZegoAgentClient(ZegoHttpClient):
             digital_human_config=str(data.get("DigitalHumanConfig") or ""),
         )
 
+    def create_live_digital_human_agent_instance(
+        self, spec: specs.CreateLiveDigitalHumanAgentInstance | dict[str, Any]
+    ) -> specs.CreatedDigitalHumanInstance:
+        """Start a live digital human (driven only by TTS afterwards: any other control of it
+        answers 410001049); retried like :meth:`create_agent_instance`."""
+        request = specs.coerce(specs.CreateLiveDigitalHumanAgentInstance, spec)
+        data, request_id = self._send(request, retry_if=self._create_retry_if)
+        return specs.CreatedDigitalHumanInstance(
+            agent_instance_id=str(_field(data, "AgentInstanceId", request.ACTION, request_id)),
+            request_id=request_id,
+            digital_human_config=str(data.get("DigitalHumanConfig") or ""),
+        )
+
     def update_agent_instance(self, spec: specs.UpdateAgentInstance | dict[str, Any]) -> None:
         """Replace a running instance's LLM/TTS/ASR, or switch the user stream it pulls."""
         self._send(specs.coerce(specs.UpdateAgentInstance, spec))

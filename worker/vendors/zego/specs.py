@@ -484,6 +484,60 @@ class CreateDigitalHumanAgentInstance(CreateAgentInstance):
         return self
 
 
+# --- the live digital human (CreateLiveDigitalHumanAgentInstance, v2.13.5) --------------------
+# A digital human pushing to RTC and/or a CDN, driven only by SendAgentInstanceTTS: no user, so no
+# UserId, no user stream, no LLM/ASR/VAD; its MaxIdleTime counts from the last TTS (vendor-facts
+# 1.3). Whether ``CDN`` itself is required is not settled by the facts (the docs page speaks of
+# RTC "or" a CDN push): it is optional here, and its ``Url`` is required when it is given.
+
+
+class LiveRTCSpec(_Schema):
+    RoomId: RtcIdStr
+    AgentStreamId: RtcIdStr
+    AgentUserId: AgentUserIdStr
+    StreamExtraInfo: Annotated[str, _max_bytes(1024)] | None = None
+    # Declared only to be refused with a sentence (CreateLiveDigitalHumanAgentInstance's _shape).
+    UserStreamId: Any = None
+
+
+class CDNSpec(_Schema):
+    Url: TextStr
+
+
+class LiveCallbackConfigSpec(_Schema):
+    Interrupted: Flag | None = None
+    AgentInstanceStatus: Flag | None = None
+    HostTag: str | None = None
+
+
+LIVE_DEFAULT_MAX_IDLE_S = 900
+
+
+class LiveAdvancedConfigSpec(_Schema):
+    MaxIdleTime: int | None = Field(default=None, ge=30, le=86400)
+    DisableTTS: bool | None = None
+    TTSParamPaths: dict[str, Any] | None = None
+
+
+class CreateLiveDigitalHumanAgentInstance(ZegoRequest):
+    ACTION: ClassVar[str] = "CreateLiveDigitalHumanAgentInstance"
+    AgentId: AgentIdStr
+    DigitalHuman: DigitalHumanSpec
+    RTC: LiveRTCSpec
+    CDN: CDNSpec | None = None
+    TTS: TTSSpec | None = None
+    CallbackConfig: LiveCallbackConfigSpec | None = None
+    AdvancedConfig: LiveAdvancedConfigSpec | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if self.RTC.UserStreamId is not None:
+            raise _At("RTC.UserStreamId", "is not taken by a live digital human: it pulls no user stream")
+        if self.AdvancedConfig is not None and self.AdvancedConfig.DisableTTS:
+            raise _At("AdvancedConfig.DisableTTS", "must not be true: a live digital human is driven by TTS")
+        return self
+
+
 class UpdateAgentInstance(ZegoRequest):
     """LLM, TTS and ASR replace the running instance's objects wholesale."""
 
