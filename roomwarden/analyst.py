@@ -257,7 +257,7 @@ def transcript(
     """Print a session's transcript: as text, WebVTT subtitles, or JSON."""
     from worker.analysis import transcript_formats
     from worker.db import session_scope
-    from worker.sessions import transcripts
+    from worker.sessions import repair, transcripts
 
     chosen = "json" if as_json else format_
     if chosen not in ("text", "vtt", "json"):
@@ -269,7 +269,13 @@ def transcript(
         start = session.started_at or session.created_at
         if chosen == "json":
             typer.echo(
-                json.dumps(transcript_formats.as_json(session.id, turns, start), indent=2, ensure_ascii=False)
+                json.dumps(
+                    transcript_formats.as_json(
+                        session.id, turns, start, repair.round_statuses(db, session.id)
+                    ),
+                    indent=2,
+                    ensure_ascii=False,
+                )
             )
         elif chosen == "vtt":
             typer.echo(lines(transcript_formats.as_webvtt(turns, start)), nl=False)

@@ -23,7 +23,7 @@ from worker.models import ActionKind, ActionState, Provider
 from worker.policies import quotas, reports
 from worker.policies.config import PolicyBook
 from worker.sessions import reading as sessions
-from worker.sessions import requesting, transcripts
+from worker.sessions import repair, requesting, transcripts
 from worker.tasks import enqueue_actions, enqueue_end, enqueue_start
 
 
@@ -78,7 +78,8 @@ async def get_transcript(request: Request) -> Response:
         turns = transcripts.transcript(db, session.id, raw=sees_raw_text(request))
         start = session.started_at or session.created_at
         if fmt == "json":
-            return json(transcript_formats.as_json(session.id, turns, start))
+            rounds = repair.round_statuses(db, session.id)
+            return json(transcript_formats.as_json(session.id, turns, start, rounds))
         body = (
             transcript_formats.as_text(turns, start)
             if fmt == "text"

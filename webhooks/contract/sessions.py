@@ -191,11 +191,23 @@ class Turn(Model):
 
 class TranscriptTurn(Turn):
     new_instance: bool
-    source: Literal["say"] | None = None  # spoken through POST /v1/sessions/{id}/say
+    # "say": spoken through POST /v1/sessions/{id}/say; "repaired": filled from the agent's
+    # context after the callbacks missed it (docs/gap-repair.md)
+    source: Literal["say", "repaired"] | None = None
     offset_seconds: float | None = None
+
+
+class RoundStatus(Model):
+    """How much of one Round the transcript holds (docs/gap-repair.md)."""
+
+    agent_instance_id: str
+    round: int
+    status: Literal["complete", "partial", "missing"]
+    repaired: bool
 
 
 class Transcript(Model):
     session_id: str
     started_at: Time | None = None
     turns: list[TranscriptTurn]
+    rounds: list[RoundStatus]

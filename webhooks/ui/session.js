@@ -38,6 +38,7 @@ function bubble(turn, start) {
     h("span", { title: turn.spoken_at || "" }, fmtOffset(offsetOf(turn, start))),
   );
   if (turn.source === "say") meta.append(h("span", { class: "badge", title: "POST /v1/sessions/{id}/say" }, "said by the app"));
+  if (turn.source === "repaired") meta.append(h("span", { class: "badge", title: "no callback brought it: filled from the agent's context before its deletion" }, "repaired"));
   if (speaker === "agent" && turn.interrupted) {
     const { played, cut } = splitInterrupted(turn.text || "", turn.played_text);
     if (played) body.append(h("span", { class: "played" }, played));
@@ -62,8 +63,14 @@ function systemLine(kind, text, at, start) {
   return h("div", { class: `system ${kind}`, role: "note" }, h("span", { class: "text" }, text), offset ? h("span", { class: "when" }, offset) : null);
 }
 
-export function chat(turns, detail, start) {
+export function chat(turns, detail, start, rounds = []) {
   const box = h("div", { class: "chat", id: "chat" });
+  const gaps = new Map(rounds.filter((r) => r.status !== "complete").map((r) => [`${r.agent_instance_id}|${r.round}`, r.status]));
+  const gapLine = (key) => {
+    const [, round] = key.split("|");
+    const what = gaps.get(key) === "missing" ? "missing: no text reached roomwarden" : "partial: a turn is missing";
+    return systemLine("gap", `Round ${round} ${what}`, null, start);
+  };
   const pending = new Map();
   for (const e of detail.exceptions || []) {
     const key = `${e.agent_instance_id}|${e.round}`;
@@ -89,7 +96,12 @@ export function chat(turns, detail, start) {
       for (const e of pending.get(key)) box.append(exceptionLine(e));
       pending.delete(key);
     }
+    if (lastOfRound.get(key) === i && gaps.has(key)) {
+      box.append(gapLine(key));
+      gaps.delete(key);
+    }
   });
+  for (const key of gaps.keys()) box.append(gapLine(key)); // Rounds without a single turn
   const rest = [...pending.values()].flat().sort((a, b) => String(a.at).localeCompare(String(b.at)));
   for (const e of rest) box.append(exceptionLine(e));
   for (const inst of detail.instances || []) {
@@ -245,7 +257,7 @@ export async function renderSession(main, id, ctx) {
   const analysis = analysisBlock(detail.analysis);
   if (analysis) side.append(analysis);
   root.append(
-    h("div", { class: "session-body" }, h("div", { class: "conversation" }, h("h2", {}, "Conversation"), chat(turns, detail, start)), side),
+    h("div", { class: "session-body" }, h("div", { class: "conversation" }, h("h2", {}, "Conversation"), chat(turns, detail, start, transcript.rounds || [])), side),
     timelineTable(detail.timeline, start),
   );
   if (!["ended", "failed"].includes(summary.state)) live(main, root, id, detail.last_event_id ?? null, ctx);

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from worker.sessions.repair import RoundStatus
 from worker.sessions.transcripts import TranscriptTurn
 
 # A cue with no next turn to end it stays on screen this long.
@@ -31,12 +32,19 @@ def offset_seconds(turn: TranscriptTurn, start: dt.datetime) -> float | None:
     return (turn.spoken_at - start).total_seconds()
 
 
-def as_json(session_id: str, turns: Sequence[TranscriptTurn], start: dt.datetime) -> dict[str, Any]:
-    """The API's JSON transcript: every turn as stored, with its offset from the session start."""
+def as_json(
+    session_id: str,
+    turns: Sequence[TranscriptTurn],
+    start: dt.datetime,
+    rounds: Sequence[RoundStatus] = (),
+) -> dict[str, Any]:
+    """The API's JSON transcript: every turn as stored, with its offset from the session start,
+    and how complete each Round is (worker/sessions/repair.py)."""
     return {
         "session_id": session_id,
         "started_at": start.isoformat(),
         "turns": [{**t.as_dict(), "offset_seconds": offset_seconds(t, start)} for t in turns],
+        "rounds": [r.as_dict() for r in rounds],
     }
 
 

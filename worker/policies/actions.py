@@ -20,7 +20,7 @@ again with the same AgentUserId, and ZEGO kicks the orphan out (1203), so one ag
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import structlog
@@ -34,6 +34,7 @@ from worker.models.actions import CONTROL_KINDS
 from worker.policies.config import PolicyBook
 from worker.policies.decisions import Decision, record, recreatable
 from worker.sealing import Sealer
+from worker.sessions import repair
 from worker.sessions.ending import live_instances
 from worker.sessions.lifecycle import refresh
 from worker.sessions.starting import StartOrder, attach_instance, call_vendor, with_absent_limit
@@ -46,6 +47,7 @@ from worker.vendors.zego.errors import (
     ZegoNotFoundError,
     ZegoQuotaError,
 )
+from worker.vendors.zego.specs import Message
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +91,9 @@ class Outcome:
     error: str | None = None
     retry_in: float | None = None  # for "retry" and "later"
     new_instance_id: str | None = None
+    # Gap repair: each deleted instance's context window, read just before its deletion; its
+    # words are written as turns by ``finish``, never into the row's result.
+    contexts: dict[str, list[Message]] = field(default_factory=dict)
 
 
 # --- claim ------------------------------------------------------------------------------------
@@ -253,19 +258,22 @@ def _describe_user(vendors: Vendors, claimed: Claimed) -> bool | None:
 
 def _recreate(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
     old = claimed.agent_instance_id
+    contexts: dict[str, list[Message]] = {}
     if old is not None:
         status = seen["status"] = _status(vendors, claimed.app_id, old)
         if status not in (GONE, SHUTTING_DOWN):
             if not claimed.inputs.get("replace_live"):
                 # The vendor still runs it: the deletion we were told of did not happen.
                 return Outcome("skipped", {"seen": seen, "why": "instance_alive"})
+            contexts = repair.read_contexts(vendors, [(claimed.app_id, old)], claimed.provider)
             vendors.zego_agent(claimed.app_id).delete_agent_instance(old)
             seen["deleted_old"] = True
     present = seen["user_in_room"] = _user_in_room(vendors, claimed)
     if present is False:
-        return Outcome("skipped", {"seen": seen, "why": "user_absent"})
+        return Outcome("skipped", {"seen": seen, "why": "user_absent"}, contexts=contexts)
     if not claimed.params or claimed.provider in (None, Provider.COZE):
-        return Outcome("failed", {"seen": seen}, error="no stored ZEGO request to recreate the agent from")
+        error = "no stored ZEGO request to recreate the agent from"
+        return Outcome("failed", {"seen": seen}, error=error, contexts=contexts)
     order = StartOrder(
         session_id=claimed.session_id,
         provider=Provider(claimed.provider),
@@ -276,7 +284,7 @@ def _recreate(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outco
     )
     started = call_vendor(order, vendors)
     new = started.agent_instance_id
-    return Outcome("done", {"seen": seen, "agent_instance_id": new}, new_instance_id=new)
+    return Outcome("done", {"seen": seen, "agent_instance_id": new}, new_instance_id=new, contexts=contexts)
 
 
 def _end(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
@@ -285,12 +293,14 @@ def _end(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
         return Outcome("done", {"seen": seen, "nothing_live": True})
     statuses: dict[str, str] = seen.setdefault("status", {})
     deleted: list[str] = []
+    contexts: dict[str, list[Message]] = {}
     for instance in claimed.live_instances:
         statuses[instance] = _status(vendors, claimed.app_id, instance)
         if statuses[instance] not in (GONE, SHUTTING_DOWN):
+            contexts.update(repair.read_contexts(vendors, [(claimed.app_id, instance)], claimed.provider))
             vendors.zego_agent(claimed.app_id).delete_agent_instance(instance)
             deleted.append(instance)
-    return Outcome("done", {"seen": seen, "deleted": deleted, "nothing_live": not deleted})
+    return Outcome("done", {"seen": seen, "deleted": deleted, "nothing_live": not deleted}, contexts=contexts)
 
 
 def _recycle(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
@@ -315,7 +325,7 @@ def _recycle(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcom
 
 
 def _merge(outcome: Outcome, extra: dict[str, Any]) -> Outcome:
-    return Outcome(outcome.state, {**outcome.result, **extra}, outcome.error, outcome.retry_in)
+    return replace(outcome, result={**outcome.result, **extra})
 
 
 def _close_room(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
@@ -370,6 +380,8 @@ def finish(
         # Another worker took the claim over (we were too slow): its outcome is the one that counts.
         log.warning("policy_action_claim_lost", action_id=claimed.action_id, outcome=outcome.state)
         return []
+    if outcome.contexts:  # before the deletion callbacks settle the session
+        repair.fill_session(db, claimed.session_id, outcome.contexts)
     row.result = {**(row.result or {}), **outcome.result}
     row.error = outcome.error
     state: str = outcome.state

@@ -242,6 +242,7 @@ class Suspect:
     agent_instance_id: str
     why: Literal["silent", "unconfirmed"]
     since: dt.datetime
+    provider: str | None = None
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,15 @@ def suspects(
         if since is None or now - since < dt.timedelta(seconds=threshold):
             continue
         found.append(
-            Suspect(session.id, instance.id, instance.app_id, instance.agent_instance_id, why, since)
+            Suspect(
+                session.id,
+                instance.id,
+                instance.app_id,
+                instance.agent_instance_id,
+                why,
+                since,
+                session.provider,
+            )
         )
     found.sort(key=lambda s: s.since)
     return found[:limit]

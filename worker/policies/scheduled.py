@@ -20,6 +20,7 @@ from worker.models import PolicyAction
 from worker.policies import quotas, scans
 from worker.policies.config import PolicyBook
 from worker.policies.running import runnable
+from worker.sessions import repair
 
 if TYPE_CHECKING:
     from worker.jobs.context import JobContext
@@ -66,7 +67,14 @@ def reconcile(job: JobContext, publish: Publish) -> int:
             if not scans.within_budget(job.vendors.limiter(), suspect.app_id):
                 break
             verdict = scans.ask(suspect, job.vendors)
+            # Alive but quiet: fill what the callbacks missed (worker/sessions/repair.py), budget allowing.
+            contexts = {}
+            if verdict.state == "alive" and scans.within_budget(job.vendors.limiter(), suspect.app_id):
+                pair = [(suspect.app_id, suspect.agent_instance_id)]
+                contexts = repair.read_contexts(job.vendors, pair, suspect.provider)
             with session_scope(job.sessions) as db:
+                if contexts:
+                    repair.fill_session(db, suspect.session_id, contexts, settings=job.settings)
                 pending = runnable(scans.settle(db, suspect, verdict, job.book, utcnow()), utcnow())
             publish(pending)
     if found or overdue:

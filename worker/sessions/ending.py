@@ -8,9 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from worker.db import session_scope
-from worker.models import (
-    AgentInstance,
-)
+from worker.models import AgentInstance, Session
+from worker.sessions import repair
 
 if TYPE_CHECKING:
     from worker.jobs.context import JobContext
@@ -42,7 +41,15 @@ def delete_instances(vendors: Vendors, instances: list[tuple[int, str]], *, grac
 
 
 def end(job: JobContext, session_id: str, *, graceful: bool) -> int:
-    """DeleteAgentInstance for each live instance of the session; returns how many were deleted."""
+    """DeleteAgentInstance for each live instance of the session; returns how many were deleted.
+
+    First the turns the callbacks missed are filled from each instance's context (gap repair,
+    worker/sessions/repair.py): once deleted, the instance has no context left to read."""
     with session_scope(job.sessions) as db:
         instances = live_instances(db, session_id)
+        provider = db.scalar(select(Session.provider).where(Session.id == session_id))
+    contexts = repair.read_contexts(job.vendors, instances, provider)
+    if contexts:
+        with session_scope(job.sessions) as db:
+            repair.fill_session(db, session_id, contexts, settings=job.settings)
     return delete_instances(job.vendors, instances, graceful=graceful)

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session as DbSession
 from emulator.control import EmulatorControl
 from tests.emulator_fixture import instance_body
 from tests.factories import APP_ID
+from tests.processes import wait_until
 from worker.db import session_scope, utcnow
 from worker.jobs.context import JobContext
-from worker.models import ActionKind, ActionState, AgentInstance, PolicyAction, Provider, Session
+from worker.models import ActionKind, ActionState, AgentInstance, PolicyAction, Provider, Session, Turn
 from worker.policies import actions
 from worker.policies.config import PolicyBook, parse
 from worker.policies.decisions import Decision, deletion_key, record
@@ -479,3 +480,25 @@ def test_the_run_action_task_recreates_once_when_run_twice(
         action = db.get(PolicyAction, action_id)
         assert action is not None and action.state == ActionState.DONE and action.attempts == 1
         assert len(session_instances(db, db.get_one(Session, session_id))) == 2
+
+
+def test_end_fills_the_reply_the_callbacks_lost_before_deleting(
+    db: DbSession, vendors: Vendors, control: EmulatorControl
+) -> None:
+    """The user's question was stored but its reply's LLMResults never came: END reads the agent's
+    context before deleting it, and the reply is in the transcript, marked repaired."""
+    session, iid = live_session(db, vendors, control)
+    round_ = control.say(iid, "Is the pool open?", ["Yes, until ten."])
+    wait_until(lambda: len(vendors.zego_agent(APP_ID).get_agent_instance_msg_list(iid)) == 2, 10, "the reply")
+    db.add(Turn(session_id=session.id, instance_id=instance(db, iid).id, round=round_, speaker="user",
+                text="Is the pool open?", user_id="user_1"))  # fmt: skip
+    action = decide(db, session, ActionKind.END, iid, reason="idle", policy="idle", ends_with="idle",
+                    trigger_key=f"idle:{session.id}:t0")  # fmt: skip
+
+    outcome, _ = run(db, vendors, action)
+
+    assert outcome.state == "done" and action.result is not None and action.result["deleted"] == [iid]
+    assert "Yes, until ten." not in str(action.result), "the words go to turns, not the action's record"
+    said = db.scalars(select(Turn).where(Turn.session_id == session.id, Turn.speaker == "agent")).all()
+    assert [(t.round, t.text, t.source) for t in said] == [(round_, "Yes, until ten.", "repaired")]
+    assert [i["State"] for i in emulated(control, "room_1")] == ["deleted"]
