@@ -349,12 +349,14 @@ def _wait(rules: Reconcile, attempts: int) -> dt.timedelta:
 RECONCILE_SHARE = 0.3
 
 
-def within_budget(limiter: Limiter, app_id: int) -> bool:
+def within_budget(limiter: Limiter, app_id: int, action: str = "QueryAgentInstanceStatus") -> bool:
     """Take a reconciliation slot for ``app_id`` now, or say there is none: reconciling waits for
-    nothing, it stops for this beat and the next beat goes on where it stopped."""
-    rate = ZegoAgentClient.RATES.get("QueryAgentInstanceStatus", ZegoAgentClient.DEFAULT_RATE)
+    nothing, it stops for this beat and the next beat goes on where it stopped. ``action``: whose
+    budget (the status query's, or GetAgentInstanceMsgList's for gap repair) it takes a share of."""
+    rate = ZegoAgentClient.RATES.get(action, ZegoAgentClient.DEFAULT_RATE)
+    key = f"reconcile:{app_id}" if action == "QueryAgentInstanceStatus" else f"reconcile:{action}:{app_id}"
     try:
-        limiter.acquire(f"reconcile:{app_id}", rate * ZegoAgentClient.HEADROOM * RECONCILE_SHARE, 0.0)
+        limiter.acquire(key, rate * ZegoAgentClient.HEADROOM * RECONCILE_SHARE, 0.0)
     except RateLimitTimeout:
         return False
     return True

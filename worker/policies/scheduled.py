@@ -69,7 +69,8 @@ def reconcile(job: JobContext, publish: Publish) -> int:
             verdict = scans.ask(suspect, job.vendors)
             # Alive but quiet: fill what the callbacks missed (worker/sessions/repair.py), budget allowing.
             contexts = {}
-            if verdict.state == "alive" and scans.within_budget(job.vendors.limiter(), suspect.app_id):
+            limiter = job.vendors.limiter()
+            if verdict.state == "alive" and scans.within_budget(limiter, suspect.app_id, repair.ACTION):
                 pair = [(suspect.app_id, suspect.agent_instance_id)]
                 contexts = repair.read_contexts(job.vendors, pair, suspect.provider)
             with session_scope(job.sessions) as db:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 REPAIRED = "repaired"
+ACTION = "GetAgentInstanceMsgList"
 RoundStatusName = Literal["complete", "partial", "missing"]
 
 

@@ -16,6 +16,7 @@ from emulator import Emulator
 from emulator.control import EmulatorControl
 from tests.emulator_fixture import instance_body
 from tests.factories import APP_ID
+from tests.processes import wait_until
 from tests.worker.policies.rows import live_session
 from worker.db import session_scope, sessions_for, utcnow
 from worker.jobs.context import JobContext
@@ -29,6 +30,7 @@ from worker.models import (
     Provider,
     Session,
     SessionState,
+    Turn,
 )
 from worker.policies import scans
 from worker.policies.config import PolicyBook, parse
@@ -348,3 +350,42 @@ def test_reconciling_uses_only_its_share_of_the_status_query_budget() -> None:
         clock[0] += 0.1
     assert 25 <= taken <= 29  # 2.7/s over 10 s
     limiter.acquire(f"zego:{APP_ID}:QueryAgentInstanceStatus", 9.0, 0.0)  # free, no RateLimitTimeout
+
+
+def test_reconciling_a_quiet_agent_that_is_alive_fills_the_reply_its_callbacks_lost(
+    clean_engine: Engine,
+    vendors: Vendors,
+    emulator: Emulator,
+    redis_client: redis.Redis,
+    run_tasks_with: Callable[[JobContext], JobContext],
+) -> None:
+    """The agent answered, but the reply's callbacks were lost and it has been quiet since: the
+    reconcile beat finds it alive, reads its context, and the reply is in the transcript."""
+    from worker import tasks
+
+    job = JobContext(vendors.settings, sessions_for(vendors.settings.database_url), vendors, sealer=None)
+    factory = run_tasks_with(job).sessions
+    with session_scope(factory) as db:
+        session, agent = running(db, vendors, silent_for=200)
+        session_id, instance_id = session.id, agent.agent_instance_id
+    round_ = emulator.control.say(instance_id, "Is the pool open?", ["Yes, until ten."])
+    wait_until(
+        lambda: len(vendors.zego_agent(APP_ID).get_agent_instance_msg_list(instance_id)) == 2, 10, "reply"
+    )
+    with session_scope(factory) as db:
+        pk = db.scalars(select(AgentInstance.id).where(AgentInstance.agent_instance_id == instance_id)).one()
+        db.add(
+            Turn(
+                session_id=session_id, instance_id=pk, round=round_, speaker="user", text="Is the pool open?"
+            )
+        )
+
+    assert tasks.reconcile.run() == 1
+
+    with session_scope(factory) as db:
+        turns = db.scalars(select(Turn).where(Turn.session_id == session_id).order_by(Turn.speaker)).all()
+        assert [(t.speaker, t.text, t.source) for t in turns] == [
+            ("agent", "Yes, until ten.", "repaired"),
+            ("user", "Is the pool open?", None),
+        ]
+        assert db.get_one(Session, session_id).state == SessionState.ACTIVE
