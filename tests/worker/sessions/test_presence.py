@@ -1,0 +1,71 @@
+"""Presence folded from RTC callbacks that ZEGO delivers late, retried and reordered."""
+
+from __future__ import annotations
+
+import itertools
+
+from worker.inbox.rtc_callbacks import RtcEvent
+from worker.sessions.presence import Presence, apply, no_user_seconds, rejoined_on_new_stream
+
+
+def login(seq: int, session: str, at: int) -> RtcEvent:
+    return RtcEvent("room_login", "room-1", "user-1", seq, session_id=session, login_time_ms=at, at_ms=at)
+
+
+def logout(seq: int, session: str, login_at: int, at: int, reason: str = "2") -> RtcEvent:
+    return RtcEvent(
+        "room_logout",
+        "room-1",
+        "user-1",
+        seq,
+        session_id=session,
+        login_time_ms=login_at,
+        logout_time_ms=at,
+        reason=reason,
+        at_ms=at,
+    )
+
+
+def fold(events: list[RtcEvent]) -> Presence:
+    presence = Presence()
+    for event in events:
+        presence = apply(presence, event)
+    return presence
+
+
+def test_leave_then_return_in_order() -> None:
+    """The user logs in, drops (reason 2), comes back: present again, the absence cleared."""
+    gone = fold([login(1, "a", 1000), logout(2, "a", 1000, 5000)])
+    assert (gone.present, gone.absent_since_ms, gone.logout_reason) == (False, 5000, "2")
+    back = apply(gone, login(3, "b", 9000))
+    assert (back.present, back.absent_since_ms, back.session_id) == (True, 0, "b")
+
+
+def test_any_order_and_duplicates_end_the_same() -> None:
+    """However the callbacks are shuffled or retried, the user_update_seq order decides the outcome."""
+    events = [login(1, "a", 1000), logout(2, "a", 1000, 5000), login(3, "b", 9000)]
+    outcomes = {fold(list(order) + list(order[:1])) for order in itertools.permutations(events)}
+    assert {(p.present, p.session_id, p.user_seq) for p in outcomes} == {(True, "b", 3)}
+
+
+def test_a_late_logout_of_an_old_login_does_not_undo_the_new_one() -> None:
+    """The logout of the first login arrives after the second login: the user stays present."""
+    presence = fold([login(1, "a", 1000), login(3, "b", 9000), logout(2, "a", 1000, 5000)])
+    assert presence.present and presence.session_id == "b"
+
+
+def test_a_rejoin_on_a_new_stream_names_the_stream_to_follow() -> None:
+    """A new stream_create for the user asks for UpdateAgentInstance; the same stream asks nothing."""
+    first = RtcEvent("stream_create", "room-1", "user-1", 1, stream_id="st-1")
+    before = apply(Presence(), first)
+    after = apply(before, RtcEvent("stream_create", "room-1", "user-1", 1, stream_id="st-2"))
+    assert rejoined_on_new_stream(before, after, agent_user_stream_id="st-1") == "st-2"
+    assert rejoined_on_new_stream(Presence(), before, agent_user_stream_id="st-1") is None
+    closed = apply(after, RtcEvent("stream_close", "room-1", "user-1", 2, stream_id="st-2"))
+    assert closed.stream_id == ""
+
+
+def test_no_user_seconds_counts_only_the_absence() -> None:
+    """Billed agent time from the logout to the return is the no_user_seconds figure."""
+    assert no_user_seconds(5000, 9500) == 4.5
+    assert no_user_seconds(0, 9500) == 0.0
