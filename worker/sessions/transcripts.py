@@ -151,7 +151,10 @@ def settle_agent_text(db: DbSession, streams: list[Stream]) -> None:
             sentences.setdefault((instance_id, round_), []).append(text)
     for (instance_id, round_), texts in sentences.items():
         stream = dirty[instance_id]
-        _turn(db, stream, round_, "agent").text = join_sentences(texts)
+        turn = _turn(db, stream, round_, "agent")
+        turn.text = join_sentences(texts)
+        if turn.source == "repaired":  # the callbacks came after all: theirs is the better witness
+            turn.source = None
     for stream in dirty.values():
         stream.dirty_rounds.clear()
 

@@ -133,3 +133,20 @@ def test_a_short_answer_said_twice_anchors_the_latest_round(
     assert [line for line in lines(db, session) if line[3] == "repaired"] == [
         (R3, "agent", "Goodbye!", "repaired")
     ]
+
+
+def test_lost_sentences_that_arrive_after_the_repair_take_the_turn_back(
+    db: DbSession, signer: Signer, settings: Settings
+) -> None:
+    """ZEGO's retries bring R1's LLMResults after the repair: the callbacks' words stand, and the
+    turn is no longer marked repaired."""
+    late = [p for p in conversation(signer) if p["Event"] == "LLMResult" and p["Data"]["Round"] == R1]
+    instance, session = told(db, signer, settings, lambda e, d: e == "LLMResult" and d["Round"] == R1)
+    repair.fill(db, instance, context(("user", EXPECTED_TURNS[0]), ("assistant", "Sure, a good one.")))
+    assert lines(db, session)[1] == (R1, "agent", "Sure, a good one.", "repaired")
+
+    ingest(db, late)
+    apply_pending(db, settings)
+
+    assert lines(db, session)[1] == (R1, "agent", EXPECTED_TURNS[1], None)
+    assert statuses(db, session)[R1] == ("complete", False)
