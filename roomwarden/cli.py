@@ -269,7 +269,7 @@ def actions(
         str | None, typer.Option(help="pending, running, done, failed, skipped, dry_run.")
     ] = None,
     action: Annotated[
-        str | None, typer.Option(help="recreate, end, close_room, recycle, await_user.")
+        str | None, typer.Option(help="recreate, end, close_room, recycle, await_user, follow_stream.")
     ] = None,
     reason: Annotated[str | None, typer.Option(help="gave_up, user_absent, idle, manual, ...")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,

@@ -45,6 +45,7 @@ def by_method(path: str, **handlers: Endpoint) -> Route:
 
 ROUTES = [
     Route("/callbacks/zego", receiver.zego_callback, methods=["POST"]),
+    Route("/callbacks/zego-rtc", receiver.zego_rtc_callback, methods=["POST"]),
     Route("/healthz", health.healthz),
     Route("/readyz", health.readyz),
     Route("/metrics", health.metrics),

@@ -1,4 +1,9 @@
-"""``POST /callbacks/zego``: verify, store durably, answer. Never a vendor call on this path.
+"""``POST /callbacks/zego`` and ``POST /callbacks/zego-rtc``: verify, store durably, answer.
+
+Never a vendor call on this path. The AI Agent's callbacks and the RTC room callbacks
+(``room_login``, ``room_logout``, ``stream_create``, ``stream_close``) differ in field names and
+in what orders them, not in trust: both go through the same signature check, replay guard and
+inbox, and are applied by the drain (rooms by worker/sessions/rooms.py).
 
 Status codes are what ZEGO's retry logic needs: 200 once the callback is stored (or was
 already), 503 when the database cannot store it (ZEGO retries 5 times over about a minute),
@@ -24,6 +29,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from webhooks.ingest import StorageUnavailable
 from worker.inbox import callback_fields
 from worker.inbox.callbacks import Callback, MalformedCallback, parse_body, payload_hash
+from worker.inbox.rtc_callbacks import (
+    MalformedRtcCallback,
+    as_inbox_callback,
+    parse_rtc_event,
+    verify_rtc_callback,
+)
 from worker.inbox.signatures import InvalidSignature, verify_callback
 from worker.inbox.store import NewCallback
 from worker.metrics import CALLBACKS_RECEIVED
@@ -37,6 +48,7 @@ _DUPLICATE = b'{"status":"duplicate"}'
 # stops retrying: a retry could only add the same conflict again.
 _CONFLICT = b'{"status":"conflict"}'
 PATH = "/callbacks/zego"
+RTC_PATH = "/callbacks/zego-rtc"
 _JSON_TYPE = (b"content-type", b"application/json")
 
 Answer = tuple[int, bytes]  # status, JSON body
@@ -186,8 +198,17 @@ async def zego_callback(request: Request) -> Response:
     return Response(content, status_code=status, media_type="application/json")
 
 
+async def zego_rtc_callback(request: Request) -> Response:
+    """The Starlette endpoint for the room callbacks (the OpenAPI document names it)."""
+    settings = request.app.state.settings
+    reading = read_body(request, settings.max_body_bytes)
+    status, content = await answer(request.app.state, reading, rtc=True)
+    return Response(content, status_code=status, media_type="application/json")
+
+
 class CallbackRoute:
-    """``POST /callbacks/zego`` answered before the router: a raw ASGI middleware.
+    """``POST /callbacks/zego`` and ``/callbacks/zego-rtc`` answered before the router: a raw ASGI
+    middleware.
 
     The callback path is the one route that takes thousands of requests a second, and on it
     Starlette's exception middleware, route matching and Request/Response objects cost about a
@@ -199,7 +220,11 @@ class CallbackRoute:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != PATH:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        if path != PATH and path != RTC_PATH:
             await self.app(scope, receive, send)
             return
         state = scope["app"].state
@@ -210,7 +235,7 @@ class CallbackRoute:
                 declared = value
                 break
         body = receive_body(receive, declared, settings.max_body_bytes, state.body_deadlines)
-        status, content = await answer(state, body)
+        status, content = await answer(state, body, rtc=path == RTC_PATH)
         length = (b"content-length", b"%d" % len(content))
         await send({"type": "http.response.start", "status": status, "headers": [_JSON_TYPE, length]})
         await send({"type": "http.response.body", "body": content})
@@ -222,8 +247,9 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-async def answer(state: Any, reading: Awaitable[bytes]) -> Answer:
-    """Verify, store, and say how it went; ``reading`` is the body being received."""
+async def answer(state: Any, reading: Awaitable[bytes], *, rtc: bool = False) -> Answer:
+    """Verify, store, and say how it went; ``reading`` is the body being received, ``rtc`` says
+    which of ZEGO's two callback families it is."""
     settings = state.settings
     try:
         body = await reading
@@ -237,6 +263,8 @@ async def answer(state: Any, reading: Awaitable[bytes]) -> Answer:
         payload, form = parse_body(body)
     except MalformedCallback as exc:
         return _refuse(400, "malformed", str(exc))
+    if rtc:
+        return await _store_rtc(state, payload, form)
     try:
         verify_callback(
             payload,
@@ -262,7 +290,32 @@ async def answer(state: Any, reading: Awaitable[bytes]) -> Answer:
             if redacted:
                 callback = Callback.from_payload(payload)
     text = body.decode() if form == "json" and not redacted else orjson.dumps(payload).decode()
-    item = NewCallback(callback, text, form, body_hash)
+    return await _store(state, NewCallback(callback, text, form, body_hash))
+
+
+async def _store_rtc(state: Any, payload: dict[str, Any], form: str) -> Answer:
+    """A room callback: ZEGO's RTC field names, the same checks. Not redacted in store mode: it
+    carries ids and a nickname, no words (docs/presence.md)."""
+    try:
+        verify_rtc_callback(
+            payload,
+            secret_for=state.callback_secrets.get,
+            now=time.time(),
+            window_seconds=state.settings.timestamp_window_seconds,
+        )
+    except InvalidSignature as exc:
+        log.warning("rtc_callback_rejected", reason=exc.reason, app_id=payload.get("appid"))
+        return _refuse(401, exc.reason, exc.detail)
+    try:
+        callback = as_inbox_callback(payload, parse_rtc_event(payload))
+    except MalformedRtcCallback as exc:
+        return _refuse(400, "malformed", str(exc))
+    text = orjson.dumps(payload).decode()
+    return await _store(state, NewCallback(callback, text, form, payload_hash(payload)))
+
+
+async def _store(state: Any, item: NewCallback) -> Answer:
+    callback = item.callback
     try:
         outcome = await state.writer.submit(item)
     except StorageUnavailable as exc:

@@ -101,34 +101,20 @@ def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op, ref)
-    paths["/callbacks/zego"] = {
-        "post": {
-            "operationId": "post_callbacks_zego",
-            "summary": "ZEGO's callbacks (signed by ZEGO; not for clients)",
-            "tags": ["ingest"],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-            "responses": {
-                "200": {
-                    "description": "Stored (or already stored)",
-                    "content": {"application/json": {"schema": ref[Ok]}},
-                },
-                **{
-                    str(s): {"description": d, "content": {"application/json": {"schema": ref[Error]}}}
-                    for s, d in {
-                        400: "Malformed",
-                        401: "Bad, stale or replayed signature",
-                        408: "Body too slow",
-                        413: "Body too large",
-                        503: "The database cannot store it now; ZEGO retries",
-                    }.items()
-                },
-            },
-            "security": [],
-        }
-    }
+    for path, operation_id, summary in (
+        (
+            "/callbacks/zego",
+            "post_callbacks_zego",
+            "ZEGO's callbacks (signed by ZEGO; not for clients)",
+        ),
+        (
+            "/callbacks/zego-rtc",
+            "post_callbacks_zego_rtc",
+            "ZEGO's RTC room callbacks: room_login, room_logout, stream_create, stream_close "
+            "(signed by ZEGO; not for clients)",
+        ),
+    ):
+        paths[path] = _callback_operation(operation_id, summary, ref)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -158,6 +144,37 @@ def document() -> dict[str, Any]:
             "schemas": definitions.get("$defs", {}),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
+    }
+
+
+def _callback_operation(operation_id: str, summary: str, ref: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["ingest"],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Stored (or already stored)",
+                    "content": {"application/json": {"schema": ref[Ok]}},
+                },
+                **{
+                    str(s): {"description": d, "content": {"application/json": {"schema": ref[Error]}}}
+                    for s, d in {
+                        400: "Malformed",
+                        401: "Bad, stale or replayed signature",
+                        408: "Body too slow",
+                        413: "Body too large",
+                        503: "The database cannot store it now; ZEGO retries",
+                    }.items()
+                },
+            },
+            "security": [],
+        }
     }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from worker.events import turns as turn_events
 from worker.inbox import callback_fields, recordsets, wakeups
 from worker.inbox import store as inbox
 from worker.inbox.callbacks import Callback, int_field
+from worker.inbox.rtc_callbacks import is_room_key
 from worker.inbox.store import StreamKey
 from worker.inbox.wakeups import Wakeups
 from worker.jobs import leases
@@ -37,7 +38,7 @@ from worker.models import InboxCallback, InboxState, PolicyAction
 from worker.policies import decisions, quotas
 from worker.policies.config import PolicyBook, book_for
 from worker.privacy import turns as privacy_turns
-from worker.sessions import audio, lifecycle, rounds, transcripts
+from worker.sessions import audio, lifecycle, rooms, rounds, transcripts
 from worker.sessions.lifecycle import Stream
 from worker.settings import Settings
 from worker.vendors.retries import RetryPolicy
@@ -90,6 +91,18 @@ class DrainResult:
     # A deletion freed a slot of an app with sessions in line: start them after the commit.
     slot_freed: bool = False
 
+    def add(self, other: DrainResult) -> None:
+        """Another part of the same transaction's work (rooms and agents drained together)."""
+        self.applied += other.applied
+        self.retrying += other.retrying
+        self.parked += other.parked
+        self.more = self.more or other.more
+        if other.retry_in is not None:
+            self.retry_in = other.retry_in if self.retry_in is None else min(self.retry_in, other.retry_in)
+        self.locked.extend(other.locked)
+        self.actions.extend(other.actions)
+        self.slot_freed = self.slot_freed or other.slot_freed
+
     def totals(self) -> dict[str, int]:
         return {"applied": self.applied, "retrying": self.retrying, "parked": self.parked}
 
@@ -113,6 +126,13 @@ def drain_streams(
     callbacks again after its commit (see ``inbox.due_streams``).
     """
     now = now or utcnow()
+    rooms_due = [key for key in streams if is_room_key(key[1])]
+    if rooms_due:  # RTC room callbacks: no agent instance, no session of their own
+        result = _drain_rooms(db, rooms_due, settings=settings, now=now, react=react)
+        agents = [key for key in streams if not is_room_key(key[1])]
+        if agents:
+            result.add(drain_streams(db, streams=agents, settings=settings, now=now, react=react))
+        return result
     held = lifecycle.lock_streams(db, streams, skip_locked=True)
     result = DrainResult(locked=[key for key in streams if key not in held])
     if not held:
@@ -130,14 +150,7 @@ def drain_streams(
             inbox_ids=[row.id for row in rows],
         )
         done, reactions = _apply_one_by_one(db, held, rows, settings, book, now, result)
-    if done:
-        db.execute(
-            update(InboxCallback)
-            .where(id_in(InboxCallback.id, done, db.get_bind().dialect.name))
-            .values(state=InboxState.DONE, processed_at=now, last_error=None)
-            # The loaded rows are not read again: skip matching them up in the identity map.
-            .execution_options(synchronize_session=False)
-        )
+    _mark_done(db, done, now)
     result.applied = len(done)
     _observe_lag(rows, set(done))
     freed = {stream.session.app_id for stream in held.values() if stream.freed}
@@ -150,6 +163,56 @@ def drain_streams(
     return result
 
 
+def _drain_rooms(
+    db: DbSession, keys: Sequence[StreamKey], *, settings: Settings, now: dt.datetime, react: bool
+) -> DrainResult:
+    """``drain_streams`` for rooms' RTC callbacks (worker/sessions/rooms.py): the same batch, the
+    same retries and parking of a callback that keeps failing, one lock per room."""
+    held = rooms.lock_rooms(db, keys)
+    result = DrainResult(locked=[key for key in keys if key not in held])
+    if not held:
+        return result
+    rows, result.more = _due_rows(db, held, now)
+    if not rows:
+        return result
+    try:
+        with db.begin_nested():
+            reactions = rooms.apply(db, [(row.app_id, row.payload) for row in rows], now=now, react=react)
+        done = [row.id for row in rows]
+    except Exception as error:
+        log.warning(
+            "drain_rooms_failed_isolating", error=describe_failure(error), inbox_ids=[r.id for r in rows]
+        )
+        done, reactions = [], []
+        for row in rows:
+            try:
+                with db.begin_nested():
+                    reactions.extend(rooms.apply(db, [(row.app_id, row.payload)], now=now, react=react))
+                done.append(row.id)
+            except Exception as exc:
+                _record_failure(db, row, exc, settings=settings, now=now, result=result)
+    _mark_done(db, done, now)
+    result.applied = len(done)
+    _observe_lag(rows, set(done))
+    result.actions = [
+        (action.id, max(0.0, (action.not_before - now).total_seconds()))
+        for action in reactions
+        if not action.dry_run
+    ]
+    return result
+
+
+def _mark_done(db: DbSession, done: list[int], now: dt.datetime) -> None:
+    if done:
+        db.execute(
+            update(InboxCallback)
+            .where(id_in(InboxCallback.id, done, db.get_bind().dialect.name))
+            .values(state=InboxState.DONE, processed_at=now, last_error=None)
+            # The loaded rows are not read again: skip matching them up in the identity map.
+            .execution_options(synchronize_session=False)
+        )
+
+
 def _observe_lag(rows: list[Due], done: set[int]) -> None:
     """Acknowledged (stored) to applied, for ``roomwarden_apply_lag_seconds``; the commit that
     follows adds a few milliseconds this does not see."""
@@ -159,7 +222,7 @@ def _observe_lag(rows: list[Due], done: set[int]) -> None:
             APPLY_LAG.observe(max(0.0, (now - row.received_at).total_seconds()))
 
 
-def _due_rows(db: DbSession, held: dict[StreamKey, Stream], now: dt.datetime) -> tuple[list[Due], bool]:
+def _due_rows(db: DbSession, held: Collection[StreamKey], now: dt.datetime) -> tuple[list[Due], bool]:
     """The held streams' due callbacks in the order ZEGO sent them, at most BATCH_LIMIT; and
     whether more are waiting."""
     rows = list(
@@ -294,7 +357,7 @@ def drain_until_done(
         # us holding its session, is picked up on the next turn of this loop.
         with session_scope(factory) as db:
             counts = inbox.due_counts(db, keys, now=utcnow())
-            new = [key for key in counts if key not in ensured]
+            new = [key for key in counts if key not in ensured and not is_room_key(key[1])]
             if new:  # new sessions committed now, in this short transaction, not at a drain's end
                 lifecycle.ensure_streams(db, new)
                 ensured.update(new)

@@ -12,6 +12,7 @@ from worker.models.outbound import (
     OutboxCursor,
     OutboxEvent,
 )
+from worker.models.presence import RoomUser
 from worker.models.privacy import Erasure
 from worker.models.requests import IdempotentRequest
 from worker.models.sessions import COZE_APP_ID, AgentInstance, Provider, Session, SessionState
@@ -37,6 +38,7 @@ __all__ = [
     "OutboxEvent",
     "PolicyAction",
     "Provider",
+    "RoomUser",
     "Round",
     "Session",
     "SessionAnalysis",

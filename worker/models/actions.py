@@ -32,6 +32,8 @@ class ActionKind(enum.StrEnum):
     RECYCLE = "recycle"
     # 1202 in "wait" mode: poll DescribeUsers until the user is back (then RECREATE) or give up.
     AWAIT_USER = "await_user"
+    # The user rejoined on another stream (RTC stream_create): UpdateAgentInstance RTC.UserStreamId.
+    FOLLOW_STREAM = "follow_stream"
     # Live control through the API (worker/sessions/control.py): called inline, recorded here.
     SAY = "say"  # SendAgentInstanceTTS
     INTERRUPT = "interrupt"  # InterruptAgentInstance

@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, false
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from worker.db import Base, JSONType, UTCDateTime
@@ -100,11 +100,23 @@ class Session(Base):
     transcript_removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     transcript_removed_by: Mapped[str | None] = mapped_column(String(16))  # "retention" | "erasure"
 
+    # Presence from ZEGO's RTC room callbacks (worker/sessions/rooms.py); NULL while roomwarden has
+    # heard none for this user in this room. ``no_user_seconds``: agent time billed with the user
+    # out of the room, summed over the session's instances (final once it ends).
+    user_present: Mapped[bool | None] = mapped_column(Boolean)
+    user_absent_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    user_logout_reason: Mapped[str | None] = mapped_column(String(8))
+    no_user_seconds: Mapped[float | None] = mapped_column(Float)
+
     instances: Mapped[list[AgentInstance]] = relationship(
         back_populates="session", order_by="AgentInstance.first_seen_at"
     )
 
-    __table_args__ = (Index("ix_sessions_state", "state"), Index("ix_sessions_user_id", "user_id"))
+    __table_args__ = (
+        Index("ix_sessions_state", "state"),
+        Index("ix_sessions_user_id", "user_id"),
+        Index("ix_sessions_room", "app_id", "room_id"),
+    )
 
 
 class AgentInstance(Base):

@@ -210,6 +210,7 @@ def execute(claimed: Claimed, vendors: Vendors) -> Outcome:
         ActionKind.RECYCLE: _recycle,
         ActionKind.CLOSE_ROOM: _close_room,
         ActionKind.AWAIT_USER: _await_user,
+        ActionKind.FOLLOW_STREAM: _follow_stream,
     }[claimed.kind]
     seen: dict[str, Any] = {}
     try:
@@ -354,7 +355,15 @@ def _close_room(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Out
 
 
 def _await_user(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
-    """1202 in wait mode: poll the room until the user is back (then recreate) or time is up."""
+    """1202 in wait mode: poll the room until the user is back (then recreate) or time is up.
+
+    A ``room_login`` heard since the 1202 (worker/sessions/rooms.py wakes the action and notes it
+    in its result) settles it without asking DescribeUsers: the polling stays, for the rooms
+    whose callbacks are not configured or lost, as a reconciliation."""
+    login = (claimed.result or {}).get("room_login")
+    if login:
+        seen["room_login"] = login
+        return Outcome("done", {"seen": seen, "user_returned": True})
     present = seen["user_in_room"] = _user_in_room(vendors, claimed)
     if present:
         return Outcome("done", {"seen": seen, "user_returned": True})
@@ -364,6 +373,19 @@ def _await_user(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Out
         poll = float(claimed.inputs.get("poll_seconds") or 10.0)
         return Outcome("later", {"seen": seen}, retry_in=poll)
     return Outcome("done", {"seen": seen, "user_returned": False})
+
+
+def _follow_stream(claimed: Claimed, vendors: Vendors, seen: dict[str, Any]) -> Outcome:
+    """The user rejoined publishing another stream: the agent pulls that one (UpdateAgentInstance)."""
+    stream = str(claimed.inputs["user_stream_id"])
+    if claimed.agent_instance_id is None or claimed.agent_instance_id not in claimed.live_instances:
+        return Outcome("skipped", {"seen": seen, "why": "instance_gone"})
+    status = seen["status"] = _status(vendors, claimed.app_id, claimed.agent_instance_id)
+    if status in (GONE, SHUTTING_DOWN):
+        return Outcome("skipped", {"seen": seen, "why": "instance_gone"})
+    update = {"AgentInstanceId": claimed.agent_instance_id, "RTC": {"UserStreamId": stream}}
+    vendors.zego_agent(claimed.app_id).update_agent_instance(update)
+    return Outcome("done", {"seen": seen, "user_stream_id": stream})
 
 
 # --- finish -------------------------------------------------------------------------------------
@@ -422,6 +444,13 @@ def _settle(
             follow_up = _follow_up(db, session, _user_returned(row), now=now)
         else:
             _give_up(session, "user_absent" if state == ActionState.DONE else "gave_up")
+    elif kind == ActionKind.FOLLOW_STREAM:
+        if state == ActionState.DONE and session.spec is not None:
+            # A recreation later pulls the stream the user is on now, not the one they left.
+            params = dict(session.spec.get("params") or {})
+            params["RTC"] = {**(params.get("RTC") or {}), "UserStreamId": outcome.result["user_stream_id"]}
+            session.spec = {**session.spec, "params": params}
+        return []
     elif kind in (ActionKind.END, ActionKind.RECYCLE) and not outcome.result.get("nothing_live", True):
         return []  # the deletion callbacks end the session, with the reason set at decision
     refresh(db, session, learned="policy")

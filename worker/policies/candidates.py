@@ -87,6 +87,7 @@ def idle(book: PolicyBook, now: dt.datetime) -> ColumnElement[bool]:
     session's start): both must be past the cutoff, and at least one must be known. Speech is
     visible when some was heard, or when the stored spec asked for it (checked in Python). A live
     digital human has no user: its mark is the last ``say`` (``last_activity_at``), always visible.
+    A user out of the room (``user_absent_since``) is quiet whether speech is visible or not.
     """
     live = Session.provider == Provider.ZEGO_LIVE_DIGITAL_HUMAN.value
 
@@ -112,7 +113,14 @@ def idle(book: PolicyBook, now: dt.datetime) -> ColumnElement[bool]:
             since_creation,
             or_(said.is_not(None), created.is_not(None), started.is_not(None)),
         )
-        return or_(voice, driven)
+        # Out of the room (worker/sessions/rooms.py), speech callbacks or not: scans.absent_since.
+        absent = and_(
+            or_(Session.provider.is_(None), ~live),
+            Session.user_present.is_(False),
+            Session.user_absent_since <= cutoff,
+            since_creation,
+        )
+        return or_(voice, driven, absent)
 
     return by_policy(book, lambda p: p.idle.after_seconds, quiet_past)
 

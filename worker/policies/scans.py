@@ -99,12 +99,40 @@ def quiet_since(session: Session, instance: AgentInstance) -> dt.datetime | None
     return max(marks) if marks else None
 
 
+def absent_since(session: Session, instance: AgentInstance) -> dt.datetime | None:
+    """Since when the user has been out of the room, as ZEGO's room callbacks tell it
+    (worker/sessions/rooms.py), counted from this instance's creation at the earliest: an agent
+    with nobody to talk to is idle, whether or not its speech callbacks are on."""
+    if session.user_present is not False or session.user_absent_since is None or live_digital_human(session):
+        return None
+    marks = [t for t in (session.user_absent_since, instance.created_at or session.started_at) if t]
+    return max(marks)
+
+
 def idle_decision(
     policy: Policy, session: Session, instance: AgentInstance, now: dt.datetime
 ) -> Decision | None:
-    """Recycle an active session whose user has been silent for ``idle.after_seconds``."""
+    """Recycle an active session whose user has been silent, or out of the room, for
+    ``idle.after_seconds``."""
     after = policy.idle.after_seconds
-    if after <= 0 or not_live(session, instance) or not speech_visible(session):
+    if after <= 0 or not_live(session, instance):
+        return None
+    absent = absent_since(session, instance)
+    if absent is not None and (now - absent).total_seconds() >= after:
+        return decisions.recycle(
+            policy,
+            session,
+            instance,
+            section="idle",
+            trigger_key=f"idle:absent:{session.id}:{absent.isoformat()}",
+            inputs={
+                "user_absent_since": absent.isoformat(),
+                "absent_seconds": round((now - absent).total_seconds(), 3),
+                "logout_reason": session.user_logout_reason,
+                "after_seconds": after,
+            },
+        )
+    if not speech_visible(session):
         return None
     since = quiet_since(session, instance)
     if since is None or (now - since).total_seconds() < after:

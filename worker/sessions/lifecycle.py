@@ -24,6 +24,8 @@ from worker.events import turns as turn_events
 from worker.inbox.callbacks import Callback, int_field, text_field
 from worker.inbox.store import StreamKey
 from worker.models import AgentException, AgentInstance, Provider, Session, SessionState, TimelineEvent, Turn
+from worker.models.presence import RoomUser
+from worker.sessions import presence
 from worker.sessions import rounds as round_marks
 
 SESSION_NAMESPACE = uuid.UUID("5b0f3c52-1d7e-4c59-9a55-7f1f0f7e2a11")
@@ -302,6 +304,8 @@ def refresh_session_state(db: DbSession, stream: Stream, *, learned: str = "call
     """Recompute the session's state (``settle_state``) and announce a change (worker/events)."""
     before = stream.session.state
     settle_state(stream)
+    if before != SessionState.ENDED and stream.session.state == SessionState.ENDED:
+        settle_absence(db, stream.session, stream.siblings)
     session_events.changed(db, stream.session, before, instances=stream.siblings, learned=learned)
 
 
@@ -334,6 +338,31 @@ def settle_state(stream: Stream) -> None:
         session.ended_at = session.end_code = session.end_reason = None
     else:
         session.state = SessionState.STARTING
+
+
+def settle_absence(db: DbSession, session: Session, instances: Sequence[AgentInstance]) -> None:
+    """A session just ended: its ``no_user_seconds`` over its instances' whole lives, from the
+    room callbacks heard for its user (worker/sessions/rooms.py; none heard: it stays NULL)."""
+    if session.room_id is None or session.user_id is None:
+        return
+    row = db.get(RoomUser, (session.app_id, session.room_id, session.user_id))
+    if row is not None:
+        session.no_user_seconds = presence.billed_absence_seconds(
+            row.changes or [], instance_windows(instances, None)
+        )
+
+
+def instance_windows(
+    instances: Sequence[AgentInstance], now: dt.datetime | None
+) -> list[tuple[float, float]]:
+    """Each instance's billed life in ms: from its creation to its deletion (or ``now``)."""
+    windows = []
+    for instance in instances:
+        start = instance.created_at or instance.first_seen_at
+        end = instance.deleted_at or now
+        if start is not None and end is not None:
+            windows.append((start.timestamp() * 1000, end.timestamp() * 1000))
+    return windows
 
 
 def refresh(db: DbSession, session: Session, *, learned: str) -> None:

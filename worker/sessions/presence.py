@@ -9,7 +9,9 @@ its sequence is higher; a late logout of an older login has a lower one and is d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from typing import Any
 
 from worker.inbox.rtc_callbacks import RtcEvent
 
@@ -69,6 +71,54 @@ def rejoined_on_new_stream(before: Presence, after: Presence, agent_user_stream_
     return None
 
 
-def no_user_seconds(absent_since_ms: int, until_ms: int) -> float:
-    """Agent seconds billed from the user's logout until ``until_ms`` (a login or the session's end)."""
-    return max(0, until_ms - absent_since_ms) / 1000 if absent_since_ms else 0.0
+# A user's logins and logouts as kept on ``room_users.changes``: [user_update_seq, "in" | "out", at_ms].
+Change = list[Any]
+# Enough for a day of a user dropping in and out every few minutes; the oldest go first.
+MAX_CHANGES = 1000
+
+
+def record_change(changes: list[Change], event: RtcEvent) -> list[Change]:
+    """``changes`` with this login or logout in seq order; the same list when it is known already
+    (a retry) or is not a login or logout."""
+    if event.event not in ("room_login", "room_logout") or any(c[0] == event.seq for c in changes):
+        return changes
+    kind = "in" if event.event == "room_login" else "out"
+    at = event.login_time_ms if kind == "in" else event.logout_time_ms
+    merged = sorted([*changes, [event.seq, kind, at]], key=lambda c: int(c[0]))
+    return merged[-MAX_CHANGES:]
+
+
+def absences(changes: list[Change]) -> list[tuple[float, float]]:
+    """When the user was out, in ms, read in seq order (not arrival order).
+
+    Before the first change heard the user is taken to be in the opposite state: out before a
+    first login, in before a first logout (whose login was not heard). A missing change between
+    two of the same kind is bridged: out from the first logout until the next login.
+    """
+    ordered = sorted(changes, key=lambda c: int(c[0]))
+    if not ordered:
+        return []
+    out: list[tuple[float, float]] = []
+    since: float | None = -math.inf if ordered[0][1] == "in" else None
+    for _seq, kind, at in ordered:
+        if kind == "in" and since is not None:
+            out.append((since, float(at)))
+            since = None
+        elif kind == "out" and since is None:
+            since = float(at)
+    if since is not None:
+        out.append((since, math.inf))
+    return out
+
+
+def billed_absence_seconds(changes: list[Change], windows: list[tuple[float, float]]) -> float | None:
+    """Agent seconds inside ``windows`` (each instance's life, in ms) during which the user was out;
+    None when no change of the user was ever heard (roomwarden cannot tell)."""
+    if not changes:
+        return None
+    gaps = absences(changes)
+    total = 0.0
+    for start, end in windows:
+        for out_from, out_until in gaps:
+            total += max(0.0, min(end, out_until) - max(start, out_from))
+    return round(total / 1000, 3)

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 from worker.inbox.rtc_callbacks import RtcEvent
-from worker.sessions.presence import Presence, apply, no_user_seconds, rejoined_on_new_stream
+from worker.sessions.presence import (
+    Presence,
+    absences,
+    apply,
+    billed_absence_seconds,
+    record_change,
+    rejoined_on_new_stream,
+)
 
 
 def login(seq: int, session: str, at: int) -> RtcEvent:
@@ -65,7 +73,34 @@ def test_a_rejoin_on_a_new_stream_names_the_stream_to_follow() -> None:
     assert closed.stream_id == ""
 
 
-def test_no_user_seconds_counts_only_the_absence() -> None:
-    """Billed agent time from the logout to the return is the no_user_seconds figure."""
-    assert no_user_seconds(5000, 9500) == 4.5
-    assert no_user_seconds(0, 9500) == 0.0
+def changes_of(events: list[RtcEvent]) -> list[list[object]]:
+    changes: list[list[object]] = []
+    for event in events:
+        changes = record_change(changes, event)
+    return changes
+
+
+def test_billed_absence_is_the_same_whatever_order_the_changes_came_in() -> None:
+    """Out from 5 s to 9 s, inside an agent alive from 2 s to 20 s: 4 s, however shuffled or retried."""
+    events = [login(1, "a", 1000), logout(2, "a", 1000, 5000), login(3, "b", 9000)]
+    for order in itertools.permutations(events):
+        changes = changes_of([*order, order[0]])
+        assert len(changes) == 3
+        assert billed_absence_seconds(changes, [(2000, 20000)]) == 4.0
+
+
+def test_the_time_before_a_first_login_is_absence_and_an_open_logout_runs_to_the_end() -> None:
+    """Agent from 0 to 10 s; the user logs in at 3 s and leaves at 8 s for good: 3 + 2 = 5 s."""
+    changes = changes_of([login(1, "a", 3000), logout(2, "a", 3000, 8000)])
+    assert billed_absence_seconds(changes, [(0, 10000)]) == 5.0
+    # Two instances, with a gap between them that nobody paid for: only their lives count.
+    assert billed_absence_seconds(changes, [(0, 2000), (8500, 10000)]) == 3.5
+
+
+def test_a_lost_login_between_two_logouts_is_bridged_and_nothing_heard_is_unknown() -> None:
+    """Logouts 2 and 4 with login 3 lost: out from the first logout to the next login heard."""
+    changes = changes_of(
+        [login(1, "a", 0), logout(2, "a", 0, 1000), logout(4, "c", 2000, 3000), login(5, "d", 6000)]
+    )
+    assert absences(changes) == [(-math.inf, 0.0), (1000.0, 6000.0)]
+    assert billed_absence_seconds([], [(0, 10000)]) is None
