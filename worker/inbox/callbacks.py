@@ -32,7 +32,8 @@ KNOWN_EVENTS = frozenset(
     }
 )
 _INTEGER_FIELDS = ("AppId", "Timestamp", "Sequence")
-_UNSIGNED_FIELDS = frozenset({"Nonce", "Timestamp", "Signature"})
+# What a retry re-signs: the AI Agent's names, and the RTC room callbacks' (worker/inbox/rtc_callbacks.py).
+_UNSIGNED_FIELDS = frozenset({"Nonce", "Timestamp", "Signature", "nonce", "timestamp", "signature"})
 # ZEGO's deepest callback (MetaInfo inside Data) is four levels deep.
 MAX_DEPTH = 32
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
