@@ -411,6 +411,81 @@ def test_waiting_for_a_user_who_never_returns_ends_the_session(
     assert (session.state, session.end_reason) == ("ended", "user_absent")
 
 
+def test_a_wait_woken_by_a_room_login_recreates_without_asking_describe_users(
+    db: DbSession, vendors: Vendors, control: EmulatorControl
+) -> None:
+    """The room callbacks said the user is back (worker/sessions/rooms.py noted the login on the
+    action): it is settled at once, and the vendor's DescribeUsers is not polled."""
+    session, iid = live_session(db, vendors, control, user_present=False)
+    control.rtc_fault(iid, 1202)
+    mark_deleted(db, iid, 1202)
+    inputs = {"code": 1202, "wait_seconds": 300.0, "poll_seconds": 60.0}
+    action = decide(db, session, ActionKind.AWAIT_USER, iid, reason="user_absent", inputs=inputs)
+    action.result = {"room_login": {"user_update_seq": 3, "at": utcnow().isoformat()}}
+    polls = control.api_calls("DescribeUsers")
+
+    outcome, follow_up = run(db, vendors, action)
+
+    assert (outcome.state, outcome.result["user_returned"]) == ("done", True)
+    assert outcome.result["seen"]["room_login"]["user_update_seq"] == 3
+    assert control.api_calls("DescribeUsers") == polls
+    recreate = db.get_one(PolicyAction, follow_up[0][0])
+    assert (recreate.kind, recreate.reason) == (ActionKind.RECREATE, "user_returned")
+
+
+def test_following_a_new_user_stream_updates_the_agent_and_the_stored_request(
+    db: DbSession, vendors: Vendors, control: EmulatorControl
+) -> None:
+    """UpdateAgentInstance with the new UserStreamId; a later recreation pulls it too."""
+    session, iid = live_session(db, vendors, control)
+    inputs = {"user_stream_id": "user_1_phone", "previous_user_stream_id": "whatever"}
+    action = decide(
+        db,
+        session,
+        ActionKind.FOLLOW_STREAM,
+        iid,
+        reason="user_new_stream",
+        policy="presence",
+        trigger_key=f"stream:{session.id}:user_1_phone:1",
+        inputs=inputs,
+    )
+    updates = control.api_calls("UpdateAgentInstance")
+
+    outcome, follow_up = run(db, vendors, action)
+
+    assert (outcome.state, follow_up) == ("done", [])
+    assert control.api_calls("UpdateAgentInstance") == updates + 1
+    [emulated_agent] = [i for i in control.state()["instances"] if i["AgentInstanceId"] == iid]
+    assert emulated_agent["UserStreamId"] == "user_1_phone"
+    assert session.spec is not None and session.spec["params"]["RTC"]["UserStreamId"] == "user_1_phone"
+    assert session.state == "active"
+
+
+def test_following_a_stream_of_an_agent_already_gone_is_skipped(
+    db: DbSession, vendors: Vendors, control: EmulatorControl
+) -> None:
+    """The agent went between the stream_create and the action: nothing to update."""
+    session, iid = live_session(db, vendors, control)
+    inputs = {"user_stream_id": "user_1_phone"}
+    action = decide(
+        db,
+        session,
+        ActionKind.FOLLOW_STREAM,
+        iid,
+        reason="user_new_stream",
+        policy="presence",
+        trigger_key=f"stream:{session.id}:user_1_phone:1",
+        inputs=inputs,
+    )
+    vendors.zego_agent(APP_ID).delete_agent_instance(iid)
+    updates = control.api_calls("UpdateAgentInstance")
+
+    outcome, _ = run(db, vendors, action)
+
+    assert (outcome.state, outcome.result["why"]) == ("skipped", "instance_gone")
+    assert control.api_calls("UpdateAgentInstance") == updates
+
+
 def test_a_claim_held_by_a_live_worker_is_not_taken_but_a_stale_one_is(
     db: DbSession, vendors: Vendors, control: EmulatorControl
 ) -> None:

@@ -111,6 +111,35 @@ def test_the_idle_scan_reads_only_sessions_past_their_own_threshold(db: DbSessio
     assert sorted(loaded) == sorted(expected)
 
 
+def test_the_idle_scan_reads_users_out_of_the_room_past_their_own_threshold(db: DbSession) -> None:
+    """Sessions whose speech nobody hears, their user out of the room (RTC callbacks) for 30 s to
+    700 s, or in it: the scan reads and recycles exactly those idle_decision calls idle."""
+    now = utcnow()
+    made = []
+    for app_id in (APP_ID, OTHER_APP):
+        for template in TEMPLATES:
+            for out_for in (30, 90, 400, 700, None):
+                session, agent = live_session(
+                    db, origin="callback", template=template, quiet_for=None, started_ago=1000
+                )
+                session.user_present = out_for is None
+                session.user_absent_since = now - dt.timedelta(seconds=out_for) if out_for else None
+                on_app(db, session, agent, app_id)
+                made.append((session, agent))
+    expected = {
+        s.id
+        for s, i in made
+        if scans.idle_decision(BOOK.for_session(s.app_id, s.template), s, i, now) is not None
+    }
+    assert 5 < len(expected) < len(made) / 2
+    db.expunge_all()
+    with session_loads() as loaded:
+        recorded = scans.recycle_idle(db, BOOK, now)
+    assert {a.session_id for a in recorded} == expected
+    assert sorted(loaded) == sorted(expected)
+    assert {a.trigger_key.split(":")[1] for a in recorded} == {"absent"}
+
+
 def test_the_length_scan_reads_only_sessions_past_their_own_maximum(db: DbSession) -> None:
     """Of 40 live sessions the length scan reads only those past their policy's maximum length
     (600 s, 1800 s, 3600 s, off), and recycles exactly what length_decision says."""

@@ -66,6 +66,22 @@ def test_a_session_whose_speech_roomwarden_cannot_hear_is_not_called_idle(db: Db
     assert session.policy_reason is None
 
 
+def test_a_user_out_of_the_room_makes_the_session_idle_even_unheard(db: DbSession) -> None:
+    """No speech callbacks, but the room callbacks say the user left 601 s ago: recycled as idle,
+    with the absence and ZEGO's logout reason in its inputs. A user still in the room is left be."""
+    now = utcnow()
+    gone, _ = live_session(db, origin="callback", quiet_for=None, started_ago=5000)
+    gone.user_present, gone.user_logout_reason = False, "1"
+    gone.user_absent_since = now - dt.timedelta(seconds=601)
+    there, _ = live_session(db, origin="callback", quiet_for=None, started_ago=5000)
+    there.user_present = True
+    db.flush()
+    [action] = scans.recycle_idle(db, BOOK, now)
+    assert (action.session_id, action.kind, action.reason) == (gone.id, "recycle", "idle")
+    assert action.inputs["logout_reason"] == "1" and action.inputs["absent_seconds"] >= 601
+    assert scans.recycle_idle(db, BOOK, now + dt.timedelta(seconds=5)) == []
+
+
 def test_a_recreated_agent_starts_a_fresh_idle_clock(db: DbSession) -> None:
     """The outage before a recreation is not counted as the user's silence."""
     session, agent = live_session(db, quiet_for=900, started_ago=1000)
