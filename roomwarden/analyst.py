@@ -392,9 +392,10 @@ def _no_user(figure: dict[str, Any]) -> str:
     """Says over how many sessions: the figure is known only where a room callback was heard."""
     if not figure["sessions"]:
         return "-"
+    n = figure["sessions"]
     return (
         f"{_seconds(figure['total'])} total, median {_seconds(figure['median'])} "
-        f"({figure['sessions']} sessions known)"
+        f"(known for {n} ended session{'' if n == 1 else 's'})"
     )
 
 
