@@ -210,6 +210,8 @@ def sessions_show(
         ),
         ("started / ended", f"{_when(s['started_at'])} / {_when(s['ended_at'])}"),
         ("length", _seconds(s["duration_seconds"])),
+        ("no user", _seconds(detail["no_user_seconds"])),
+        ("user in room", _presence(detail["presence"])),
         ("turns", f"{s['turns']} ({s['interruptions']} interrupted), {s['exceptions']} exceptions"),
     ):
         facts.add_row(label, value)
@@ -247,6 +249,17 @@ def sessions_show(
         )
     for a in detail["actions"]:
         console.print(f"policy {a['action']} ({a['reason']}): {a['state']}", highlight=False)
+
+
+def _presence(presence: dict[str, Any]) -> str:
+    """A dash when no room callback was heard: roomwarden cannot tell then, which is not "no"."""
+    if presence["user_present"] is None:
+        return "-"
+    if presence["user_present"]:
+        return "yes"
+    reason = presence["logout_reason"]
+    why = f" (logout reason {markup(reason)})" if reason else ""
+    return f"no, since {_when(presence['absent_since'])}{why}"
 
 
 def transcript(
@@ -345,6 +358,7 @@ def stats(*, where: SessionFilter, as_json: AsJson = False) -> None:
         ("sessions", f"{figures['sessions']} ({figures['ended_sessions']} ended)"),
         ("total length", _seconds(duration["total"])),
         ("median length", _seconds(duration["median"])),
+        ("no user", _no_user(figures["no_user_seconds"])),
         ("turns", str(figures["turns"])),
         (
             "interruption rate",
@@ -372,6 +386,17 @@ def stats(*, where: SessionFilter, as_json: AsJson = False) -> None:
         cells = [figure[p] for p in ("p50", "p90", "p99")]
         latency.add_row(name, str(figure["count"]), *("-" if c is None else f"{c:.0f}" for c in cells))
     console.print(latency)
+
+
+def _no_user(figure: dict[str, Any]) -> str:
+    """Says over how many sessions: the figure is known only where a room callback was heard."""
+    if not figure["sessions"]:
+        return "-"
+    n = figure["sessions"]
+    return (
+        f"{_seconds(figure['total'])} total, median {_seconds(figure['median'])} "
+        f"(known for {n} ended session{'' if n == 1 else 's'})"
+    )
 
 
 @with_filters

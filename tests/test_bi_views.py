@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, text, update
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session as DbSession
 
 from tests.seeded import SEEDS, seed, seed_committed
 from worker.db import make_sessionmaker
-from worker.models import PolicyAction
+from worker.models import PolicyAction, Session
 from worker.settings import Settings
 
 VIEWS = ("sessions", "turns", "events", "latency")
@@ -61,6 +61,18 @@ def test_sessions_view_has_one_row_per_session_with_counts_and_duration(
         assert row["exceptions"] == len(s.exceptions)
         assert (row["instances"], row["end_code"]) == (1, s.delete_code)
         assert str(row["started_at"])[:19] == s.started_at.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_sessions_view_shows_time_with_no_user_where_it_is_known(db: DbSession, settings: Settings) -> None:
+    """A dashboard sums no_user_seconds from bi.sessions: 40 s for the session whose user left the
+    room, NULL for those no room callback told about, so an average skips them."""
+    seed(db, settings)
+    left = SEEDS[1].session_id
+    db.execute(update(Session).where(Session.id == left).values(no_user_seconds=40.0))
+    rows = {r["session_id"]: r["no_user_seconds"] for r in select_all(db, "sessions")}
+    assert rows == {s.session_id: 40.0 if s.session_id == left else None for s in SEEDS}
+    average = db.execute(text(f"SELECT avg(no_user_seconds) FROM {view(db, 'sessions')}")).scalar()
+    assert average == 40.0
 
 
 def test_turns_view_has_every_turn_with_its_instance(db: DbSession, settings: Settings) -> None:

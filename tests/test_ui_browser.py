@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from tests.conftest import REDIS_URL, ROOT, wipe
 from tests.factories import APP_ID, CALLBACK_SECRET, Signer, apply_pending, ingest
 from tests.processes import Stack, stack_env
 from tests.seeded import SEEDS, Seed, seed_committed
 from worker.db import make_sessionmaker, session_scope
+from worker.models import Session
 from worker.sessions.lifecycle import END_REASONS, session_id_for
 from worker.settings import Settings
 
@@ -27,6 +28,7 @@ pytest.importorskip("playwright")
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 READ_TOKEN = "ui-read-token-0123456789"
+NO_USER = next(s for s in SEEDS if s.key == "inst-en-booking")
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -56,6 +58,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, database_url: str, engine: 
     )
     wipe(engine)
     seed_committed(make_sessionmaker(engine), settings)
+    # The one session a room callback told about: its user was out for 25 billed seconds.
+    with session_scope(make_sessionmaker(engine)) as db:
+        db.execute(update(Session).where(Session.id == NO_USER.session_id).values(no_user_seconds=25.0))
     env = {**stack_env(database_url, REDIS_URL), "ROOMWARDEN_READ_TOKEN": READ_TOKEN}
     stack = Stack(tmp_path_factory.mktemp("ui"), env)
     stack.start_receiver()
@@ -178,6 +183,18 @@ def test_session_with_exceptions_shows_them_inline_and_a_chinese_cut(page: Page,
     expect(turn.locator("del.cut")).to_have_text(whole[len(played) :])
     assert errors.delete_code is not None
     expect(chat.locator(".system.ended").last).to_contain_text(END_REASONS[errors.delete_code])
+
+
+def test_the_session_header_shows_time_with_no_user_only_when_known(page: Page, served: str) -> None:
+    """The header of the session whose user left the room says "No user 25s"; a session no room
+    callback told about has no such fact at all, rather than a dash that could read as none."""
+    enter_token(page, served)
+    page.goto(f"{served}/ui#/session/{NO_USER.session_id}")
+    expect(page.locator(".facts div", has_text="No user").locator("dd")).to_have_text("25s")
+    other = next(s for s in SEEDS if s.key == "inst-en-weather")
+    page.goto(f"{served}/ui#/session/{other.session_id}")
+    expect(page.locator(".facts div", has_text="Duration")).to_be_visible()
+    expect(page.locator(".facts div", has_text="No user")).to_have_count(0)
 
 
 def test_overview_draws_sessions_per_day_end_reasons_and_latency(page: Page, served: str) -> None:

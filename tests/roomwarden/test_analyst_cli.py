@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import sessionmaker
 from typer.testing import CliRunner, Result
 
 from roomwarden.cli import app
 from tests.seeded import SEEDS, Round, Seed, seed_committed
+from worker.models import Session
 from worker.settings import Settings, get_settings
 
 
@@ -96,6 +99,34 @@ def test_sessions_show_has_instances_latency_and_response_times(seeded: CliRunne
     detail = json.loads(ok(seeded, "sessions", "show", booking.session_id, "--json").stdout)
     assert [r["response_ms"] for r in detail["rounds"]] == [r.response_ms for r in booking.rounds]
     assert run(seeded, "sessions", "show", "no-such-session").exit_code == 1
+
+
+def test_show_and_stats_print_time_with_no_user_and_where_the_user_is(
+    seeded: CliRunner, clean_engine: Engine
+) -> None:
+    """The booking caller left the room (reason "1") after 1:25 billed without them: `sessions show`
+    prints both, `stats` the total over the one session it is known for. Unknown prints a dash."""
+    booking, weather = seed("inst-en-booking"), seed("inst-en-weather")
+    out_since = booking.start + dt.timedelta(seconds=5)
+    with sessionmaker(clean_engine)() as db, db.begin():
+        db.execute(
+            update(Session)
+            .where(Session.id == booking.session_id)
+            .values(
+                user_present=False, user_absent_since=out_since, user_logout_reason="1", no_user_seconds=85.0
+            )
+        )
+    shown = ok(seeded, "sessions", "show", booking.session_id).stdout
+    assert re.search(r"no user\s+1:25", shown)
+    assert re.search(rf"user in room\s+no, since {out_since:%Y-%m-%d %H:%M:%S} \(logout reason 1\)", shown)
+    unknown = ok(seeded, "sessions", "show", weather.session_id).stdout
+    assert re.search(r"no user\s+-", unknown) and re.search(r"user in room\s+-", unknown)
+
+    assert re.search(
+        r"no user\s+1:25 total, median 1:25 \(known for 1 ended session\)", ok(seeded, "stats").stdout
+    )
+    figures = json.loads(ok(seeded, "stats", "--json").stdout)
+    assert figures["no_user_seconds"] == {"total": 85.0, "median": 85.0, "p90": 85.0, "sessions": 1}
 
 
 def test_transcript_as_text_and_webvtt(seeded: CliRunner) -> None:

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import sessionmaker
 from starlette.testclient import TestClient
 
 from tests.factories import receiver_client
 from tests.seeded import SEEDS, seed_committed
+from worker.db import session_scope
+from worker.models import Session
 from worker.settings import Settings
 
 READ_TOKEN = "analyst-read-token-search-stats"
@@ -63,6 +65,20 @@ def test_stats_answer_the_seeded_figures_with_the_configured_rates(app: TestClie
     )
     assert body["cost"]["by_provider"]["zego"] == pytest.approx(minutes / 60000 * RATES["zego"])
     assert sum(d["sessions"] for d in body["per_day"]) == len(mine)
+
+
+def test_stats_total_the_time_with_no_user_over_the_sessions_where_it_is_known(
+    app: TestClient, clean_engine: Engine
+) -> None:
+    """Two ended sessions lost their user for 30 and 90 billed seconds; the rest are unknown, so
+    the dashboard reads 120 s over 2 sessions, median 60 s, not an average over zeros."""
+    ended = [s for s in SEEDS if s.delete_code is not None][:2]
+    with session_scope(sessionmaker(clean_engine)) as db:
+        for s, seconds in zip(ended, (30.0, 90.0), strict=True):
+            db.execute(update(Session).where(Session.id == s.session_id).values(no_user_seconds=seconds))
+    response = app.get("/v1/stats", headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["no_user_seconds"] == {"total": 120.0, "median": 60.0, "p90": 84.0, "sessions": 2}
 
 
 @pytest.mark.parametrize(

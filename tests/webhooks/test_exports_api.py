@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, insert, select, text
+from sqlalchemy import Engine, insert, select, text, update
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.testclient import TestClient
@@ -23,7 +23,7 @@ from tests.worker.analysis.test_exports import expected_turns, parse
 from webhooks.app import create_app
 from worker.analysis import exports
 from worker.db import make_sessionmaker
-from worker.models import Turn
+from worker.models import Session, Turn
 from worker.settings import Settings
 
 READ_TOKEN = "test-read-token-0123456789"
@@ -68,6 +68,21 @@ def test_filters_in_the_query_narrow_the_export(reader: TestClient) -> None:
     assert response.status_code == 200
     wanted = sorted((s for s in SEEDS if s.exceptions and s.app_id == SEEDS[0].app_id), key=lambda s: s.start)
     assert [r["id"] for r in parse("sessions", "csv", response.content)] == [s.session_id for s in wanted]
+
+
+@pytest.mark.parametrize("fmt", exports.FORMATS)
+def test_the_sessions_export_carries_time_with_no_user(
+    reader: TestClient, clean_engine: Engine, fmt: str
+) -> None:
+    """A script downloading sessions gets 12.5 billed seconds with no user for the one session a
+    room callback told about, and an empty value, not 0, for the others."""
+    told = SEEDS[3].session_id
+    with make_sessionmaker(clean_engine)() as db, db.begin():
+        db.execute(update(Session).where(Session.id == told).values(no_user_seconds=12.5))
+    response = reader.get(f"/v1/exports/sessions.{fmt}", headers=READ)
+    assert response.status_code == 200, response.text
+    got = {r["id"]: r["no_user_seconds"] for r in parse("sessions", fmt, response.content)}
+    assert got == {s.session_id: 12.5 if s.session_id == told else None for s in SEEDS}
 
 
 def test_the_admin_token_may_export_too(reader: TestClient) -> None:

@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from starlette.testclient import TestClient
 
 from tests.conftest import API_TOKEN
 from tests.factories import receiver_client
 from tests.seeded import OTHER_APP_ID, SEEDS, seed_committed
-from worker.db import make_sessionmaker
+from worker.db import make_sessionmaker, session_scope
+from worker.models import Session
 from worker.settings import Settings
 
 READ_TOKEN = "test-read-token-9876543210"
@@ -137,6 +138,36 @@ def test_session_detail_shows_summary_timeline_and_round_latency(api: TestClient
     ]
     by_instance = api.get(f"/v1/sessions/{WEATHER.key}", headers=READ)
     assert by_instance.json() == body
+
+
+def test_detail_and_list_show_time_with_no_user_and_where_the_user_is(
+    api: TestClient, clean_engine: Engine
+) -> None:
+    """The weather caller left the room (logout reason "2") and 25 s were billed without them: the
+    detail says so with its presence, the list carries the figure; a session no room callback
+    told about reads null in both, not 0 and not "present"."""
+    out_since = WEATHER.start + dt.timedelta(seconds=4)
+    with session_scope(make_sessionmaker(clean_engine)) as db:
+        db.execute(
+            update(Session)
+            .where(Session.id == WEATHER.session_id)
+            .values(
+                user_present=False, user_absent_since=out_since, user_logout_reason="2", no_user_seconds=25.0
+            )
+        )
+    body = api.get(f"/v1/sessions/{WEATHER.session_id}", headers=READ).json()
+    assert (body["no_user_seconds"], body["summary"]["no_user_seconds"]) == (25.0, 25.0)
+    presence = body["presence"]
+    assert (presence["user_present"], presence["logout_reason"]) == (False, "2")
+    assert dt.datetime.fromisoformat(presence["absent_since"]) == out_since
+
+    other = next(s for s in SEEDS if s.key == "inst-en-short")
+    body = api.get(f"/v1/sessions/{other.session_id}", headers=READ).json()
+    assert body["no_user_seconds"] is None
+    assert body["presence"] == {"user_present": None, "absent_since": None, "logout_reason": None}
+
+    listed = {s["id"]: s["no_user_seconds"] for s in all_pages(api, {})}
+    assert listed == {s.session_id: 25.0 if s is WEATHER else None for s in SEEDS}
 
 
 def test_transcript_in_each_format(api: TestClient) -> None:

@@ -41,6 +41,12 @@ class Durations(Model):
     p90: float | None = None
 
 
+class NoUserSeconds(Durations):
+    # Ended sessions whose figure is known (a room callback was heard for their user): the
+    # total and percentiles are over these alone, never over the unknown as zeros.
+    sessions: int
+
+
 class Distribution(Model):
     count: int
     p50: float | None = None
@@ -66,6 +72,7 @@ class Stats(Model):
     sessions: int
     ended_sessions: int
     duration_seconds: Durations
+    no_user_seconds: NoUserSeconds
     end_reasons: dict[str, int]
     turns: int
     user_turns: int

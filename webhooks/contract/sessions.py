@@ -114,6 +114,18 @@ class SessionSummary(Model):
     exceptions: int
     instances: int
     recreations: int
+    # Agent seconds billed while the user was out of the RTC room; null: no room callback heard.
+    no_user_seconds: float | None = None
+
+
+class Presence(Model):
+    """The session's user in the RTC room, from ZEGO's room callbacks (``POST /callbacks/zego-rtc``)."""
+
+    # null: no room callback heard for this user yet, so roomwarden cannot tell.
+    user_present: bool | None = None
+    absent_since: Time | None = None
+    # The last room_logout's reason code, exactly as ZEGO sent it; null while the user is in.
+    logout_reason: str | None = None
 
 
 class TimelineEntry(Model):
@@ -169,6 +181,8 @@ class SessionDetail(Session):
     # Set once retention or an erasure removed its words (docs/erasure.md): turns stay, text empty.
     transcript_removed: TranscriptRemoved | None = None
     analysis: Analysis | None = None
+    no_user_seconds: float | None = None
+    presence: Presence
 
 
 class SessionPage(Model):

@@ -204,6 +204,9 @@ export async function renderSession(main, id, ctx) {
       fact("Session", h("code", {}, summary.id)),
       fact("Started", fmtTime(start)),
       fact("Duration", summary.state === "active" ? "live" : fmtDuration(summary.duration_seconds ?? durationOf(detail, start))),
+      // Agent time billed with the user out of the RTC room; unknown (no room callback heard) is
+      // left out rather than shown as a dash that could read as "none".
+      typeof detail.no_user_seconds === "number" ? fact("No user", fmtDuration(detail.no_user_seconds)) : null,
       fact("End", summary.end_reason ? `${summary.end_reason}${summary.end_code !== null && summary.end_code !== undefined ? ` (${summary.end_code})` : ""}` : null),
       fact("User", summary.user_id),
       fact("App", summary.app_id),

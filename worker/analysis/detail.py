@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from worker.analysis.latency import round_latencies
 from worker.analysis.summary import summaries
+from worker.db import iso
 from worker.events import outbox
 from worker.models import AgentException, AgentInstance, Session, TimelineEvent
 from worker.postcall import running as postcall
@@ -36,7 +37,23 @@ def session_detail(db: DbSession, session: Session) -> dict[str, Any]:
     # Post-call analysis (worker/postcall/): the latest version's result, or None.
     analysed = postcall.latest(db, session.id)
     body["analysis"] = postcall.describe(analysed) if analysed is not None else None
+    body["no_user_seconds"] = session.no_user_seconds
+    body["presence"] = presence(session)
     return body
+
+
+def presence(session: Session) -> dict[str, Any]:
+    """The session's user in the RTC room as the room callbacks last told it (worker/sessions/rooms.py).
+
+    ``user_present`` stays None until a callback for the user is heard: roomwarden cannot tell
+    then, and a reader must not take that for "in the room". While present, the absence fields
+    are None (rooms.py clears them), so a stale logout never shows beside a later login.
+    """
+    return {
+        "user_present": session.user_present,
+        "absent_since": iso(session.user_absent_since),
+        "logout_reason": session.user_logout_reason,
+    }
 
 
 def timeline(db: DbSession, session_id: str) -> list[dict[str, Any]]:

@@ -97,6 +97,9 @@ COLUMNS: dict[str, Columns] = {
             ("analysis_summary", "string"),
             ("analysis_outcome", "string"),
             ("analysis_data", "string"),
+            # Agent seconds billed with the user out of the RTC room; null when no room callback
+            # was heard. Last, so that columns read by position before it stay where they were.
+            ("no_user_seconds", "float64"),
         ]
     ),
     "turns": Columns(

@@ -1,4 +1,5 @@
-"""Figures over the sessions a filter finds: volume, durations, outcomes, interruptions, latency, cost.
+"""Figures over the sessions a filter finds: volume, durations, time billed with no user in the room,
+outcomes, interruptions, latency, cost.
 
 Counts, sums and days are SQL aggregates (GROUP BY) on both databases; turn figures sum each
 session's turn counts and response times read the drain's per-Round rows (``rounds``), so no
@@ -165,6 +166,7 @@ def _sessions(db: DbSession, f: catalog.SessionFilter, *, postgres: bool) -> dic
             "sessions": sum(n for _d, n, _ms in days),
             "ended_sessions": sum(int(n) for _r, n in reasons),
             "duration_seconds": {"total": float(total or 0), "median": median, "p90": p90},
+            "no_user_seconds": _no_user_seconds(db, where, ended, postgres=postgres),
             "end_reasons": dict(sorted((r, int(n)) for r, n in reasons if r is not None)),
         },
         "minutes_by_provider": minutes_by_provider,
@@ -173,6 +175,32 @@ def _sessions(db: DbSession, f: catalog.SessionFilter, *, postgres: bool) -> dic
             for d, n, ms in sorted(days)
         ],
     }
+
+
+def _no_user_seconds(
+    db: DbSession, where: list[ColumnElement[bool]], ended: ColumnElement[bool], *, postgres: bool
+) -> dict[str, Any]:
+    """Agent time billed with the user out of the room, as durations are summed: over ended
+    sessions, since a live one's figure still grows. Only sessions where it is known count
+    (``sessions`` says how many): one never heard of in a room callback is unknown, not 0 s.
+    """
+    seconds = Session.no_user_seconds.expression
+    known = and_(ended, seconds.is_not(None))
+    total: float | None
+    median: float | None
+    p90: float | None
+    if postgres:
+        n, total, median, p90 = db.execute(
+            select(func.count(), func.sum(seconds), _cont(0.5, seconds), _cont(0.9, seconds)).where(
+                *where, known
+            )
+        ).one()
+        total, median, p90 = (None if v is None else float(v) for v in (total, median, p90))
+    else:
+        rows = db.scalars(select(Session.no_user_seconds).where(*where, known))
+        values = [float(v) for v in rows if v is not None]
+        n, total, median, p90 = len(values), sum(values), percentile(values, 0.5), percentile(values, 0.9)
+    return {"total": float(total or 0), "median": median, "p90": p90, "sessions": int(n)}
 
 
 def _day(value: dt.date | str) -> dt.date:

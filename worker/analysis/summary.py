@@ -56,6 +56,7 @@ _COLUMNS = (
     Session.created_at,
     Session.started_at,
     Session.ended_at,
+    Session.no_user_seconds,
 )
 
 
@@ -107,6 +108,9 @@ def _summary(
         "instances": instances,
         # A new agent in the same session (after a deletion, by a policy): what users notice.
         "recreations": max(instances - 1, 0),
+        # Agent time billed with the user out of the RTC room; None until a room callback for the
+        # user is heard, since "never heard" must not read as "never absent".
+        "no_user_seconds": row.no_user_seconds,
     }
 
 

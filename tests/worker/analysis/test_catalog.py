@@ -359,3 +359,33 @@ def test_detail_of_a_live_session(seeded: DbSession) -> None:
     assert body["summary"]["duration_seconds"] is None
     assert "AgentInstanceDeleted" not in {e["event"] for e in body["timeline"]}
     assert [r["response_ms"] for r in body["rounds"]] == [pytest.approx(r.response_ms) for r in s.rounds]
+
+
+def test_time_with_no_user_and_presence_read_back_as_the_room_callbacks_left_them(seeded: DbSession) -> None:
+    """A user who left the room: 25 s billed without them, since when and why; their summary says
+    the same figure. A session whose user no room callback ever mentioned reads null, not 0."""
+    left, unheard = (next(x for x in SEEDS if x.key == key) for key in ("inst-zh-absent", "inst-en-weather"))
+    session = seeded.get(Session, left.session_id)
+    assert session is not None
+    out_since = left.start + dt.timedelta(seconds=3)
+    session.user_present, session.user_absent_since, session.user_logout_reason = False, out_since, "1"
+    session.no_user_seconds = 25.0
+    seeded.flush()
+
+    found = {s["id"]: s for s in summary.summaries(seeded, [left.session_id, unheard.session_id])}
+    assert found[left.session_id]["no_user_seconds"] == 25.0
+    assert found[unheard.session_id]["no_user_seconds"] is None
+
+    body = detail.session_detail(seeded, session)
+    assert body["no_user_seconds"] == 25.0 == body["summary"]["no_user_seconds"]
+    assert body["presence"] == {
+        "user_present": False,
+        "absent_since": out_since.isoformat(),
+        "logout_reason": "1",
+    }
+
+    other = seeded.get(Session, unheard.session_id)
+    assert other is not None
+    body = detail.session_detail(seeded, other)
+    assert body["no_user_seconds"] is None
+    assert body["presence"] == {"user_present": None, "absent_since": None, "logout_reason": None}

@@ -108,6 +108,8 @@ def expected_sessions(db: DbSession, seeds: list[Seed]) -> list[dict[str, Any]]:
                 "analysis_summary": None,
                 "analysis_outcome": None,
                 "analysis_data": None,
+                # No room callback in the seed: unknown, never 0.
+                "no_user_seconds": None,
             }
         )
     return out
@@ -161,6 +163,22 @@ def test_sessions_round_trip(db: DbSession, settings: Settings, fmt: str) -> Non
     """Every seeded session comes back with its times, duration, counts and how it ended."""
     seeds = seed(db, settings)
     assert parse("sessions", fmt, export(db, "sessions", fmt)) == expected_sessions(db, seeds)
+
+
+@pytest.mark.parametrize("fmt", exports.FORMATS)
+def test_time_with_no_user_comes_out_as_a_number_or_empty(
+    db: DbSession, settings: Settings, fmt: str
+) -> None:
+    """A session whose user was out of the room for 25.5 billed seconds exports that number, as a
+    double in Parquet; the others, never heard of in a room callback, export nothing there."""
+    seeds = seed(db, settings)
+    left = seeds[2].session_id
+    db.execute(update(Session).where(Session.id == left).values(no_user_seconds=25.5))
+    got = {r["id"]: r["no_user_seconds"] for r in parse("sessions", fmt, export(db, "sessions", fmt))}
+    assert got == {s.session_id: 25.5 if s.session_id == left else None for s in seeds}
+    if fmt == "parquet":
+        schema = pq.read_schema(io.BytesIO(export(db, "sessions", fmt)))
+        assert schema.field("no_user_seconds").type == pa.float64()
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from tests.seeded import OTHER_APP_ID, SEEDS, Seed, seed
 from worker.analysis import catalog, stats
+from worker.models import Session
 from worker.settings import Settings
 
 RATES = {"zego": 0.02, "zego_digital_human": 0.1}
@@ -55,6 +56,8 @@ def expected(seeds: list[Seed]) -> dict[str, Any]:
             "median": statistics.median(durations) if durations else None,
             "p90": percentiles(durations)["p90"],
         },
+        # The seeds heard no room callback: unknown everywhere, which counts as nothing.
+        "no_user_seconds": {"total": 0.0, "median": None, "p90": None, "sessions": 0},
         "turns": sum(s.turns for s in seeds),
         "user_turns": len(rounds),
         "agent_turns": len(rounds),
@@ -142,3 +145,31 @@ def test_no_sessions_gives_zeros_and_no_percentiles(db: DbSession, settings: Set
     assert got["interruption_rate"] is None
     assert got["latency"]["response_ms"] == {"count": 0, "p50": None, "p90": None, "p99": None}
     assert got["duration_seconds"] == {"total": 0, "median": None, "p90": None}
+    assert got["no_user_seconds"] == {"total": 0, "median": None, "p90": None, "sessions": 0}
+
+
+def test_time_with_no_user_counts_the_ended_sessions_where_it_is_known(
+    db: DbSession, settings: Settings
+) -> None:
+    """Three ended sessions lost their user for 10, 25 and 60 s; a live one's 400 s still grows and
+    one never heard of in a room callback is unknown: neither is in the total, median or count."""
+    seed(db, settings)
+    ended = [s for s in SEEDS if s.delete_code is not None and s.app_id != OTHER_APP_ID]
+    live = next(s for s in SEEDS if s.delete_code is None)
+    figures = {ended[0].session_id: 10.0, ended[1].session_id: 25.0, ended[2].session_id: 60.0}
+    for session_id, seconds in {**figures, live.session_id: 400.0}.items():
+        session = db.get(Session, session_id)
+        assert session is not None
+        session.no_user_seconds = seconds
+    db.flush()
+
+    got = stats.compute(db, catalog.SessionFilter(), rates=RATES, currency="EUR")["no_user_seconds"]
+    assert got == {"total": 95.0, "median": 25.0, "p90": pytest.approx(53.0), "sessions": 3}
+
+    only = catalog.SessionFilter(room_id=ended[1].room_id)
+    assert stats.compute(db, only, rates=RATES, currency="EUR")["no_user_seconds"] == {
+        "total": 25.0,
+        "median": 25.0,
+        "p90": 25.0,
+        "sessions": 1,
+    }

@@ -67,7 +67,7 @@ def test_reordered_and_duplicated_room_callbacks_end_the_same(db: DbSession, set
         session.room_id = agent.room_id = f"room_r{attempt}"
         shuffled = RoomSigner(f"room_r{attempt}")
         payloads = [{**p, "room_id": f"room_r{attempt}"} for p in told]
-        order = payloads + [shuffled.resign(random.choice(payloads))]
+        order = [*payloads, shuffled.resign(random.choice(payloads))]
         random.Random(attempt).shuffle(order)
         for payload in order:  # one at a time: each in its own drain, as late arrivals are
             ingest_rtc(db, [shuffled.resign(payload)])
