@@ -43,8 +43,10 @@ def test_a_user_who_leaves_and_comes_back_gets_a_new_agent_on_room_login_without
     wait_until(lambda: presence(d, session_id)["user_present"] is False, 15, "the logout to be applied")
 
     wait_until(
-        lambda: [(a["action"], a["state"]) for a in d.actions(session_id)] == [("await_user", "pending")]
-        and "seen" in (d.actions(session_id)[0]["result"] or {}),
+        lambda: (
+            [(a["action"], a["state"]) for a in d.actions(session_id)] == [("await_user", "pending")]
+            and "seen" in (d.actions(session_id)[0]["result"] or {})
+        ),
         20,
         f"the wait to have polled once: {d.actions(session_id)}",
     )

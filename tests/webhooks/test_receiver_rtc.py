@@ -23,10 +23,17 @@ def post(client: TestClient, payload: dict[str, Any], form: str = "json") -> htt
 
 
 @pytest.mark.parametrize("form", BODY_FORMS)
-def test_each_room_event_is_stored_under_its_room(client: TestClient, clean_engine: Engine, form: str) -> None:
+def test_each_room_event_is_stored_under_its_room(
+    client: TestClient, clean_engine: Engine, form: str
+) -> None:
     """room_login, stream_create, stream_close, room_logout: 200 stored, one stream per room."""
     room = RoomSigner("room_9")
-    sent = [room.login(), room.stream("stream_create", "s1"), room.stream("stream_close", "s1"), room.logout()]
+    sent = [
+        room.login(),
+        room.stream("stream_create", "s1"),
+        room.stream("stream_close", "s1"),
+        room.logout(),
+    ]
     for payload in sent:
         response = post(client, payload, form)
         assert (response.status_code, response.json()) == (200, STORED), response.text
@@ -49,7 +56,9 @@ def test_zegos_retry_of_a_room_callback_is_a_duplicate(client: TestClient, clean
     assert len(inbox_rows(clean_engine)) == 1
 
 
-def test_a_second_login_of_the_same_user_is_its_own_callback(client: TestClient, clean_engine: Engine) -> None:
+def test_a_second_login_of_the_same_user_is_its_own_callback(
+    client: TestClient, clean_engine: Engine
+) -> None:
     """user_update_seq tells a relogin from a retry."""
     room = RoomSigner()
     assert post(client, room.login()).json() == STORED
