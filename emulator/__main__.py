@@ -43,6 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
     parser.add_argument(
         "--callback-url", default=None, help="where ZEGO callbacks go (default: recorded only)"
     )
+    parser.add_argument(
+        "--rtc-callback-url",
+        default=None,
+        help="where ZEGO's RTC room callbacks go, e.g. http://127.0.0.1:8080/callbacks/zego-rtc "
+        "(default: recorded only)",
+    )
     parser.add_argument("--time-scale", type=float, default=1.0, help="vendor seconds per real second")
     parser.add_argument("--voice-quota", type=int, default=10)
     parser.add_argument("--digital-human-quota", type=int, default=10)
@@ -58,6 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
     return EmulatorConfig(
         zego_apps=dict(args.zego_app),
         callback_url=args.callback_url,
+        rtc_callback_url=args.rtc_callback_url,
         time_scale=args.time_scale,
         voice_quota=args.voice_quota,
         digital_human_quota=args.digital_human_quota,

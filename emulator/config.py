@@ -20,6 +20,9 @@ class EmulatorConfig:
     zego_apps: dict[int, ZegoAppSecrets] = field(default_factory=dict)
     # None: callbacks are built and recorded in the sender's log, never sent.
     callback_url: str | None = None
+    # Where the RTC room callbacks go (room_login, room_logout, stream_create, stream_close);
+    # None: built and logged only, as above.
+    rtc_callback_url: str | None = None
     # Vendor seconds per real second (see emulator.clock).
     time_scale: float = 1.0
     # Concurrent running instances per AppId (ZEGO's defaults; raised on request by ZEGO business).

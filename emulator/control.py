@@ -44,7 +44,9 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
         return JSONResponse(world.ledger.report(request.query_params.get("room_id") or None))
 
     async def join(request: Request) -> JSONResponse:
-        world.user_join(request.path_params["room_id"], str((await body(request))["user_id"]))
+        data = await body(request)
+        stream = data.get("stream_id")
+        world.user_join(request.path_params["room_id"], str(data["user_id"]), str(stream) if stream else None)
         return _ok()
 
     async def leave(request: Request) -> JSONResponse:
@@ -90,6 +92,21 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
         )
         return _ok()
 
+    async def room_callback_faults(request: Request) -> JSONResponse:
+        if request.method == "DELETE":
+            world.sender.clear_faults(room=True)
+            return _ok()
+        data = await body(request)
+        world.sender.add_fault(
+            data["mode"],
+            event=data.get("event"),
+            count=int(data.get("count", 1)),
+            delay_seconds=float(data.get("delay_seconds") or 0.0),
+            room_id=data.get("room_id"),
+            room=True,
+        )
+        return _ok()
+
     async def api_faults(request: Request) -> JSONResponse:
         if request.method == "DELETE":
             faults.clear()
@@ -123,6 +140,7 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
         Route("/instances/{instance_id}/script", guarded(script), methods=["POST"]),
         Route("/instances/{instance_id}/rtc_fault", guarded(rtc_fault), methods=["POST"]),
         Route("/faults/callbacks", guarded(callback_faults), methods=["POST", "DELETE"]),
+        Route("/faults/rtc-callbacks", guarded(room_callback_faults), methods=["POST", "DELETE"]),
         Route("/faults/api", guarded(api_faults), methods=["POST", "DELETE"]),
     ]
 
@@ -199,8 +217,9 @@ class EmulatorControl:
             time.sleep(0.05)
         raise TimeoutError(f"instance {instance_id} did not report {status} for Round {round_}")
 
-    def join(self, room_id: str, user_id: str) -> None:
-        self._call("POST", f"/rooms/{room_id}/users", {"user_id": user_id})
+    def join(self, room_id: str, user_id: str, stream_id: str | None = None) -> None:
+        """The user logs in (again, if in already), publishing ``stream_id`` when given."""
+        self._call("POST", f"/rooms/{room_id}/users", {"user_id": user_id, "stream_id": stream_id})
 
     def leave(self, room_id: str, user_id: str) -> None:
         self._call("DELETE", f"/rooms/{room_id}/users/{user_id}")
@@ -247,6 +266,33 @@ class EmulatorControl:
 
     def clear_callback_faults(self) -> None:
         self._call("DELETE", "/faults/callbacks")
+
+    def rtc_callback_fault(
+        self,
+        mode: str,
+        *,
+        event: str | None = None,
+        room_id: str | None = None,
+        count: int = 1,
+        delay_seconds: float | None = None,
+    ) -> None:
+        """Bend the delivery of the RTC room callbacks (drop, duplicate, reorder, delay)."""
+        body = {
+            "mode": mode,
+            "event": event,
+            "room_id": room_id,
+            "count": count,
+            "delay_seconds": delay_seconds,
+        }
+        self._call("POST", "/faults/rtc-callbacks", body)
+
+    def clear_rtc_callback_faults(self) -> None:
+        self._call("DELETE", "/faults/rtc-callbacks")
+
+    def rtc_callbacks(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The RTC room callbacks built so far, with fault, outcome and attempts."""
+        built: list[dict[str, Any]] = self.state()["rtc_callbacks"]
+        return [c for c in built if event is None or c["event"] == event]
 
     def api_fault(self, action: str, code: int, *, message: str | None = None, count: int = 1) -> None:
         self._call(

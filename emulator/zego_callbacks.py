@@ -28,6 +28,10 @@ applies). After an instance's ``AgentInstanceDeleted`` nothing more is built for
 
 ``log`` keeps every callback built, with its fault and each delivery attempt, for the control
 state endpoint. With no callback URL configured, callbacks are only logged.
+
+The RTC room callbacks (``emulator.zego_room_callbacks`` builds them) travel the same way through
+``emit_room``: one lane per room, the same retries, their own faults (``room_faults``, which may
+name a room) and their own log (``room_log``), to ``rtc_callback_url``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ ATTEMPT_TIMEOUT = 5.0
 GATED_EVENTS: frozenset[str] = frozenset(
     {"ASRResult", "LLMResult", "Interrupted", "UserSpeakAction", "AgentInstanceStatus", "UserAudioData"}
 )
+ROOM_EVENTS: frozenset[str] = frozenset({"room_login", "room_logout", "stream_create", "stream_close"})
 ALL_EVENTS: frozenset[str] = GATED_EVENTS | {
     "Exception",
     "AgentInstanceCreated",
@@ -91,11 +96,16 @@ class CallbackFault:
     # One instance's callbacks only: a bench losing one session's deletion among many running.
     agent_instance_id: str | None = None
 
+    # RTC room callbacks: one room's only.
+    room_id: str | None = None
+
     def matches(self, event: str, instance_id: str) -> bool:
+        """``instance_id`` is the room's id for a room callback's fault."""
+        subject = self.agent_instance_id if self.room_id is None else self.room_id
         return (
             self.count > 0
             and (self.event is None or self.event == event)
-            and (self.agent_instance_id is None or self.agent_instance_id == instance_id)
+            and (subject is None or subject == instance_id)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -105,6 +115,7 @@ class CallbackFault:
             "count": self.count,
             "delay_seconds": self.delay_seconds,
             "agent_instance_id": self.agent_instance_id,
+            "room_id": self.room_id,
         }
 
 
@@ -126,6 +137,8 @@ class CallbackSender:
         self._clock = clock
         self.faults: list[CallbackFault] = []
         self.log: list[dict[str, Any]] = []
+        self.room_faults: list[CallbackFault] = []
+        self.room_log: list[dict[str, Any]] = []
         self._sequences: dict[str, int] = {}
         self._deleted: set[str] = set()
         self._lanes: dict[str, asyncio.Queue[_Outgoing | None]] = {}
@@ -162,7 +175,9 @@ class CallbackSender:
         """Wait (real seconds) until every callback built so far is settled: delivered or dropped."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while any(entry["outcome"] in ("pending", "held", "retrying") for entry in self.log):
+        while any(
+            entry["outcome"] in ("pending", "held", "retrying") for entry in [*self.log, *self.room_log]
+        ):
             if loop.time() > deadline:
                 raise TimeoutError("callbacks still in flight")
             await asyncio.sleep(0.005)
@@ -177,10 +192,13 @@ class CallbackSender:
         count: int = 1,
         delay_seconds: float = 0.0,
         agent_instance_id: str | None = None,
+        room_id: str | None = None,
+        room: bool = False,
     ) -> CallbackFault:
+        """A fault on the AI Agent's callbacks, or with ``room`` on the RTC room callbacks."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown callback fault mode {mode!r}; expected one of {sorted(FAULT_MODES)}")
-        if event is not None and event not in ALL_EVENTS:
+        if event is not None and event not in (ROOM_EVENTS if room else ALL_EVENTS):
             raise ValueError(f"unknown callback event {event!r}")
         if count < 1:
             raise ValueError("count must be at least 1")
@@ -192,19 +210,21 @@ class CallbackSender:
             count=count,
             delay_seconds=delay_seconds,
             agent_instance_id=agent_instance_id,
+            room_id=room_id,
         )
-        self.faults.append(fault)
+        (self.room_faults if room else self.faults).append(fault)
         return fault
 
-    def clear_faults(self) -> None:
-        self.faults.clear()
+    def clear_faults(self, *, room: bool = False) -> None:
+        (self.room_faults if room else self.faults).clear()
 
-    def _take_fault(self, event: str, instance_id: str) -> CallbackFault | None:
-        for fault in self.faults:
+    def _take_fault(self, event: str, instance_id: str, *, room: bool = False) -> CallbackFault | None:
+        faults = self.room_faults if room else self.faults
+        for fault in faults:
             if fault.matches(event, instance_id):
                 fault.count -= 1
                 if fault.count <= 0:
-                    self.faults.remove(fault)
+                    faults.remove(fault)
                 return fault
         return None
 
@@ -280,6 +300,36 @@ class CallbackSender:
         self.log.append(entry)
         if event == "AgentInstanceDeleted":
             self._deleted.add(instance_id)
+        self._queue(instance_id, entry, body, url, fault)
+        if event == "AgentInstanceDeleted" and instance_id in self._lanes:
+            self._lanes[instance_id].put_nowait(None)  # the lane ends once that is delivered
+
+    def emit_room(self, room_id: str, event: str, body: dict[str, Any]) -> None:
+        """Queue one built and signed RTC room callback on its room's lane (``room_log`` entry)."""
+        fault = self._take_fault(event, room_id, room=True)
+        url = self._config.rtc_callback_url
+        entry: dict[str, Any] = {
+            "event": event,
+            "room_id": room_id,
+            "agent_instance_id": None,
+            "sequence": body.get("user_update_seq") or body.get("stream_seq"),
+            "url": url,
+            "fault": fault.mode if fault else None,
+            "outcome": "pending",
+            "attempts": [],
+            "body": body,
+        }
+        self.room_log.append(entry)
+        self._queue(f"rtc:{room_id}", entry, body, url, fault)
+
+    def _queue(
+        self,
+        lane: str,
+        entry: dict[str, Any],
+        body: dict[str, Any],
+        url: str | None,
+        fault: CallbackFault | None,
+    ) -> None:
         raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         out = _Outgoing(entry=entry, body=raw, url=url, fault=fault.mode if fault else None)
         if url is None or self._closed:
@@ -290,9 +340,7 @@ class CallbackSender:
             entry["outcome"] = "held"
             self._spawn(self._delayed(out, fault.delay_seconds))
         else:
-            self._lane(instance_id).put_nowait(out)
-        if event == "AgentInstanceDeleted" and instance_id in self._lanes:
-            self._lanes[instance_id].put_nowait(None)  # the lane ends once that is delivered
+            self._lane(lane).put_nowait(out)
 
     # -- delivery ----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from emulator.zego_gateway import RateLimiter, ZegoError, check_request, envelope
+from emulator.zego_room_callbacks import KICKED
 from emulator.zego_validation import RTC_ID
 from emulator.zego_world import World
 
@@ -131,7 +132,7 @@ def _kickout(world: World, params: QueryParams) -> None:
         raise ZegoError(50001, "room does not exist")
     for user_id in user_ids:
         if user_id in room.users:
-            world.user_leave(room_id, user_id)
+            world.user_leave(room_id, user_id, KICKED)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -17,6 +17,9 @@ Everything here runs in the emulator's one event loop (no locks). The rules are 
 - rooms exist while someone (agents included) is in them; a user whose heartbeat is lost is
   dropped after 100 s; a user logging in with a running agent's AgentUserId kicks the agent.
 
+Every login and logout (agents' too) and every stream an end user publishes is told through
+``room_callbacks`` (emulator.zego_room_callbacks) as ZEGO's RTC room callbacks.
+
 Callbacks go out through ``sender`` (emulator.zego_callbacks) and a round's events through
 ``conversation`` (emulator.zego_conversation); this module only decides what happens, and
 tells ``ledger`` (emulator.zego_ledger) what ZEGO would bill.
@@ -38,6 +41,7 @@ from emulator.zego_callbacks import CallbackSender
 from emulator.zego_conversation import Conversation
 from emulator.zego_gateway import IdGenerator, ZegoError
 from emulator.zego_ledger import Ledger
+from emulator.zego_room_callbacks import HEARTBEAT, KICKED, NORMAL, RoomCallbacks
 
 DEFAULT_MAX_IDLE_S = 120
 LIVE_DEFAULT_MAX_IDLE_S = 900
@@ -149,6 +153,7 @@ class World:
         self.rooms: dict[str, Room] = {}
         self.destroyed_rooms: set[str] = set()
         self.sender = CallbackSender(config, clock)
+        self.room_callbacks = RoomCallbacks(config, clock, self.sender)
         self.ledger = Ledger(clock)
         self.conversation = Conversation(self, clock)
         self._idle: dict[str, asyncio.Task[None]] = {}
@@ -363,41 +368,52 @@ class World:
 
     # --- rooms ----------------------------------------------------------------------------------
 
-    def _login(self, room_id: str, user_id: str) -> None:
+    def _login(self, room_id: str, user_id: str, stream_id: str | None = None) -> None:
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(room_id)
             self.destroyed_rooms.discard(room_id)
         room.users[user_id] = self.clock.now_ms()
+        self.room_callbacks.login(self._room_app(room_id), room_id, user_id, stream_id)
 
-    def _logout(self, room_id: str, user_id: str) -> None:
+    def _logout(self, room_id: str, user_id: str, reason: str = NORMAL) -> None:
         room = self.rooms.get(room_id)
         if room is None or room.users.pop(user_id, None) is None:
             return
+        self.room_callbacks.logout(self._room_app(room_id), room_id, user_id, reason)
         if not room.users:
             del self.rooms[room_id]
             self.destroyed_rooms.add(room_id)
 
-    def user_join(self, room_id: str, user_id: str) -> None:
-        """An end user logs in; an agent with the same user id is kicked (the later login wins)."""
+    def _room_app(self, room_id: str) -> int | None:
+        """The app whose room callbacks tell of this room: an agent's in it, newest first."""
+        for instance in reversed(list(self.instances.values())):
+            if instance.room_id == room_id:
+                return instance.app_id
+        return None
+
+    def user_join(self, room_id: str, user_id: str, stream_id: str | None = None) -> None:
+        """An end user logs in (publishing ``stream_id``, if given); an agent with the same user id
+        is kicked (the later login wins)."""
         drop = self._drops.pop((room_id, user_id), None)
         if drop is not None:
             drop.cancel()
         for instance in list(self.instances.values()):
             if instance.state != "deleted" and instance.agent_user_id == user_id:
                 self.delete_instance(instance, 1203, reason_exception=True)
-        self._login(room_id, user_id)
+        self._login(room_id, user_id, stream_id)
         self.ledger.user_present(room_id, user_id)
         for instance in self._created_by(room_id, user_id):
             self._disarm_idle(instance)
 
-    def user_leave(self, room_id: str, user_id: str) -> None:
-        """An end user (or, through KickoutUser / CloseRoom, anyone) leaves the room."""
+    def user_leave(self, room_id: str, user_id: str, reason: str = NORMAL) -> None:
+        """An end user (or, through KickoutUser / CloseRoom, anyone) leaves the room; ``reason``
+        is the room_logout's (0 left, 1 heartbeat lost, 3 kicked out)."""
         agents = [i for i in self.instances.values() if i.state != "deleted" and i.room_id == room_id]
         for instance in agents:
             if instance.agent_user_id == user_id:
                 self.delete_instance(instance, 1203, reason_exception=True)
-        self._logout(room_id, user_id)
+        self._logout(room_id, user_id, reason)
         self.ledger.user_gone(room_id, user_id)
         for instance in self._created_by(room_id, user_id):
             self._arm_idle(instance)
@@ -406,7 +422,7 @@ class World:
         """An agent logging in with a present end user's id kicks that user (the later login wins)."""
         for room in list(self.rooms.values()):
             if user_id in room.users:
-                self.user_leave(room.room_id, user_id)
+                self.user_leave(room.room_id, user_id, KICKED)
 
     def user_disconnect(self, room_id: str, user_id: str) -> None:
         """Heartbeat lost: the user stays in the room for 100 s, then is dropped."""
@@ -420,14 +436,14 @@ class World:
         async def drop() -> None:
             await self.clock.sleep(HEARTBEAT_TIMEOUT_S)
             self._drops.pop((room_id, user_id), None)
-            self.user_leave(room_id, user_id)
+            self.user_leave(room_id, user_id, HEARTBEAT)
 
         self._drops[(room_id, user_id)] = asyncio.get_running_loop().create_task(drop())
 
     def close_room(self, room_id: str) -> None:
         room = self.rooms.get(room_id)
         for user_id in list(room.users) if room else []:
-            self.user_leave(room_id, user_id)
+            self.user_leave(room_id, user_id, KICKED)
 
     def _created_by(self, room_id: str, user_id: str) -> list[Instance]:
         return [
@@ -466,6 +482,7 @@ class World:
             "instances": [i.describe() for i in self.instances.values()],
             "rooms": {room_id: {"users": dict(room.users)} for room_id, room in self.rooms.items()},
             "callbacks": list(self.sender.log),
+            "rtc_callbacks": list(self.sender.room_log),
         }
 
 

@@ -100,7 +100,10 @@ def deploy(
         ``outbound``: also run the outbound worker that delivers events to endpoints."""
         port = free_port()
         emu = emulator_factory(
-            callback_url=f"http://127.0.0.1:{port}/callbacks/zego", time_scale=TIME_SCALE, **emulator_changes
+            callback_url=f"http://127.0.0.1:{port}/callbacks/zego",
+            rtc_callback_url=f"http://127.0.0.1:{port}/callbacks/zego-rtc",
+            time_scale=TIME_SCALE,
+            **emulator_changes,
         )
         directory = tmp_path / f"stack{len(made)}"
         directory.mkdir(parents=True)
