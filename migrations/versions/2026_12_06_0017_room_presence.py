@@ -75,7 +75,7 @@ def upgrade() -> None:
         sa.Column("logout_reason", sa.String(8)),
         sa.Column("stream_id", sa.String(128)),
         sa.Column("stream_seq", sa.BigInteger(), nullable=False),
-        sa.Column("changes", sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")),
+        sa.Column("changes", sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.add_column("sessions", sa.Column("user_present", sa.Boolean()))

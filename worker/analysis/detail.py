@@ -14,7 +14,7 @@ from worker.db import iso
 from worker.events import outbox
 from worker.models import AgentException, AgentInstance, Session, TimelineEvent
 from worker.postcall import running as postcall
-from worker.sessions import control
+from worker.sessions import control, rooms
 from worker.sessions.reading import describe
 
 
@@ -89,6 +89,9 @@ def timeline(db: DbSession, session_id: str) -> list[dict[str, Any]]:
         seq = e.sequence if e.sequence is not None else -1
         events.append((e.at, 2, seq, _event(e.at, "Exception", e.round, instance_id, detail)))
     for at, entry in control.timeline_entries(db, session_id):  # say, interrupt, ... (live control)
+        events.append((at, 2, 2**62, entry))
+    session = db.get(Session, session_id)
+    for at, entry in rooms.timeline_entries(db, session) if session is not None else []:  # presence
         events.append((at, 2, 2**62, entry))
     events.sort(key=lambda item: item[:3])
     return [entry for *_, entry in events]

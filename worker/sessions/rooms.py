@@ -242,3 +242,34 @@ def user_stream_id(session: Session) -> str | None:
 
 def _ms(at: dt.datetime | None) -> int:
     return int(at.timestamp() * 1000) if at is not None else 0
+
+
+def timeline_entries(db: DbSession, session: Session) -> list[tuple[dt.datetime, dict[str, Any]]]:
+    """The user's logins and logouts during the session, in ZEGO's order, as timeline events
+    ``room_login`` / ``room_logout``: where a reader sees the user leave and come back."""
+    if session.room_id is None or session.user_id is None:
+        return []
+    row = db.get(RoomUser, (session.app_id, session.room_id, session.user_id))
+    if row is None:
+        return []
+    start, end = session.created_at, session.ended_at
+    entries = []
+    for seq, kind, at_ms in sorted(row.changes or [], key=lambda c: int(c[0])):
+        at = from_ms(int(at_ms))
+        if at < start or (end is not None and at > end):
+            continue
+        event = "room_login" if kind == "in" else "room_logout"
+        detail = {"user_id": session.user_id, "user_update_seq": int(seq)}
+        entries.append(
+            (
+                at,
+                {
+                    "at": at.isoformat(),
+                    "event": event,
+                    "round": None,
+                    "agent_instance_id": None,
+                    "detail": detail,
+                },
+            )
+        )
+    return entries

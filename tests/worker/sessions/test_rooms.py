@@ -190,3 +190,21 @@ def test_a_room_callback_whose_payload_retention_emptied_replays_as_nothing(
     assert drain_room(db, settings).applied == 1
     db.refresh(row)
     assert row.state == "done" and db.get_one(RoomUser, (APP_ID, "room_1", "user_1")).present is True
+
+
+def test_the_timeline_shows_the_user_leave_and_come_back(db: DbSession, settings: Settings) -> None:
+    """In the session's timeline: out, then in again; a login before the session started is not
+    the session's, and a retried logout shows once."""
+    from worker.analysis.detail import timeline
+
+    session, _ = live_session(db, started_ago=60)
+    room = RoomSigner()
+    first, logout, back = room.login(at_ms=ms(90)), room.logout(at_ms=ms(30)), room.login(at_ms=ms(20))
+    ingest_rtc(db, [first, back, logout])
+    ingest_rtc(db, [room.resign(logout)])
+    drain_room(db, settings)
+    told = [(e["event"], e["detail"]) for e in timeline(db, session.id) if e["event"].startswith("room_")]
+    assert told == [
+        ("room_logout", {"user_id": "user_1", "user_update_seq": 2}),
+        ("room_login", {"user_id": "user_1", "user_update_seq": 3}),
+    ]
