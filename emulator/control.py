@@ -79,8 +79,11 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
         return _ok()
 
     async def callback_faults(request: Request) -> JSONResponse:
+        """Faults on the AI Agent's callbacks (``/faults/callbacks``) or, on ``/faults/rtc-callbacks``,
+        on the RTC room callbacks (a ``room_id`` instead of an ``agent_instance_id``)."""
+        room = request.url.path.endswith("/rtc-callbacks")
         if request.method == "DELETE":
-            world.sender.clear_faults()
+            world.sender.clear_faults(room=room)
             return _ok()
         data = await body(request)
         world.sender.add_fault(
@@ -88,22 +91,9 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
             event=data.get("event"),
             count=int(data.get("count", 1)),
             delay_seconds=float(data.get("delay_seconds") or 0.0),
-            agent_instance_id=data.get("agent_instance_id"),
-        )
-        return _ok()
-
-    async def room_callback_faults(request: Request) -> JSONResponse:
-        if request.method == "DELETE":
-            world.sender.clear_faults(room=True)
-            return _ok()
-        data = await body(request)
-        world.sender.add_fault(
-            data["mode"],
-            event=data.get("event"),
-            count=int(data.get("count", 1)),
-            delay_seconds=float(data.get("delay_seconds") or 0.0),
-            room_id=data.get("room_id"),
-            room=True,
+            agent_instance_id=None if room else data.get("agent_instance_id"),
+            room_id=data.get("room_id") if room else None,
+            room=room,
         )
         return _ok()
 
@@ -140,7 +130,7 @@ def routes(world: World, faults: ApiFaults, calls: Mapping[str, int] | None = No
         Route("/instances/{instance_id}/script", guarded(script), methods=["POST"]),
         Route("/instances/{instance_id}/rtc_fault", guarded(rtc_fault), methods=["POST"]),
         Route("/faults/callbacks", guarded(callback_faults), methods=["POST", "DELETE"]),
-        Route("/faults/rtc-callbacks", guarded(room_callback_faults), methods=["POST", "DELETE"]),
+        Route("/faults/rtc-callbacks", guarded(callback_faults), methods=["POST", "DELETE"]),
         Route("/faults/api", guarded(api_faults), methods=["POST", "DELETE"]),
     ]
 
@@ -255,14 +245,8 @@ class EmulatorControl:
         delay_seconds: float | None = None,
         agent_instance_id: str | None = None,
     ) -> None:
-        body = {
-            "mode": mode,
-            "event": event,
-            "count": count,
-            "delay_seconds": delay_seconds,
-            "agent_instance_id": agent_instance_id,
-        }
-        self._call("POST", "/faults/callbacks", body)
+        body = {"mode": mode, "event": event, "count": count, "delay_seconds": delay_seconds}
+        self._call("POST", "/faults/callbacks", {**body, "agent_instance_id": agent_instance_id})
 
     def clear_callback_faults(self) -> None:
         self._call("DELETE", "/faults/callbacks")
@@ -277,14 +261,8 @@ class EmulatorControl:
         delay_seconds: float | None = None,
     ) -> None:
         """Bend the delivery of the RTC room callbacks (drop, duplicate, reorder, delay)."""
-        body = {
-            "mode": mode,
-            "event": event,
-            "room_id": room_id,
-            "count": count,
-            "delay_seconds": delay_seconds,
-        }
-        self._call("POST", "/faults/rtc-callbacks", body)
+        body = {"mode": mode, "event": event, "count": count, "delay_seconds": delay_seconds}
+        self._call("POST", "/faults/rtc-callbacks", {**body, "room_id": room_id})
 
     def clear_rtc_callback_faults(self) -> None:
         self._call("DELETE", "/faults/rtc-callbacks")

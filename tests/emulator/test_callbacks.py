@@ -109,10 +109,14 @@ def receiver() -> Iterator[Receiver]:
 
 
 @asynccontextmanager
-async def running_world(url: str | None, *, scale: float = 50.0) -> AsyncIterator[World]:
+async def running_world(
+    url: str | None, *, scale: float = 50.0, rtc_url: str | None = None
+) -> AsyncIterator[World]:
+    """A world whose AI Agent callbacks go to ``url`` and RTC room callbacks to ``rtc_url``."""
     config = EmulatorConfig(
         zego_apps={APP_ID: ZegoAppSecrets(server_secret="server-secret", callback_secret=CALLBACK_SECRET)},
         callback_url=url,
+        rtc_callback_url=rtc_url,
         time_scale=scale,
         rate_limits=False,
     )

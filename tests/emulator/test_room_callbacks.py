@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from emulator.clock import Clock
-from emulator.config import EmulatorConfig, ZegoAppSecrets
-from emulator.zego_world import World
 from tests.emulator.test_callbacks import (
     APP_ID,
     CALLBACK_SECRET,
@@ -22,6 +17,7 @@ from tests.emulator.test_callbacks import (
     new_instance,
     receiver,
     run,
+    running_world,
 )
 from worker.inbox.rtc_callbacks import parse_rtc_event, verify_rtc_callback
 
@@ -30,22 +26,9 @@ __all__ = ["receiver"]  # the fixture, shared with the AI Agent callbacks' tests
 SCALE = 50.0
 
 
-@asynccontextmanager
-async def room_world(url: str | None, *, callback_url: str | None = None) -> AsyncIterator[World]:
-    config = EmulatorConfig(
-        zego_apps={APP_ID: ZegoAppSecrets(server_secret="server-secret", callback_secret=CALLBACK_SECRET)},
-        callback_url=callback_url,
-        rtc_callback_url=url,
-        time_scale=SCALE,
-        rate_limits=False,
-    )
-    world = World(config, Clock(SCALE))
-    world.register_agent(APP_ID, {"AgentId": "agent_1", "Name": "Helpful agent"})
-    await world.start()
-    try:
-        yield world
-    finally:
-        await world.aclose()
+def room_world(url: str | None) -> Any:
+    """A world whose RTC room callbacks go to ``url`` (its AI Agent callbacks nowhere)."""
+    return running_world(None, scale=SCALE, rtc_url=url)
 
 
 def room_bodies(receiver: Receiver, user: str | None = None) -> list[dict[str, Any]]:

@@ -155,12 +155,17 @@ def drain_streams(
     _observe_lag(rows, set(done))
     freed = {stream.session.app_id for stream in held.values() if stream.freed}
     result.slot_freed = react and bool(freed) and quotas.anyone_waiting(db, freed)
-    result.actions = [
+    result.actions = _to_enqueue(reactions, now)
+    return result
+
+
+def _to_enqueue(reactions: list[PolicyAction], now: dt.datetime) -> list[tuple[int, float]]:
+    """The decided actions to run once the transaction commits: (id, seconds until due)."""
+    return [
         (action.id, max(0.0, (action.not_before - now).total_seconds()))
         for action in reactions
         if not action.dry_run
     ]
-    return result
 
 
 def _drain_rooms(
@@ -194,11 +199,7 @@ def _drain_rooms(
     _mark_done(db, done, now)
     result.applied = len(done)
     _observe_lag(rows, set(done))
-    result.actions = [
-        (action.id, max(0.0, (action.not_before - now).total_seconds()))
-        for action in reactions
-        if not action.dry_run
-    ]
+    result.actions = _to_enqueue(reactions, now)
     return result
 
 

@@ -433,22 +433,22 @@ def test_a_wait_woken_by_a_room_login_recreates_without_asking_describe_users(
     assert (recreate.kind, recreate.reason) == (ActionKind.RECREATE, "user_returned")
 
 
+def follow(db: DbSession, session: Session, iid: str, inputs: dict[str, Any]) -> PolicyAction:
+    """The follow_stream decision worker/sessions/rooms.py records for a stream_create."""
+    key = f"stream:{session.id}:{inputs['user_stream_id']}:1"
+    return decide(
+        db, session, ActionKind.FOLLOW_STREAM, iid, reason="user_new_stream", policy="presence",
+        trigger_key=key, inputs=inputs,
+    )  # fmt: skip
+
+
 def test_following_a_new_user_stream_updates_the_agent_and_the_stored_request(
     db: DbSession, vendors: Vendors, control: EmulatorControl
 ) -> None:
     """UpdateAgentInstance with the new UserStreamId; a later recreation pulls it too."""
     session, iid = live_session(db, vendors, control)
-    inputs = {"user_stream_id": "user_1_phone", "previous_user_stream_id": "whatever"}
-    action = decide(
-        db,
-        session,
-        ActionKind.FOLLOW_STREAM,
-        iid,
-        reason="user_new_stream",
-        policy="presence",
-        trigger_key=f"stream:{session.id}:user_1_phone:1",
-        inputs=inputs,
-    )
+    inputs = {"user_stream_id": "user_1_phone", "previous_user_stream_id": "us_1"}
+    action = follow(db, session, iid, inputs)
     updates = control.api_calls("UpdateAgentInstance")
 
     outcome, follow_up = run(db, vendors, action)
@@ -467,16 +467,7 @@ def test_following_a_stream_of_an_agent_already_gone_is_skipped(
     """The agent went between the stream_create and the action: nothing to update."""
     session, iid = live_session(db, vendors, control)
     inputs = {"user_stream_id": "user_1_phone"}
-    action = decide(
-        db,
-        session,
-        ActionKind.FOLLOW_STREAM,
-        iid,
-        reason="user_new_stream",
-        policy="presence",
-        trigger_key=f"stream:{session.id}:user_1_phone:1",
-        inputs=inputs,
-    )
+    action = follow(db, session, iid, inputs)
     vendors.zego_agent(APP_ID).delete_agent_instance(iid)
     updates = control.api_calls("UpdateAgentInstance")
 
