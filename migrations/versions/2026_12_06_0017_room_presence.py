@@ -75,6 +75,7 @@ def upgrade() -> None:
         sa.Column("logout_reason", sa.String(8)),
         sa.Column("stream_id", sa.String(128)),
         sa.Column("stream_seq", sa.BigInteger(), nullable=False),
+        sa.Column("stream_at", sa.DateTime(timezone=True)),
         sa.Column("changes", sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql"), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     )

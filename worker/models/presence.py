@@ -30,6 +30,8 @@ class RoomUser(Base):
     logout_reason: Mapped[str | None] = mapped_column(String(8))
     stream_id: Mapped[str | None] = mapped_column(String(128))
     stream_seq: Mapped[int] = mapped_column(BigInteger, default=-1)
+    # When that stream was created, or the last one closed: orders two streams' callbacks.
+    stream_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # Every login and logout heard, as [user_update_seq, "in" | "out", at_ms], by seq: the billed
     # absence is summed from these, so a late logout still counts once it arrives.
     changes: Mapped[list[Any]] = mapped_column(JSONType, default=list)

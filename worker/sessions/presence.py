@@ -27,6 +27,9 @@ class Presence:
     logout_reason: str = ""
     stream_id: str = ""
     stream_seq: int = -1
+    # When the current stream was created, or the last one closed (ms): ``stream_seq`` counts per
+    # stream, so only time orders two different streams' callbacks.
+    stream_at_ms: int = 0
 
 
 def apply(presence: Presence, event: RtcEvent) -> Presence:
@@ -56,11 +59,18 @@ def apply(presence: Presence, event: RtcEvent) -> Presence:
             logout_reason=event.reason,
         )
     if event.event == "stream_create":
-        if event.stream_id == presence.stream_id and event.seq <= presence.stream_seq:
+        if event.stream_id == presence.stream_id:
+            stale = event.seq <= presence.stream_seq
+        else:  # another stream (or none): a late create of an older one must not come back
+            stale = event.at_ms < presence.stream_at_ms
+        if stale:
             return presence
-        return replace(presence, stream_id=event.stream_id, stream_seq=event.seq)
+        return replace(presence, stream_id=event.stream_id, stream_seq=event.seq, stream_at_ms=event.at_ms)
     if event.stream_id == presence.stream_id and event.seq > presence.stream_seq:
-        return replace(presence, stream_id="", stream_seq=event.seq)
+        return replace(presence, stream_id="", stream_seq=event.seq, stream_at_ms=event.at_ms)
+    if not presence.stream_id and event.at_ms > presence.stream_at_ms:
+        # The close of a stream whose create is still on its way: that create, older, stays out.
+        return replace(presence, stream_at_ms=event.at_ms)
     return presence
 
 

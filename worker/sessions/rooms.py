@@ -127,6 +127,7 @@ def _presence(row: RoomUser) -> Presence:
         logout_reason=row.logout_reason or "",
         stream_id=row.stream_id or "",
         stream_seq=row.stream_seq,
+        stream_at_ms=_ms(row.stream_at),
     )
 
 
@@ -138,6 +139,7 @@ def _fold(row: RoomUser, event: RtcEvent, now: dt.datetime) -> None:
     row.absent_since = from_ms(after.absent_since_ms) if after.absent_since_ms else None
     row.logout_reason = after.logout_reason or None
     row.stream_id = after.stream_id or None
+    row.stream_at = from_ms(after.stream_at_ms) if after.stream_at_ms else None
     changes = presence.record_change(list(row.changes or []), event)
     if changes is not row.changes:
         row.changes = changes
@@ -187,13 +189,17 @@ def _tell(
 
 def _wake_waits(db: DbSession, session: Session, row: RoomUser, now: dt.datetime) -> list[PolicyAction]:
     """The user logged in while a 1202 wait polls for them: run it now, and let it trust the login."""
+    # SKIP LOCKED: a runner claims an action before its session, the opposite of this order; one
+    # it holds is running now and asks DescribeUsers itself, which finds the user back.
     waiting = list(
         db.scalars(
-            select(PolicyAction).where(
+            select(PolicyAction)
+            .where(
                 PolicyAction.session_id == session.id,
                 PolicyAction.kind == ActionKind.AWAIT_USER,
                 PolicyAction.state == ActionState.PENDING,
             )
+            .with_for_update(skip_locked=True)
         )
     )
     login = {"user_update_seq": row.user_seq, "at": row.login_at.isoformat() if row.login_at else None}

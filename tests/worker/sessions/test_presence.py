@@ -104,3 +104,16 @@ def test_a_lost_login_between_two_logouts_is_bridged_and_nothing_heard_is_unknow
     )
     assert absences(changes) == [(-math.inf, 0.0), (1000.0, 6000.0)]
     assert billed_absence_seconds([], [(0, 10000)]) is None
+
+
+def test_a_late_create_of_the_old_stream_does_not_bring_it_back() -> None:
+    """The user moved from the camera to the phone; the camera's create, retried, arrives last.
+    stream_seq counts per stream, so time orders the two streams: the phone stays."""
+    camera = RtcEvent("stream_create", "room-1", "user-1", 1, stream_id="cam", at_ms=1000)
+    camera_closed = RtcEvent("stream_close", "room-1", "user-1", 2, stream_id="cam", at_ms=5000)
+    phone = RtcEvent("stream_create", "room-1", "user-1", 1, stream_id="phone", at_ms=6000)
+    for order in itertools.permutations([camera, camera_closed, phone]):
+        assert fold([*order, camera]).stream_id == "phone"
+    # A closed stream's late create does not reopen it, whether it comes after its close or twice.
+    assert fold([camera, camera_closed, camera]).stream_id == ""
+    assert fold([camera_closed, camera]).stream_id == ""
