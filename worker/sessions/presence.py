@@ -34,29 +34,18 @@ class Presence:
 
 def apply(presence: Presence, event: RtcEvent) -> Presence:
     """The presence after ``event``; the same presence when the event is stale or does not match."""
-    if event.event == "room_login":
+    if event.event in ("room_login", "room_logout"):
         if event.seq <= presence.user_seq:
             return presence
+        left = event.event == "room_logout"
         return replace(
             presence,
-            present=True,
+            present=not left,
             user_seq=event.seq,
             session_id=event.session_id,
             login_time_ms=event.login_time_ms,
-            absent_since_ms=0,
-            logout_reason="",
-        )
-    if event.event == "room_logout":
-        if event.seq <= presence.user_seq:
-            return presence
-        return replace(
-            presence,
-            present=False,
-            user_seq=event.seq,
-            session_id=event.session_id,
-            login_time_ms=event.login_time_ms,
-            absent_since_ms=event.logout_time_ms,
-            logout_reason=event.reason,
+            absent_since_ms=event.logout_time_ms if left else 0,
+            logout_reason=event.reason if left else "",
         )
     if event.event == "stream_create":
         if event.stream_id == presence.stream_id:

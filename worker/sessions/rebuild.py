@@ -107,7 +107,9 @@ def reset_derived(db: DbSession) -> None:
             interrupted_turns=_turns_of(Session.id, Turn.speaker == "agent", Turn.interrupted.is_(True)),
         )
     )
-    inbox.reset_all(db, unless=kept_streams.exists())
+    # A callback whose payload retention emptied cannot be applied again: it stays done, and what
+    # it made stays (its session is kept; a room's presence stays in room_users).
+    inbox.reset_all(db, unless=kept_streams.exists() | InboxCallback.purged_at.is_not(None))
 
 
 def _turns_of(session_id: Any, *where: ColumnElement[bool]) -> ScalarSelect[int]:

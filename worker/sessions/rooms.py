@@ -75,9 +75,7 @@ def apply(
     """Fold (app_id, payload) rows, in the order ZEGO's retries let them arrive, into presence and
     sessions; returns the policy actions to run (woken waits, stream follows), none without
     ``react`` (a rebuild only derives state again)."""
-    # A payload retention emptied ("{}", worker/inbox/retention.py) was applied when it came, and
-    # room_users keeps what it said: a rebuild replays nothing of it.
-    events = [(app_id, parse_rtc_event(orjson.loads(payload))) for app_id, payload in rows if payload != "{}"]
+    events = [(app_id, parse_rtc_event(orjson.loads(payload))) for app_id, payload in rows]
     wanted = {(app_id, e.room_id, e.user_id) for app_id, e in events}
     users = _room_users(db, wanted, now)
     before = {key: _presence(row) for key, row in users.items()}

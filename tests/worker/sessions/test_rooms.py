@@ -177,19 +177,24 @@ def test_a_callback_for_an_empty_room_is_kept_and_applied(db: DbSession, setting
     assert db.scalars(select(Session).where(Session.room_id == "room_new")).all() == []
 
 
-def test_a_room_callback_whose_payload_retention_emptied_replays_as_nothing(
+def test_a_rebuild_leaves_room_callbacks_retention_emptied_and_what_they_made(
     db: DbSession, settings: Settings
 ) -> None:
-    """A rebuild after retention: the emptied row is done again, the presence it made stays."""
+    """After retention emptied a login's payload, a rebuild's reset keeps that row done (it could
+    not be applied again) and the presence it made stays."""
+    from worker.sessions.rebuild import reset_derived
+
     room = RoomSigner()
     ingest_rtc(db, [room.login()])
     drain_room(db, settings)
     row = db.scalars(select(InboxCallback).where(InboxCallback.agent_instance_id == ROOM[1])).one()
-    row.payload, row.state = "{}", "pending"  # what retention, then rebuild's reset, leave
+    row.payload, row.purged_at = "{}", utcnow()  # what retention does
     db.flush()
-    assert drain_room(db, settings).applied == 1
+    reset_derived(db)
     db.refresh(row)
-    assert row.state == "done" and db.get_one(RoomUser, (APP_ID, "room_1", "user_1")).present is True
+    assert row.state == "done"
+    assert drain_room(db, settings).applied == 0
+    assert db.get_one(RoomUser, (APP_ID, "room_1", "user_1")).present is True
 
 
 def test_the_timeline_shows_the_user_leave_and_come_back(db: DbSession, settings: Settings) -> None:
